@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Stop every dev backend under <repo>/.dev/ started by hack/dev-up.sh or hack/lib/slapd.sh
+# (the main slapd and any other instance there, e.g. a bare one), by PID file only.
+#
+# Usage: hack/dev-down.sh [--purge]
+#   --purge   also remove .dev/ (the admin password, data, generated config)
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+HACK=$REPO_ROOT/hack
+DEV=$REPO_ROOT/.dev
+
+log() { echo "dev-down: $*" >&2; }
+
+# --------------------------------------------------------------------------------------------
+# OpenLDAP: every directory under .dev/ that hack/lib/slapd.sh created (it has instance.conf).
+
+stop_slapd_instances() {
+    local conf dir
+    for conf in "$DEV"/*/instance.conf; do
+        [[ -e $conf ]] || continue
+        dir=${conf%/instance.conf}
+        [[ -d $dir/slapd.d ]] || continue
+        if "$HACK/lib/slapd.sh" status --dir "$dir" >/dev/null 2>&1 || [[ -e $dir/slapd.pid ]]; then
+            log "stopping slapd in ${dir#"$REPO_ROOT"/}"
+        fi
+        "$HACK/lib/slapd.sh" stop --dir "$dir"
+    done
+}
+
+# --------------------------------------------------------------------------------------------
+# MariaDB, munge, slurmdbd, fake API server, Gold test server: later.
+
+main() {
+    local purge=0
+    while (($#)); do
+        case $1 in
+            --purge) purge=1; shift ;;
+            -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+            *) log "unknown argument $1"; exit 2 ;;
+        esac
+    done
+    [[ -d $DEV ]] || { log "nothing to stop (no .dev/)"; return 0; }
+    # Wait for a dev-up that is running right now (same lock).
+    exec 8>"$DEV/.dev-up.lock"
+    flock -w 120 8 || { log "timed out waiting for a running dev-up"; exit 1; }
+    stop_slapd_instances
+    if ((purge)); then
+        log "removing ${DEV#"$REPO_ROOT"/}/"
+        rm -rf "$DEV"
+    fi
+}
+
+main "$@"

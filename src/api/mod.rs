@@ -1,0 +1,57 @@
+//! The five custom resources of `roster.io/v1alpha1` (DESIGN.md §2) and the CRDs generated
+//! from them.
+
+mod account;
+mod common;
+mod guest;
+mod import_source;
+mod person;
+mod project;
+
+pub use account::*;
+pub use common::*;
+pub use guest::*;
+pub use import_source::*;
+pub use person::*;
+pub use project::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of every Roster kind.
+pub const GROUP: &str = "roster.io";
+/// The finalizer Roster puts on objects whose deletion must reach the backends.
+pub const FINALIZER: &str = "roster.io/cleanup";
+/// Annotation asking Roster to adopt existing backend entries (when the site allows it).
+pub const ADOPT_ANNOTATION: &str = "roster.io/adopt";
+
+/// All CRDs in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        Person::crd(),
+        Account::crd(),
+        Project::crd(),
+        Guest::crd(),
+        ImportSource::crd(),
+    ]
+}
+
+/// The CRDs as one multi-document YAML stream, the form `roster crd` prints.
+pub fn crds_yaml() -> String {
+    crd_files()
+        .into_iter()
+        .map(|(_, yaml)| format!("---\n{yaml}"))
+        .collect()
+}
+
+/// One `(file name, YAML)` per CRD, the form `crds/` holds: `<plural>.roster.io.yaml`.
+pub fn crd_files() -> Vec<(String, String)> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let yaml = serde_saphyr::to_string(&crd).expect("a CRD serializes to YAML");
+            (format!("{name}.yaml"), yaml)
+        })
+        .collect()
+}

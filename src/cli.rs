@@ -1,0 +1,113 @@
+//! The `roster` command line (DESIGN.md §5.6).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::ldap::{Directory, schema_ldif};
+
+/// Declarative people, accounts, projects and guests for HPC sites.
+#[derive(Parser, Debug)]
+#[command(name = "roster", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions of all five kinds as YAML.
+    Crd {
+        /// Write one file per CRD (`<plural>.roster.io.yaml`) into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print Roster's LDAP schema (cn=config LDIF) for loading into the directory.
+    LdapSchema {
+        /// Leave out the openssh-lpk definitions (for directories that already have them).
+        #[arg(long)]
+        without_openssh_lpk: bool,
+    },
+    /// Work with the configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a configuration, then bind to the directory and check that it holds Roster's
+    /// schema and containers.
+    Check {
+        /// The configuration file.
+        #[arg(long, env = "ROSTER_CONFIG")]
+        config: PathBuf,
+        /// Only validate the file; do not contact the directory.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+/// Runs one command and maps the outcome to the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd { dir: None } => {
+            print!("{}", crate::api::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Crd { dir: Some(dir) } => {
+            for (file, yaml) in crate::api::crd_files() {
+                let path = dir.join(file);
+                if let Err(e) = std::fs::write(&path, yaml) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::LdapSchema {
+            without_openssh_lpk,
+        } => {
+            print!("{}", schema_ldif(!without_openssh_lpk));
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config, offline },
+        } => config_check(&config, offline).await,
+    }
+}
+
+async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    if offline {
+        println!("config {}: valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let mut dir = match Directory::connect(&config).await {
+        Ok(d) => d,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Err(e) = dir.check_schema().await {
+        return fail(e.to_string());
+    }
+    if let Err(e) = dir.check_containers(&config).await {
+        return fail(e.to_string());
+    }
+    println!(
+        "config {}: valid; directory {} bound as {} has Roster's schema and containers",
+        path.display(),
+        config.ldap.uri,
+        config.ldap.bind_dn
+    );
+    ExitCode::SUCCESS
+}

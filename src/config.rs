@@ -1,0 +1,753 @@
+//! The configuration file (`--config`, a ConfigMap in the chart). Secrets are referenced as
+//! files or environment variables and never appear in the file itself.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::api::parse_duration;
+
+/// The whole configuration.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Names this installation in every entry it owns (`rosterOwner`), so a file-managed and an
+    /// operator-managed installation never touch each other's entries.
+    pub manager_id: String,
+    /// The directory.
+    pub ldap: LdapConfig,
+    /// uidNumbers Roster allocates from.
+    pub uid_range: IdRange,
+    /// gidNumbers Roster allocates from.
+    pub gid_range: IdRange,
+    /// Defaults for accounts.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Grace periods of the lifecycle.
+    #[serde(default)]
+    pub grace_periods: GracePeriods,
+    /// The mass-deactivation guard.
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// Adoption of entries that existed before Roster.
+    #[serde(default)]
+    pub adoption: AdoptionConfig,
+    /// Where the file was read from; relative paths in it are resolved against its directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// How to reach the directory and where Roster keeps its entries.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:port`, `ldaps://host:port` or `ldapi://…`.
+    pub uri: String,
+    /// The DN Roster binds as.
+    #[serde(rename = "bindDN")]
+    pub bind_dn: String,
+    /// A file whose content (trailing newline ignored) is the bind password.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// An environment variable holding the bind password.
+    #[serde(default)]
+    pub bind_password_env: Option<String>,
+    /// The directory's suffix.
+    #[serde(rename = "baseDN")]
+    pub base_dn: String,
+    /// Where accounts live; default `ou=people,<baseDN>`.
+    #[serde(rename = "peopleDN", default)]
+    pub people_dn: Option<String>,
+    /// Where groups live; default `ou=groups,<baseDN>`.
+    #[serde(rename = "groupsDN", default)]
+    pub groups_dn: Option<String>,
+    /// Where tombstones live; default `ou=tombstones,<baseDN>`.
+    #[serde(rename = "tombstonesDN", default)]
+    pub tombstones_dn: Option<String>,
+    /// Where counters live; default `ou=counters,<baseDN>`.
+    #[serde(rename = "countersDN", default)]
+    pub counters_dn: Option<String>,
+    /// Transport security.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Seconds to wait for a connection or an answer.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Page size of bulk searches.
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+fn default_page_size() -> i32 {
+    500
+}
+
+/// TLS to the directory. The server certificate is always verified.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `none`, `startTLS` or `ldaps`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM file of the CA(s) that sign the server certificate; default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The transport security mode.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain LDAP (only sensible on loopback or ldapi).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// StartTLS on an `ldap://` connection.
+    #[serde(rename = "startTLS")]
+    StartTls,
+    /// TLS from the start (`ldaps://`).
+    #[serde(rename = "ldaps")]
+    Ldaps,
+}
+
+/// An inclusive range of POSIX ids.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
+    /// First id Roster may allocate.
+    pub min: u32,
+    /// Last id Roster may allocate.
+    pub max: u32,
+}
+
+impl IdRange {
+    pub fn contains(&self, id: u32) -> bool {
+        (self.min..=self.max).contains(&id)
+    }
+}
+
+/// Which group is an account's primary group.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PrimaryGroup {
+    /// A personal group with gid = uid, named like the account.
+    #[default]
+    Personal,
+    /// The group of the account's default project.
+    DefaultProject,
+}
+
+/// Defaults for accounts.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Defaults {
+    /// Login shell when an Account names none.
+    #[serde(default = "default_shell")]
+    pub login_shell: String,
+    /// Home directory template; `{username}` is replaced.
+    #[serde(default = "default_home")]
+    pub home_directory: String,
+    /// `Personal` or `DefaultProject`.
+    #[serde(default)]
+    pub primary_group: PrimaryGroup,
+}
+
+fn default_shell() -> String {
+    "/bin/bash".into()
+}
+fn default_home() -> String {
+    "/home/{username}".into()
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            login_shell: default_shell(),
+            home_directory: default_home(),
+            primary_group: PrimaryGroup::default(),
+        }
+    }
+}
+
+/// Grace periods (durations such as `90d`) per kind.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GracePeriods {
+    /// From removal to purge of an Account.
+    #[serde(default = "default_account_purge")]
+    pub account_purge_after: String,
+    /// From removal to purge of a Project.
+    #[serde(default = "default_account_purge")]
+    pub project_purge_after: String,
+    /// Shortest per-object `purgeAfter` override accepted.
+    #[serde(default = "default_min_purge")]
+    pub min_purge_after: String,
+    /// Longest per-object `purgeAfter` override accepted.
+    #[serde(default = "default_max_purge")]
+    pub max_purge_after: String,
+    /// How long before `validUntil` the `Expiring` condition and Event appear.
+    #[serde(default = "default_warn")]
+    pub expiry_warning: String,
+}
+
+fn default_account_purge() -> String {
+    "90d".into()
+}
+fn default_min_purge() -> String {
+    "0d".into()
+}
+fn default_max_purge() -> String {
+    "730d".into()
+}
+fn default_warn() -> String {
+    "14d".into()
+}
+
+impl Default for GracePeriods {
+    fn default() -> Self {
+        GracePeriods {
+            account_purge_after: default_account_purge(),
+            project_purge_after: default_account_purge(),
+            min_purge_after: default_min_purge(),
+            max_purge_after: default_max_purge(),
+            expiry_warning: default_warn(),
+        }
+    }
+}
+
+/// The mass-deactivation guard (DESIGN.md §5.5). Either limit trips it.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuardConfig {
+    /// At most this many removal-caused deactivations/purges per window.
+    #[serde(default = "default_guard_count")]
+    pub max_count: Option<u32>,
+    /// At most this percentage of managed accounts per window.
+    #[serde(default = "default_guard_percent")]
+    pub max_percent: Option<u8>,
+    /// The window the limits apply to.
+    #[serde(default = "default_guard_window")]
+    pub window: String,
+}
+
+fn default_guard_count() -> Option<u32> {
+    Some(25)
+}
+fn default_guard_percent() -> Option<u8> {
+    Some(10)
+}
+fn default_guard_window() -> String {
+    "24h".into()
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_count: default_guard_count(),
+            max_percent: default_guard_percent(),
+            window: default_guard_window(),
+        }
+    }
+}
+
+/// Adoption of existing entries: needs this switch *and* the `roster.io/adopt` annotation.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdoptionConfig {
+    /// Allow adoption at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Namespaces whose objects may adopt; empty means none.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// One problem in a configuration, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `ldap.bindDN`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("config {path} is invalid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("cannot read the LDAP bind password: {0}")]
+    Secret(String),
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, base_dir).map_err(|e| match e {
+            ConfigError::Yaml { message, .. } => ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: PathBuf::new(),
+            problems,
+        };
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?;
+        if !value.is_object() {
+            return Err(invalid(vec![Problem {
+                key: "(top level)".into(),
+                message: "the configuration must be a mapping".into(),
+            }]));
+        }
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            invalid(vec![structural_problem(&path, &inner)])
+        })?;
+        config.base_dir = base_dir;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    /// Every semantic problem, so one run shows them all.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+        if !is_manager_id(&self.manager_id) {
+            bad(
+                "managerId",
+                format!(
+                    "{:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+                    self.manager_id
+                ),
+            );
+        }
+        let l = &self.ldap;
+        let scheme = l.uri.split("://").next().unwrap_or("");
+        if !l.uri.contains("://") || !matches!(scheme, "ldap" | "ldaps" | "ldapi") {
+            bad(
+                "ldap.uri",
+                format!("{:?} is not an ldap://, ldaps:// or ldapi:// URI", l.uri),
+            );
+        }
+        match (l.tls.mode, scheme) {
+            (TlsMode::Ldaps, s) if s != "ldaps" => bad(
+                "ldap.tls.mode",
+                "ldaps needs an ldaps:// URI".to_string(),
+            ),
+            (TlsMode::StartTls, s) if s != "ldap" => bad(
+                "ldap.tls.mode",
+                "startTLS needs an ldap:// URI".to_string(),
+            ),
+            (TlsMode::None, "ldaps") => bad(
+                "ldap.tls.mode",
+                "an ldaps:// URI needs mode ldaps".to_string(),
+            ),
+            _ => {}
+        }
+        if let Some(ca) = &l.tls.ca_file {
+            let ca = self.resolve(ca);
+            if !ca.is_file() {
+                bad(
+                    "ldap.tls.caFile",
+                    format!("{} is not a readable file", ca.display()),
+                );
+            }
+        }
+        for (key, dn) in [
+            ("ldap.bindDN", Some(&l.bind_dn)),
+            ("ldap.baseDN", Some(&l.base_dn)),
+            ("ldap.peopleDN", l.people_dn.as_ref()),
+            ("ldap.groupsDN", l.groups_dn.as_ref()),
+            ("ldap.tombstonesDN", l.tombstones_dn.as_ref()),
+            ("ldap.countersDN", l.counters_dn.as_ref()),
+        ] {
+            if let Some(dn) = dn
+                && let Err(m) = check_dn(dn)
+            {
+                bad(key, m);
+            }
+        }
+        for (key, dn) in [
+            ("ldap.peopleDN", l.people_dn.as_ref()),
+            ("ldap.groupsDN", l.groups_dn.as_ref()),
+            ("ldap.tombstonesDN", l.tombstones_dn.as_ref()),
+            ("ldap.countersDN", l.counters_dn.as_ref()),
+        ] {
+            if let Some(dn) = dn
+                && !dn
+                    .to_ascii_lowercase()
+                    .ends_with(&l.base_dn.to_ascii_lowercase())
+            {
+                bad(key, format!("{dn:?} is not below ldap.baseDN"));
+            }
+        }
+        match (&l.bind_password_file, &l.bind_password_env) {
+            (None, None) => bad(
+                "ldap.bindPasswordFile",
+                "missing: set ldap.bindPasswordFile or ldap.bindPasswordEnv".into(),
+            ),
+            (Some(_), Some(_)) => bad(
+                "ldap.bindPasswordEnv",
+                "set only one of ldap.bindPasswordFile and ldap.bindPasswordEnv".into(),
+            ),
+            _ => {}
+        }
+        if l.timeout_seconds == 0 || l.timeout_seconds > 600 {
+            bad(
+                "ldap.timeoutSeconds",
+                format!("{} is outside 1..=600", l.timeout_seconds),
+            );
+        }
+        if !(1..=10_000).contains(&l.page_size) {
+            bad(
+                "ldap.pageSize",
+                format!("{} is outside 1..=10000", l.page_size),
+            );
+        }
+        for (key, r) in [("uidRange", self.uid_range), ("gidRange", self.gid_range)] {
+            if r.min == 0 || r.max > 4_294_967_294 || r.min > r.max {
+                bad(
+                    key,
+                    format!(
+                        "{}..{} must satisfy 1 <= min <= max <= 4294967294",
+                        r.min, r.max
+                    ),
+                );
+            }
+        }
+        let d = &self.defaults;
+        if !d.login_shell.starts_with('/') || d.login_shell.chars().any(char::is_control) {
+            bad(
+                "defaults.loginShell",
+                format!("{:?} is not an absolute path", d.login_shell),
+            );
+        }
+        if let Err(m) = check_home_template(&d.home_directory) {
+            bad("defaults.homeDirectory", m);
+        }
+        let g = &self.grace_periods;
+        for (key, v) in [
+            ("gracePeriods.accountPurgeAfter", &g.account_purge_after),
+            ("gracePeriods.projectPurgeAfter", &g.project_purge_after),
+            ("gracePeriods.minPurgeAfter", &g.min_purge_after),
+            ("gracePeriods.maxPurgeAfter", &g.max_purge_after),
+            ("gracePeriods.expiryWarning", &g.expiry_warning),
+            ("guard.window", &self.guard.window),
+        ] {
+            if let Err(e) = parse_duration(v) {
+                bad(key, e.to_string());
+            }
+        }
+        if let (Ok(min), Ok(max)) = (
+            parse_duration(&g.min_purge_after),
+            parse_duration(&g.max_purge_after),
+        ) && min > max
+        {
+            bad(
+                "gracePeriods.minPurgeAfter",
+                "is longer than gracePeriods.maxPurgeAfter".into(),
+            );
+        }
+        if let Some(p) = self.guard.max_percent
+            && p > 100
+        {
+            bad("guard.maxPercent", format!("{p} is more than 100"));
+        }
+        for (i, ns) in self.adoption.namespaces.iter().enumerate() {
+            if !is_namespace(ns) {
+                bad(
+                    &format!("adoption.namespaces[{i}]"),
+                    format!("{ns:?} is not a namespace name"),
+                );
+            }
+        }
+        out
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The bind password, read now from its file or environment variable.
+    pub fn bind_password(&self) -> Result<String, ConfigError> {
+        if let Some(file) = &self.ldap.bind_password_file {
+            let file = self.resolve(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::Secret(format!("ldap.bindPasswordFile {}: {e}", file.display()))
+            })?;
+            return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+        }
+        if let Some(var) = &self.ldap.bind_password_env {
+            return std::env::var(var).map_err(|_| {
+                ConfigError::Secret(format!(
+                    "ldap.bindPasswordEnv: environment variable {var} is not set"
+                ))
+            });
+        }
+        Err(ConfigError::Secret(
+            "neither ldap.bindPasswordFile nor ldap.bindPasswordEnv is set".into(),
+        ))
+    }
+
+    pub fn people_dn(&self) -> String {
+        self.ldap
+            .people_dn
+            .clone()
+            .unwrap_or_else(|| format!("ou=people,{}", self.ldap.base_dn))
+    }
+    pub fn groups_dn(&self) -> String {
+        self.ldap
+            .groups_dn
+            .clone()
+            .unwrap_or_else(|| format!("ou=groups,{}", self.ldap.base_dn))
+    }
+    pub fn tombstones_dn(&self) -> String {
+        self.ldap
+            .tombstones_dn
+            .clone()
+            .unwrap_or_else(|| format!("ou=tombstones,{}", self.ldap.base_dn))
+    }
+    pub fn counters_dn(&self) -> String {
+        self.ldap
+            .counters_dn
+            .clone()
+            .unwrap_or_else(|| format!("ou=counters,{}", self.ldap.base_dn))
+    }
+}
+
+/// Turns serde's complaint into a problem naming the full key.
+fn structural_problem(path: &str, message: &str) -> Problem {
+    let path = if path == "." { "" } else { path };
+    let join = |field: &str| {
+        if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    if let Some(field) = between(message, "missing field `", "`") {
+        return Problem {
+            key: join(field),
+            message: "missing (required)".into(),
+        };
+    }
+    if between(message, "unknown field `", "`").is_some() {
+        // serde_path_to_error's path already ends in the unknown key.
+        let expected = message
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        return Problem {
+            key: path.to_string(),
+            message: format!("unknown key{expected}"),
+        };
+    }
+    Problem {
+        key: if path.is_empty() {
+            "(top level)".into()
+        } else {
+            path.into()
+        },
+        message: message.into(),
+    }
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &s[s.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
+
+fn is_manager_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+fn is_namespace(s: &str) -> bool {
+    is_manager_id(s) && !s.ends_with('-')
+}
+
+/// A light check that a DN has the `attr=value` shape; the directory has the last word.
+fn check_dn(dn: &str) -> Result<(), String> {
+    if dn.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if dn.chars().any(|c| c == '\0' || c.is_control()) {
+        return Err(format!("{dn:?} contains control characters"));
+    }
+    let first = dn.split(',').next().unwrap_or("");
+    if !first.contains('=') {
+        return Err(format!("{dn:?} is not a DN (expected attr=value,…)"));
+    }
+    Ok(())
+}
+
+/// The home directory template must be absolute, mention `{username}` and stay put.
+pub fn check_home_template(t: &str) -> Result<(), String> {
+    if !t.starts_with('/') {
+        return Err(format!("{t:?} is not an absolute path"));
+    }
+    if !t.contains("{username}") {
+        return Err(format!("{t:?} does not contain {{username}}"));
+    }
+    if t.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(format!("{t:?} contains a '.' or '..' segment"));
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{t:?} contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+managerId: site-a
+ldap:
+  uri: ldap://127.0.0.1:389
+  bindDN: cn=admin,dc=example,dc=org
+  bindPasswordFile: pw
+  baseDN: dc=example,dc=org
+uidRange: {min: 20000, max: 29999}
+gidRange: {min: 20000, max: 29999}
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, PathBuf::from("/etc/roster"))
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.people_dn(), "ou=people,dc=example,dc=org");
+        assert_eq!(c.defaults.home_directory, "/home/{username}");
+        assert_eq!(c.resolve(Path::new("pw")), PathBuf::from("/etc/roster/pw"));
+        assert_eq!(c.guard.max_count, Some(25));
+    }
+
+    #[test]
+    fn a_missing_key_is_named_with_its_path() {
+        let p = problems(&GOOD.replace("managerId: site-a\n", ""));
+        assert_eq!(p[0].key, "managerId");
+        assert!(p[0].message.contains("missing"));
+        let p = problems(&GOOD.replace("  bindDN: cn=admin,dc=example,dc=org\n", ""));
+        assert_eq!(p[0].key, "ldap.bindDN");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let p = problems(&GOOD.replace("  baseDN:", "  baseDn: x\n  baseDN:"));
+        assert_eq!(p[0].key, "ldap.baseDn");
+        assert!(p[0].message.contains("unknown key"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let text = GOOD
+            .replace("site-a", "Site/A")
+            .replace("ldap://127.0.0.1:389", "http://x")
+            .replace("{min: 20000, max: 29999}\ngid", "{min: 30000, max: 29999}\ngid")
+            + "defaults:\n  homeDirectory: /home/../{username}\n";
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            ["managerId", "ldap.uri", "uidRange", "defaults.homeDirectory"]
+        );
+    }
+
+    #[test]
+    fn tls_mode_must_match_the_uri() {
+        let p = problems(&(GOOD.to_string() + "").replace(
+            "  baseDN: dc=example,dc=org\n",
+            "  baseDN: dc=example,dc=org\n  tls: {mode: ldaps}\n",
+        ));
+        assert_eq!(p[0].key, "ldap.tls.mode");
+    }
+
+    #[test]
+    fn both_or_no_password_source_is_refused() {
+        let p = problems(&GOOD.replace("  bindPasswordFile: pw\n", ""));
+        assert_eq!(p[0].key, "ldap.bindPasswordFile");
+        let p = problems(&GOOD.replace(
+            "  bindPasswordFile: pw\n",
+            "  bindPasswordFile: pw\n  bindPasswordEnv: PW\n",
+        ));
+        assert_eq!(p[0].key, "ldap.bindPasswordEnv");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let p = problems(&GOOD.replace("{min: 20000, max: 29999}\ngid", "{min: lots, max: 29999}\ngid"));
+        assert_eq!(p[0].key, "uidRange.min");
+    }
+
+    #[test]
+    fn yaml_errors_are_reported_as_such() {
+        assert!(matches!(parse("managerId: [\n"), Err(ConfigError::Yaml { .. })));
+    }
+}

@@ -1,0 +1,281 @@
+//! The directory: Roster's schema, connecting (with verified TLS), and the start-up checks.
+//! The LDAP backend proper (observe/apply) builds on this.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+
+use crate::config::{Config, ConfigError, TlsMode};
+
+/// Roster's own schema (DESIGN.md §5.1) in cn=config form.
+pub const ROSTER_SCHEMA: &str = include_str!("schema/roster.ldif");
+/// The openssh-lpk schema (`ldapPublicKey`, `sshPublicKey`), which Debian's slapd lacks.
+pub const OPENSSH_LPK_SCHEMA: &str = include_str!("schema/openssh-lpk.ldif");
+
+/// Standard classes Roster writes besides its own.
+const STANDARD_CLASSES: &[&str] = &[
+    "inetOrgPerson",
+    "posixAccount",
+    "shadowAccount",
+    "posixGroup",
+    "ldapPublicKey",
+];
+
+/// The schema text `roster ldap-schema` prints.
+pub fn schema_ldif(with_openssh_lpk: bool) -> String {
+    let mut out = String::new();
+    if with_openssh_lpk {
+        out.push_str(OPENSSH_LPK_SCHEMA);
+        out.push('\n');
+    }
+    out.push_str(ROSTER_SCHEMA);
+    out
+}
+
+/// Names declared (`NAME '…'`) in a schema text: Roster's attribute types and object classes.
+pub fn declared_names(schema: &str) -> Vec<String> {
+    // Undo LDIF line folding first, then pick every NAME '…'.
+    let unfolded = schema.replace("\n ", "");
+    unfolded
+        .split("NAME '")
+        .skip(1)
+        .filter_map(|rest| rest.split('\'').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Why talking to the directory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot reach the directory at {uri}: {message}")]
+    Unreachable { uri: String, message: String },
+    #[error("the directory refused the bind as {dn}: {message}")]
+    Bind { dn: String, message: String },
+    #[error("TLS setup for {uri}: {message}")]
+    Tls { uri: String, message: String },
+    #[error(
+        "the directory lacks Roster's LDAP schema (missing: {}); print it with `roster ldap-schema` and load it, e.g. `roster ldap-schema | ldapadd -Y EXTERNAL -H ldapi:///`",
+        .missing.join(", ")
+    )]
+    SchemaMissing { missing: Vec<String> },
+    #[error("the directory has no entry {}: create {} (Roster keeps its entries there)", .missing.join(", "), if .missing.len() == 1 { "it" } else { "them" })]
+    MissingContainers { missing: Vec<String> },
+    #[error("{operation} on {dn} failed: {message}")]
+    Operation {
+        operation: &'static str,
+        dn: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A bound connection to the directory.
+pub struct Directory {
+    pub ldap: Ldap,
+    pub uri: String,
+}
+
+impl Directory {
+    /// Connects and binds as configured. The password is read here and kept nowhere else.
+    pub async fn connect(config: &Config) -> Result<Directory, DirectoryError> {
+        let uri = config.ldap.uri.clone();
+        let timeout = Duration::from_secs(config.ldap.timeout_seconds);
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_starttls(config.ldap.tls.mode == TlsMode::StartTls);
+        if let Some(ca) = &config.ldap.tls.ca_file {
+            let tls = tls_config(&config.resolve(ca)).map_err(|message| DirectoryError::Tls {
+                uri: uri.clone(),
+                message,
+            })?;
+            settings = settings.set_config(tls);
+        }
+        let password = config.bind_password()?;
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &uri)
+            .await
+            .map_err(|e| DirectoryError::Unreachable {
+                uri: uri.clone(),
+                message: e.to_string(),
+            })?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(timeout);
+        let bind = ldap
+            .simple_bind(&config.ldap.bind_dn, &password)
+            .await
+            .map_err(|e| DirectoryError::Unreachable {
+                uri: uri.clone(),
+                message: e.to_string(),
+            })?;
+        if bind.rc != 0 {
+            let message = if bind.rc == 49 {
+                "invalid credentials (wrong bind DN or password, or the account is locked)"
+                    .to_string()
+            } else {
+                format!("result code {}: {}", bind.rc, bind.text)
+            };
+            return Err(DirectoryError::Bind {
+                dn: config.ldap.bind_dn.clone(),
+                message,
+            });
+        }
+        Ok(Directory { ldap, uri })
+    }
+
+    /// Names of every object class and attribute type the directory knows, lower-cased.
+    pub async fn schema_names(&mut self) -> Result<BTreeSet<String>, DirectoryError> {
+        let root = self.search_base("", &["subschemaSubentry"]).await?;
+        let subschema = root
+            .and_then(|e| e.attrs.get("subschemaSubentry").and_then(|v| v.first().cloned()))
+            .unwrap_or_else(|| "cn=Subschema".to_string());
+        let entry = self
+            .search_base(&subschema, &["objectClasses", "attributeTypes"])
+            .await?
+            .ok_or_else(|| DirectoryError::Operation {
+                operation: "read schema",
+                dn: subschema.clone(),
+                message: "no subschema entry".into(),
+            })?;
+        let mut names = BTreeSet::new();
+        for attr in ["objectClasses", "attributeTypes"] {
+            for def in entry.attrs.get(attr).into_iter().flatten() {
+                names.extend(definition_names(def).map(|n| n.to_ascii_lowercase()));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Fails unless the directory knows Roster's schema and the standard classes it writes.
+    pub async fn check_schema(&mut self) -> Result<(), DirectoryError> {
+        let known = self.schema_names().await?;
+        let missing: Vec<String> = declared_names(ROSTER_SCHEMA)
+            .into_iter()
+            .chain(STANDARD_CLASSES.iter().map(|s| s.to_string()))
+            .filter(|n| !known.contains(&n.to_ascii_lowercase()))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DirectoryError::SchemaMissing { missing })
+        }
+    }
+
+    /// Fails unless the containers Roster writes under exist.
+    pub async fn check_containers(&mut self, config: &Config) -> Result<(), DirectoryError> {
+        let mut missing = Vec::new();
+        for dn in [
+            config.people_dn(),
+            config.groups_dn(),
+            config.tombstones_dn(),
+            config.counters_dn(),
+        ] {
+            if self.search_base(&dn, &["1.1"]).await?.is_none() {
+                missing.push(dn);
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DirectoryError::MissingContainers { missing })
+        }
+    }
+
+    /// Reads one entry; `None` when it does not exist.
+    pub async fn search_base(
+        &mut self,
+        dn: &str,
+        attrs: &[&str],
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
+        let result = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .await
+            .map_err(|e| DirectoryError::Unreachable {
+                uri: self.uri.clone(),
+                message: e.to_string(),
+            })?;
+        match result.1.rc {
+            0 => Ok(result.0.into_iter().next().map(SearchEntry::construct)),
+            32 => Ok(None),
+            rc => Err(DirectoryError::Operation {
+                operation: "read",
+                dn: dn.to_string(),
+                message: format!("result code {rc}: {}", result.1.text),
+            }),
+        }
+    }
+}
+
+/// The names in one schema definition: `( oid NAME 'a' …)` or `( oid NAME ( 'a' 'b' ) …)`.
+fn definition_names(def: &str) -> impl Iterator<Item = &str> {
+    let after = def.split_once(" NAME ").map(|(_, r)| r).unwrap_or("");
+    let list = if let Some(rest) = after.strip_prefix('(') {
+        rest.split(')').next().unwrap_or("")
+    } else {
+        after.split(' ').next().unwrap_or("")
+    };
+    list.split('\'')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// A rustls client configuration trusting exactly the CAs in `ca_file`.
+fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable certificate in {}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_declares_every_class_and_attribute_of_the_design() {
+        let names = declared_names(ROSTER_SCHEMA);
+        for n in [
+            "rosterManaged",
+            "rosterTombstone",
+            "rosterCounter",
+            "rosterOwner",
+            "rosterState",
+            "rosterDeactivatedAt",
+            "rosterPurgeAt",
+            "rosterSourceUID",
+            "rosterRecordUID",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from roster.ldif");
+        }
+        assert_eq!(
+            declared_names(OPENSSH_LPK_SCHEMA),
+            ["sshPublicKey", "ldapPublicKey"]
+        );
+    }
+
+    #[test]
+    fn definition_names_reads_single_and_multiple_names() {
+        let one = "( 2.5.4.3 NAME 'cn' SUP name )";
+        assert_eq!(definition_names(one).collect::<Vec<_>>(), ["cn"]);
+        let two = "( 2.5.4.4 NAME ( 'sn' 'surname' ) SUP name )";
+        assert_eq!(definition_names(two).collect::<Vec<_>>(), ["sn", "surname"]);
+    }
+}

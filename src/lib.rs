@@ -1,0 +1,8 @@
+//! Roster: the people, accounts, projects and guests of an HPC site, declared as Kubernetes
+//! resources and converged into LDAP, Slurm accounting and Gold.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod ldap;
+pub mod cli;
