@@ -379,14 +379,12 @@ impl Config {
             );
         }
         match (l.tls.mode, scheme) {
-            (TlsMode::Ldaps, s) if s != "ldaps" => bad(
-                "ldap.tls.mode",
-                "ldaps needs an ldaps:// URI".to_string(),
-            ),
-            (TlsMode::StartTls, s) if s != "ldap" => bad(
-                "ldap.tls.mode",
-                "startTLS needs an ldap:// URI".to_string(),
-            ),
+            (TlsMode::Ldaps, s) if s != "ldaps" => {
+                bad("ldap.tls.mode", "ldaps needs an ldaps:// URI".to_string())
+            }
+            (TlsMode::StartTls, s) if s != "ldap" => {
+                bad("ldap.tls.mode", "startTLS needs an ldap:// URI".to_string())
+            }
             (TlsMode::None, "ldaps") => bad(
                 "ldap.tls.mode",
                 "an ldaps:// URI needs mode ldaps".to_string(),
@@ -711,12 +709,20 @@ gidRange: {min: 20000, max: 29999}
         let text = GOOD
             .replace("site-a", "Site/A")
             .replace("ldap://127.0.0.1:389", "http://x")
-            .replace("{min: 20000, max: 29999}\ngid", "{min: 30000, max: 29999}\ngid")
+            .replace(
+                "{min: 20000, max: 29999}\ngid",
+                "{min: 30000, max: 29999}\ngid",
+            )
             + "defaults:\n  homeDirectory: /home/../{username}\n";
         let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
-            ["managerId", "ldap.uri", "uidRange", "defaults.homeDirectory"]
+            [
+                "managerId",
+                "ldap.uri",
+                "uidRange",
+                "defaults.homeDirectory"
+            ]
         );
     }
 
@@ -742,12 +748,18 @@ gidRange: {min: 20000, max: 29999}
 
     #[test]
     fn a_wrong_type_names_the_key() {
-        let p = problems(&GOOD.replace("{min: 20000, max: 29999}\ngid", "{min: lots, max: 29999}\ngid"));
+        let p = problems(&GOOD.replace(
+            "{min: 20000, max: 29999}\ngid",
+            "{min: lots, max: 29999}\ngid",
+        ));
         assert_eq!(p[0].key, "uidRange.min");
     }
 
     #[test]
     fn yaml_errors_are_reported_as_such() {
-        assert!(matches!(parse("managerId: [\n"), Err(ConfigError::Yaml { .. })));
+        assert!(matches!(
+            parse("managerId: [\n"),
+            Err(ConfigError::Yaml { .. })
+        ));
     }
 }

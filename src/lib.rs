@@ -3,6 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod ldap;
-pub mod cli;

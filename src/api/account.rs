@@ -13,7 +13,10 @@ pub const RESERVED_USERNAMES: &[&str] = &[
 
 /// The admission rule that keeps [`RESERVED_USERNAMES`] out, built from the same list.
 fn reserved_username_rule() -> kube::core::Rule {
-    let names: Vec<String> = RESERVED_USERNAMES.iter().map(|n| format!("'{n}'")).collect();
+    let names: Vec<String> = RESERVED_USERNAMES
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect();
     kube::core::Rule::new(format!("!(self in [{}])", names.join(", ")))
         .message("username is reserved for a system account")
 }
@@ -34,10 +37,28 @@ fn reserved_username_rule() -> kube::core::Rule {
     printcolumn(name = "UID", type_ = "integer", json_path = ".status.uidNumber"),
     printcolumn(name = "Person", type_ = "string", json_path = ".spec.person"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextTransition.action", priority = 1),
-    printcolumn(name = "At", type_ = "date", json_path = ".status.nextTransition.at", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextTransition.action",
+        priority = 1
+    ),
+    printcolumn(
+        name = "At",
+        type_ = "date",
+        json_path = ".status.nextTransition.at",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(oldSelf.uidNumber) || (has(self.uidNumber) && self.uidNumber == oldSelf.uidNumber)"
@@ -73,7 +94,10 @@ pub struct AccountSpec {
     /// Projects (by name, in this namespace) this account is a member of, in addition to the
     /// Projects that list its username.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 253), pattern(OBJECT_NAME_PATTERN)))]
+    #[schemars(
+        length(max = 256),
+        inner(length(max = 253), pattern(OBJECT_NAME_PATTERN))
+    )]
     pub projects: Vec<String>,
     /// The project charged by default (Slurm DefaultAccount, Gold DefaultProject); must be one
     /// of the account's effective memberships.

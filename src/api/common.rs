@@ -230,7 +230,10 @@ mod tests {
     #[test]
     fn durations_add_up_their_units() {
         assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
-        assert_eq!(parse_duration("1w2d3h").unwrap().as_secs(), 9 * 86_400 + 3 * 3_600);
+        assert_eq!(
+            parse_duration("1w2d3h").unwrap().as_secs(),
+            9 * 86_400 + 3 * 3_600
+        );
         assert_eq!(parse_duration("30m").unwrap().as_secs(), 1_800);
         for bad in ["", "d", "10", "5y", "1d-2h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 
 /// The kind of guest.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum GuestType {
     /// A human visitor; needs `validUntil`.
     #[default]
@@ -30,11 +32,28 @@ pub enum GuestType {
     doc = "A person sponsored by a host for a limited time, or a technical account someone vouches for.",
     printcolumn(name = "Host", type_ = "string", json_path = ".spec.host"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "Valid-Until", type_ = "string", json_path = ".status.acceptedValidUntil"),
-    printcolumn(name = "Username", type_ = "string", json_path = ".spec.account.username", priority = 1),
+    printcolumn(
+        name = "Valid-Until",
+        type_ = "string",
+        json_path = ".status.acceptedValidUntil"
+    ),
+    printcolumn(
+        name = "Username",
+        type_ = "string",
+        json_path = ".spec.account.username",
+        priority = 1
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = kube::core::Rule::new("self.type != 'Personal' || has(self.validUntil)")
@@ -107,7 +126,10 @@ pub struct GuestAccount {
     pub login_shell: Option<String>,
     /// Projects (in this namespace) the guest joins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 253), pattern(OBJECT_NAME_PATTERN)))]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 253), pattern(OBJECT_NAME_PATTERN))
+    )]
     pub projects: Vec<String>,
     /// The project charged by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 
 /// Which reader fetches the upstream list.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum ReaderType {
     /// A CSV file from a ConfigMap, a Secret or (file mode) a path.
     #[default]
@@ -21,7 +23,9 @@ pub enum ReaderType {
 }
 
 /// How the list relates to what already exists.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum ImportMode {
     /// The list is the whole truth: records gone from it start the removal lifecycle.
     #[default]
@@ -45,10 +49,27 @@ pub enum ImportMode {
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceUID"),
     printcolumn(name = "Reader", type_ = "string", json_path = ".spec.reader.type"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Last-Run", type_ = "date", json_path = ".status.lastRun.finishedAt"),
-    printcolumn(name = "Errors", type_ = "integer", json_path = ".status.lastRun.errors", priority = 1),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last-Run",
+        type_ = "date",
+        json_path = ".status.lastRun.finishedAt"
+    ),
+    printcolumn(
+        name = "Errors",
+        type_ = "integer",
+        json_path = ".status.lastRun.errors",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImportSourceSpec {
@@ -62,7 +83,7 @@ pub struct ImportSourceSpec {
     pub reader: Reader,
     /// Source column (or attribute) → Roster field (`givenName`, `familyName`, `email`,
     /// `institute`, `username`, `projects`, `validUntil`, `action`, …; `__ignore` drops it).
-    #[schemars(extend("maxProperties" = 128))]
+    #[schemars(extend("maxProperties" = 128, "additionalProperties" = {"type": "string", "maxLength": 64}))]
     pub mapping: BTreeMap<String, String>,
     /// Template of the stable record key, e.g. `<employeeNumber>`.
     #[serde(rename = "recordUID")]
@@ -214,7 +235,10 @@ pub struct UsernameScheme {
 pub struct ImportDefaults {
     /// Projects (in this namespace) every imported account joins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 253), pattern(OBJECT_NAME_PATTERN)))]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 253), pattern(OBJECT_NAME_PATTERN))
+    )]
     pub projects: Vec<String>,
     /// Login shell of imported accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

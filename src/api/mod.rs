@@ -1,6 +1,9 @@
 //! The five custom resources of `roster.io/v1alpha1` (DESIGN.md §2) and the CRDs generated
 //! from them.
 
+// kube's `printcolumn(type_ = …)` repeats keys clippy mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 mod account;
 mod common;
 mod guest;

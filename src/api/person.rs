@@ -20,10 +20,22 @@ use super::common::*;
     printcolumn(name = "Name", type_ = "string", json_path = ".spec.displayName"),
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Institute", type_ = "string", json_path = ".spec.institute"),
-    printcolumn(name = "Accounts", type_ = "integer", json_path = ".status.accountCount"),
+    printcolumn(
+        name = "Accounts",
+        type_ = "integer",
+        json_path = ".status.accountCount"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PersonSpec {

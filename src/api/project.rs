@@ -107,7 +107,10 @@ pub struct SlurmProject {
     pub fairshare: Option<i64>,
     /// QOS names the account may use (`QOS=`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 64), pattern(r"^[A-Za-z0-9_.-]+$")))]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 64), pattern(r"^[A-Za-z0-9_.-]+$"))
+    )]
     pub qos: Vec<String>,
     /// The default QOS (`DefaultQOS=`); must be one of `qos`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +118,10 @@ pub struct SlurmProject {
     pub default_qos: Option<String>,
     /// Restrict member associations to these partitions; empty: no partition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 64), pattern(r"^[A-Za-z0-9_.-]+$")))]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 64), pattern(r"^[A-Za-z0-9_.-]+$"))
+    )]
     pub partitions: Vec<String>,
     /// Limits on the account association.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -128,7 +128,11 @@ impl Directory {
     pub async fn schema_names(&mut self) -> Result<BTreeSet<String>, DirectoryError> {
         let root = self.search_base("", &["subschemaSubentry"]).await?;
         let subschema = root
-            .and_then(|e| e.attrs.get("subschemaSubentry").and_then(|v| v.first().cloned()))
+            .and_then(|e| {
+                e.attrs
+                    .get("subschemaSubentry")
+                    .and_then(|v| v.first().cloned())
+            })
             .unwrap_or_else(|| "cn=Subschema".to_string());
         let entry = self
             .search_base(&subschema, &["objectClasses", "attributeTypes"])
@@ -216,9 +220,7 @@ fn definition_names(def: &str) -> impl Iterator<Item = &str> {
     } else {
         after.split(' ').next().unwrap_or("")
     };
-    list.split('\'')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    list.split('\'').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// A rustls client configuration trusting exactly the CAs in `ca_file`.

@@ -1,0 +1,49 @@
+# Roster's front door. `make demo` runs the main job on a fresh machine; `make test` passes the
+# whole suite. Both start the dev backends themselves (hack/dev-up.sh is idempotent).
+
+SHELL := /bin/bash
+VENV := .dev/venv
+PY_TOOLS := kubernetes-validate==1.37.0
+CARGO ?= cargo
+
+.PHONY: all build test demo dev-up dev-down tools crds fmt lint unit
+
+all: build
+
+build:
+	$(CARGO) build
+
+dev-up:
+	hack/dev-up.sh
+
+dev-down:
+	hack/dev-down.sh
+
+# Python checking tools live in the dev state, never in the system Python.
+tools: $(VENV)/.tools-installed
+
+$(VENV)/.tools-installed: Makefile
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	touch $@
+
+# Regenerate crds/ from the Rust types (a test fails when they are stale).
+crds:
+	$(CARGO) run --quiet -- crd --dir crds
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+test: dev-up tools lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --no-fail-fast; \
+	else \
+		$(CARGO) test --no-fail-fast; \
+	fi
+
+demo: dev-up
+	hack/demo.sh

@@ -1,0 +1,179 @@
+//! Shared by the integration tests: the dev backends `hack/dev-up.sh` started, and a private
+//! `ou=` subtree per test so tests never see each other's entries.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ldap3::{Ldap, LdapConnAsync, Scope, SearchEntry};
+use roster::config::Config;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The variables `hack/dev-up.sh` exported into `.dev/env`.
+pub fn dev_env() -> HashMap<String, String> {
+    let path = repo_root().join(".dev/env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run hack/dev-up.sh (make test does)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// The config `hack/dev-up.sh` wrote for the dev directory.
+pub fn dev_config() -> Config {
+    Config::load(&repo_root().join(".dev/roster.yaml")).expect("dev config loads")
+}
+
+/// A bound admin connection to the dev directory.
+pub async fn admin() -> Ldap {
+    let env = dev_env();
+    let (conn, mut ldap) = LdapConnAsync::new(&env["LDAP_URI"])
+        .await
+        .expect("dev slapd reachable");
+    ldap3::drive!(conn);
+    ldap.simple_bind(&env["LDAP_BIND_DN"], &env["LDAP_BIND_PASSWORD"])
+        .await
+        .unwrap()
+        .success()
+        .expect("admin bind");
+    ldap
+}
+
+/// Starts (idempotently) the second dev slapd that lacks Roster's schema and returns its URI.
+pub fn bare_directory() -> String {
+    let root = repo_root();
+    let port = std::env::var("ROSTER_DEV_BARE_LDAP_PORT").unwrap_or_else(|_| "13390".into());
+    let status = std::process::Command::new(root.join("hack/lib/slapd.sh"))
+        .args(["start", "--dir"])
+        .arg(root.join(".dev/slapd-bare"))
+        .args([
+            "--port",
+            &port,
+            "--base",
+            "dc=roster,dc=test",
+            "--password-file",
+        ])
+        .arg(root.join(".dev/ldap-admin.pw"))
+        .arg("--bare")
+        .status()
+        .expect("hack/lib/slapd.sh runs");
+    assert!(status.success(), "the bare slapd did not start");
+    format!("ldap://127.0.0.1:{port}")
+}
+
+/// A private subtree `ou=<name>,<base>` with Roster's containers, and a config pointing there.
+pub struct TestTree {
+    pub dn: String,
+    pub config: Config,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestTree {
+    pub async fn new(name: &str) -> TestTree {
+        let base = dev_config();
+        let unique = format!(
+            "t-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let dn = format!("ou={unique},{}", base.ldap.base_dn);
+        let mut ldap = admin().await;
+        delete_subtree(&mut ldap, &dn).await;
+        add_ou(&mut ldap, &dn, &unique).await;
+        for ou in ["people", "groups", "tombstones", "counters"] {
+            add_ou(&mut ldap, &format!("ou={ou},{dn}"), ou).await;
+        }
+        let mut config = base;
+        config.ldap.base_dn = dn.clone();
+        config.ldap.people_dn = Some(format!("ou=people,{dn}"));
+        config.ldap.groups_dn = Some(format!("ou=groups,{dn}"));
+        config.ldap.tombstones_dn = Some(format!("ou=tombstones,{dn}"));
+        config.ldap.counters_dn = Some(format!("ou=counters,{dn}"));
+        TestTree { dn, config }
+    }
+
+    /// Removes the subtree; call at the end of a passing test.
+    pub async fn cleanup(self) {
+        delete_subtree(&mut admin().await, &self.dn).await;
+    }
+
+    /// Writes the tree's config to a file (for driving the `roster` binary).
+    pub fn write_config(&self, dir: &Path) -> PathBuf {
+        let c = &self.config;
+        let yaml = format!(
+            "managerId: {}\nldap:\n  uri: {}\n  bindDN: {}\n  bindPasswordFile: {}\n  baseDN: {}\n  peopleDN: {}\n  groupsDN: {}\n  tombstonesDN: {}\n  countersDN: {}\nuidRange: {{min: {}, max: {}}}\ngidRange: {{min: {}, max: {}}}\n",
+            c.manager_id,
+            c.ldap.uri,
+            c.ldap.bind_dn,
+            repo_root().join(".dev/ldap-admin.pw").display(),
+            c.ldap.base_dn,
+            c.people_dn(),
+            c.groups_dn(),
+            c.tombstones_dn(),
+            c.counters_dn(),
+            c.uid_range.min,
+            c.uid_range.max,
+            c.gid_range.min,
+            c.gid_range.max,
+        );
+        let path = dir.join("roster.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+async fn add_ou(ldap: &mut Ldap, dn: &str, ou: &str) {
+    ldap.add(
+        dn,
+        vec![
+            ("objectClass", ["organizationalUnit"].into()),
+            ("ou", [ou].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+}
+
+/// Deletes `dn` and everything below it, deepest first.
+pub async fn delete_subtree(ldap: &mut Ldap, dn: &str) {
+    let Ok(result) = ldap
+        .search(dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
+        .await
+    else {
+        return;
+    };
+    let mut dns: Vec<String> = result
+        .0
+        .into_iter()
+        .map(|e| SearchEntry::construct(e).dn)
+        .collect();
+    dns.sort_by_key(|d| std::cmp::Reverse(d.matches(',').count()));
+    for d in dns {
+        let _ = ldap.delete(&d).await;
+    }
+}
+
+/// A fresh scratch directory under `target/` for files a test writes.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = repo_root().join("target/test-scratch").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
