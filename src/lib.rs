@@ -6,3 +6,5 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod ldap;
+pub mod plan;
+pub mod site;

@@ -9,6 +9,11 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
 use crate::config::{Config, ConfigError, TlsMode};
 
+pub mod apply;
+pub mod observe;
+pub use apply::ApplyReport;
+pub use observe::{Entry, Observed};
+
 /// Roster's own schema (DESIGN.md §5.1) in cn=config form.
 pub const ROSTER_SCHEMA: &str = include_str!("schema/roster.ldif");
 /// The openssh-lpk schema (`ldapPublicKey`, `sshPublicKey`), which Debian's slapd lacks.

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod converge;
+
 use crate::config::Config;
 use crate::ldap::{Directory, schema_ldif};
 
@@ -30,6 +32,12 @@ pub enum Command {
         #[arg(long)]
         without_openssh_lpk: bool,
     },
+    /// Show what `apply` would change in the directory (exit 0 none, 2 changes, 3 some objects
+    /// Invalid/Conflict, 1 error).
+    Plan(converge::Args),
+    /// Converge the directory to the manifests (exit 0 converged, 3 finished with
+    /// Invalid/Conflict objects, 1 error).
+    Apply(converge::Args),
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -77,6 +85,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config, offline },
         } => config_check(&config, offline).await,
+        Command::Plan(args) => converge::run(args, false).await,
+        Command::Apply(args) => converge::run(args, true).await,
     }
 }
 

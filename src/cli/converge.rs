@@ -1,0 +1,307 @@
+//! `roster plan` and `roster apply` in file mode (DESIGN.md §5.4).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::config::Config;
+use crate::ldap::{ApplyReport, Directory, Observed};
+use crate::plan::{AttrChange, Number, Op, Plan, Policy, plan};
+use crate::site::{Site, load};
+
+/// Exit code: changes pending (plan).
+const CHANGES: u8 = 2;
+/// Exit code: some objects are Invalid or in Conflict.
+const BLOCKED: u8 = 3;
+/// Version of the `-o json` document.
+const JSON_VERSION: u32 = 1;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A manifest file, a directory (read recursively) or `-` for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The configuration file.
+    #[arg(long, env = "ROSTER_CONFIG")]
+    config: PathBuf,
+    /// Namespace for objects whose metadata has none.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Deactivate Roster's accounts in the given namespaces that the manifests no longer declare.
+    #[arg(long)]
+    prune: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+pub async fn run(args: Args, apply: bool) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let site = match load(&args.files, args.namespace.as_deref()) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "error: {} problem(s) in the manifests; nothing was planned or written",
+                errors.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut dir = match Directory::connect(&config).await {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = dir.check_schema().await {
+        return fail(e);
+    }
+    let policy = Policy {
+        config: &config,
+        prune: args.prune,
+    };
+    let observed = match dir
+        .observe(&config.ldap.base_dn, config.ldap.page_size)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let now = jiff::Timestamp::now();
+    let first = plan(&site, &observed, now, &policy);
+    if !apply {
+        print_plan(&first, &config, args.output);
+        return if first.has_blocked() {
+            ExitCode::from(BLOCKED)
+        } else if !first.ops.is_empty() {
+            ExitCode::from(CHANGES)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let report = dir.apply(&config, &observed, &first.ops).await;
+    // The directory is the truth: report the state it now holds.
+    let after = match dir
+        .observe(&config.ldap.base_dn, config.ldap.page_size)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return fail(format!("applied, but re-reading the directory failed: {e}")),
+    };
+    let last = plan(&site, &after, now, &policy);
+    print_apply(&first, &report, &last, &after, &site, args.output);
+    if !report.failed.is_empty() {
+        ExitCode::FAILURE
+    } else if last.has_blocked() || !report.lost_races.is_empty() {
+        ExitCode::from(BLOCKED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn symbol(op: &Op) -> &'static str {
+    match op {
+        Op::Add { .. } => "+",
+        Op::Modify { .. } => "~",
+    }
+}
+
+/// One line describing an operation, e.g. `+ Account physics/ada: username ada (uidNumber allocated)`.
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Add {
+            target,
+            what,
+            uid,
+            gid,
+            ..
+        } => {
+            let mut extra = vec![];
+            for (name, n) in [("uidNumber", uid), ("gidNumber", gid)] {
+                match n {
+                    Some(Number::Fixed(v)) => extra.push(format!("{name} {v}")),
+                    Some(Number::Allocate) => extra.push(format!("{name} allocated")),
+                    Some(Number::UidOfAccount(_)) => extra.push(format!("{name} = uidNumber")),
+                    Some(Number::GidOfGroup(g)) => extra.push(format!("{name} of group {g}")),
+                    None => {}
+                }
+            }
+            format!("+ {target}: {what} ({})", extra.join(", "))
+        }
+        Op::Modify {
+            target,
+            what,
+            changes,
+            ..
+        } => {
+            let attrs: Vec<String> = changes
+                .iter()
+                .map(|c| match c {
+                    AttrChange::Replace(a, v) if v.is_empty() => format!("-{a}"),
+                    AttrChange::Replace(a, _) => a.clone(),
+                    AttrChange::Add(a, v) => format!("+{a} {}", v.join(" ")),
+                    AttrChange::Delete(a, v) => format!("-{a} {}", v.join(" ")),
+                })
+                .collect();
+            format!("{} {target}: {what}: {}", symbol(op), attrs.join(", "))
+        }
+    }
+}
+
+fn op_json(op: &Op) -> serde_json::Value {
+    let t = op.target();
+    json!({
+        "action": match op { Op::Add { .. } => "add", Op::Modify { .. } => "modify" },
+        "kind": t.kind,
+        "namespace": t.key.namespace,
+        "name": t.key.name,
+        "dn": op.dn(),
+        "description": describe(op),
+    })
+}
+
+fn objects_json(plan: &Plan) -> Vec<serde_json::Value> {
+    plan.objects
+        .iter()
+        .map(|o| {
+            json!({
+                "kind": o.target.kind,
+                "namespace": o.target.key.namespace,
+                "name": o.target.key.name,
+                "phase": o.phase,
+                "uidNumber": o.uid_number,
+                "gidNumber": o.gid_number,
+                "dn": o.dn,
+                "conditions": o.conditions.iter().filter(|c| c.type_ != "Ready" || !c.status).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn blocked_lines(plan: &Plan) -> Vec<String> {
+    plan.objects
+        .iter()
+        .filter(|o| o.is_blocked())
+        .map(|o| {
+            let sign = if o.phase == crate::api::Phase::Conflict {
+                "!"
+            } else {
+                "x"
+            };
+            format!(
+                "{sign} {}: {:?}: {}",
+                o.target,
+                o.phase,
+                o.message().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn print_plan(plan: &Plan, _config: &Config, output: Output) {
+    let adds = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::Add { .. }))
+        .count();
+    let mods = plan.ops.len() - adds;
+    let blocked = plan.objects.iter().filter(|o| o.is_blocked()).count();
+    match output {
+        Output::Json => {
+            let doc = json!({
+                "version": JSON_VERSION,
+                "changes": plan.ops.iter().map(op_json).collect::<Vec<_>>(),
+                "objects": objects_json(plan),
+                "summary": {"add": adds, "modify": mods, "blocked": blocked},
+                "nextWakeup": plan.next_wakeup.map(|t| t.to_string()),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        }
+        Output::Text => {
+            for op in &plan.ops {
+                println!("{}", describe(op));
+            }
+            for line in blocked_lines(plan) {
+                println!("{line}");
+            }
+            if plan.ops.is_empty() && blocked == 0 {
+                println!("No changes: the directory matches the manifests.");
+            } else {
+                println!("Plan: {adds} to add, {mods} to change, {blocked} object(s) blocked.");
+            }
+        }
+    }
+}
+
+fn print_apply(
+    first: &Plan,
+    report: &ApplyReport,
+    last: &Plan,
+    after: &Observed,
+    site: &Site,
+    output: Output,
+) {
+    let _ = (after, site);
+    match output {
+        Output::Json => {
+            let doc = json!({
+                "version": JSON_VERSION,
+                "applied": first.ops.iter().filter(|op| report.done.iter().any(|(t, dn, _)| t == op.target() && dn == op.dn())).map(op_json).collect::<Vec<_>>(),
+                "failed": report.failed.iter().map(|(t, dn, m)| json!({"kind": t.kind, "namespace": t.key.namespace, "name": t.key.name, "dn": dn, "message": m})).collect::<Vec<_>>(),
+                "lostRaces": report.lost_races.iter().map(|(t, dn, m)| json!({"kind": t.kind, "namespace": t.key.namespace, "name": t.key.name, "dn": dn, "message": m})).collect::<Vec<_>>(),
+                "counterRetries": report.counter_retries,
+                "writes": report.done.len(),
+                "objects": objects_json(last),
+                "remaining": last.ops.len(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        }
+        Output::Text => {
+            for (target, dn, n) in &report.done {
+                let op = first
+                    .ops
+                    .iter()
+                    .find(|o| o.target() == target && o.dn() == dn);
+                let line = op
+                    .map(describe)
+                    .unwrap_or_else(|| format!("{target}: {dn}"));
+                match n {
+                    Some(n) => println!("{line} → {n}"),
+                    None => println!("{line}"),
+                }
+            }
+            for (t, dn, m) in report.failed.iter().chain(&report.lost_races) {
+                println!("x {t}: {dn}: {m}");
+            }
+            for line in blocked_lines(last) {
+                println!("{line}");
+            }
+            if report.done.is_empty() && report.failed.is_empty() {
+                println!("No changes: the directory already matches the manifests.");
+            } else {
+                println!(
+                    "Applied {} write(s), {} failed; counter retries: {}.",
+                    report.done.len(),
+                    report.failed.len() + report.lost_races.len(),
+                    report.counter_retries
+                );
+            }
+        }
+    }
+}

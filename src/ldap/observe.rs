@@ -1,0 +1,201 @@
+//! Bulk observation of the directory: one paged subtree search for every POSIX account and
+//! group, tombstone and counter below the base DN. Never one search per object.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Scope, SearchEntry};
+
+use super::{Directory, DirectoryError};
+
+/// One directory entry with lower-cased attribute names and values in directory order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub dn: String,
+    pub attrs: BTreeMap<String, Vec<String>>,
+}
+
+impl Entry {
+    /// All values of an attribute (name in any case).
+    pub fn values(&self, attr: &str) -> &[String] {
+        self.attrs
+            .get(&attr.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The first value of an attribute.
+    pub fn first(&self, attr: &str) -> Option<&str> {
+        self.values(attr).first().map(String::as_str)
+    }
+
+    pub fn has_class(&self, class: &str) -> bool {
+        self.values("objectClass")
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(class))
+    }
+
+    pub fn number(&self, attr: &str) -> Option<u32> {
+        self.first(attr).and_then(|v| v.parse().ok())
+    }
+
+    /// `rosterOwner`, if the entry carries Roster's marker.
+    pub fn owner(&self) -> Option<&str> {
+        if self.has_class("rosterManaged") || self.has_class("rosterTombstone") {
+            self.first("rosterOwner")
+        } else {
+            None
+        }
+    }
+}
+
+/// What the directory holds that Roster's plans depend on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// POSIX accounts anywhere below the base DN, by `uid`.
+    pub accounts: BTreeMap<String, Entry>,
+    /// POSIX groups anywhere below the base DN, by `cn`.
+    pub groups: BTreeMap<String, Entry>,
+    /// Tombstones, by `cn` (`<Kind>:<name>`).
+    pub tombstones: BTreeMap<String, Entry>,
+    /// Counters, by `cn`.
+    pub counters: BTreeMap<String, Entry>,
+}
+
+impl Observed {
+    /// uid numbers taken by an account or reserved by a tombstone.
+    pub fn uids_in_use(&self) -> BTreeSet<u32> {
+        self.accounts
+            .values()
+            .filter_map(|e| e.number("uidNumber"))
+            .chain(
+                self.tombstones
+                    .values()
+                    .filter_map(|e| e.number("uidNumber")),
+            )
+            .collect()
+    }
+
+    /// gid numbers taken by a group or reserved by a tombstone.
+    pub fn gids_in_use(&self) -> BTreeSet<u32> {
+        self.groups
+            .values()
+            .filter_map(|e| e.number("gidNumber"))
+            .chain(
+                self.tombstones
+                    .values()
+                    .filter_map(|e| e.number("gidNumber")),
+            )
+            .collect()
+    }
+}
+
+/// The attributes Roster reads; `pwdAccountLockedTime` is operational and must be named.
+pub const OBSERVED_ATTRS: &[&str] = &[
+    "objectClass",
+    "uid",
+    "cn",
+    "sn",
+    "givenName",
+    "displayName",
+    "mail",
+    "o",
+    "ou",
+    "telephoneNumber",
+    "uidNumber",
+    "gidNumber",
+    "homeDirectory",
+    "loginShell",
+    "sshPublicKey",
+    "shadowExpire",
+    "memberUid",
+    "description",
+    "pwdAccountLockedTime",
+    "rosterOwner",
+    "rosterState",
+    "rosterDeactivatedAt",
+    "rosterPurgeAt",
+    "rosterGoneAt",
+    "rosterSourceUID",
+    "rosterRecordUID",
+    "rosterIdentity",
+    "rosterKind",
+    "rosterAdopted",
+    "rosterCounterValue",
+];
+
+impl Directory {
+    /// Reads everything below `base` in one paged search.
+    pub async fn observe(
+        &mut self,
+        base: &str,
+        page_size: i32,
+    ) -> Result<Observed, DirectoryError> {
+        let filter = "(|(objectClass=posixAccount)(objectClass=posixGroup)(objectClass=rosterTombstone)(objectClass=rosterCounter))";
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(page_size)),
+        ];
+        let unreachable = |e: ldap3::LdapError| DirectoryError::Unreachable {
+            uri: self.uri.clone(),
+            message: e.to_string(),
+        };
+        let mut stream = self
+            .ldap
+            .streaming_search_with(
+                adapters,
+                base,
+                Scope::Subtree,
+                filter,
+                OBSERVED_ATTRS.to_vec(),
+            )
+            .await
+            .map_err(unreachable)?;
+        let mut observed = Observed::default();
+        while let Some(raw) = stream.next().await.map_err(unreachable)? {
+            let se = SearchEntry::construct(raw);
+            let mut attrs: BTreeMap<String, Vec<String>> = se
+                .attrs
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            // Binary-looking values (not UTF-8) are kept lossily; Roster never writes such values.
+            for (k, vs) in se.bin_attrs {
+                attrs.entry(k.to_ascii_lowercase()).or_default().extend(
+                    vs.into_iter()
+                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                );
+            }
+            let entry = Entry { dn: se.dn, attrs };
+            if entry.has_class("rosterTombstone") {
+                if let Some(cn) = entry.first("cn") {
+                    observed.tombstones.insert(cn.to_string(), entry);
+                }
+            } else if entry.has_class("rosterCounter") {
+                if let Some(cn) = entry.first("cn") {
+                    observed.counters.insert(cn.to_string(), entry);
+                }
+            } else if entry.has_class("posixAccount") {
+                if let Some(uid) = entry.first("uid") {
+                    observed.accounts.insert(uid.to_string(), entry);
+                }
+            } else if entry.has_class("posixGroup")
+                && let Some(cn) = entry.first("cn")
+            {
+                observed.groups.insert(cn.to_string(), entry);
+            }
+        }
+        let result = stream.finish().await;
+        match result.rc {
+            0 => Ok(observed),
+            32 => Err(DirectoryError::MissingContainers {
+                missing: vec![base.to_string()],
+            }),
+            rc => Err(DirectoryError::Operation {
+                operation: "search",
+                dn: base.to_string(),
+                message: format!("result code {rc}: {}", result.text),
+            }),
+        }
+    }
+}

@@ -1,0 +1,1106 @@
+//! The pure heart of Roster: declared state + observed directory + now + policy → ordered
+//! operations, the status of every object, and the next wake-up. No I/O happens here.
+
+mod model;
+pub mod simulate;
+
+pub use model::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ldap3::dn_escape;
+
+use crate::api::{
+    Account, ConditionStatus, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until,
+};
+use crate::config::{Config, PrimaryGroup};
+use crate::ldap::{Entry, Observed};
+use crate::site::{Key, Site};
+
+/// `pwdAccountLockedTime` value that locks until removed (ppolicy).
+pub const LOCKED_FOREVER: &str = "000001010000Z";
+/// The annotation value that asks for adoption.
+const ADOPT: &str = "true";
+
+/// What the planner needs besides the declaration and the directory.
+#[derive(Clone, Debug)]
+pub struct Policy<'a> {
+    pub config: &'a Config,
+    /// File mode `--prune`: lock managed entries of the declared namespaces that are no longer
+    /// declared.
+    pub prune: bool,
+}
+
+/// `rosterOwner` of a declared object.
+pub fn owner(config: &Config, kind: Kind, key: &Key) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        config.manager_id, key.namespace, kind, key.name
+    )
+}
+
+/// LDAP GeneralizedTime of an instant.
+pub fn generalized_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y%m%d%H%M%SZ").to_string()
+}
+
+/// Reads a GeneralizedTime written by Roster.
+pub fn parse_generalized_time(s: &str) -> Option<jiff::Timestamp> {
+    jiff::civil::DateTime::strptime("%Y%m%d%H%M%SZ", s)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// The group name of a project.
+pub fn group_name(p: &Project) -> String {
+    p.spec
+        .group_name
+        .clone()
+        .unwrap_or_else(|| p.metadata.name.clone().unwrap_or_default())
+}
+
+fn cond(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn invalid(status: &mut ObjectStatus, reason: &str, message: String) {
+    if !status.is_blocked() {
+        status.phase = Phase::Invalid;
+    }
+    status
+        .conditions
+        .push(cond("Invalid", true, reason, message));
+}
+
+fn conflict(status: &mut ObjectStatus, reason: &str, message: String) {
+    if !status.is_blocked() {
+        status.phase = Phase::Conflict;
+    }
+    status
+        .conditions
+        .push(cond("Conflict", true, reason, message));
+}
+
+/// How a declared object relates to what the directory holds.
+enum Claim<'o> {
+    /// No entry yet; create it (with the number from a tombstone of the same identity).
+    New { number: Option<u32> },
+    /// Roster's own entry.
+    Managed(&'o Entry),
+    /// An unmarked entry that may be adopted.
+    Adopt(&'o Entry),
+}
+
+struct Planner<'a> {
+    site: &'a Site,
+    observed: &'a Observed,
+    now: jiff::Timestamp,
+    policy: &'a Policy<'a>,
+    ops_groups: Vec<Op>,
+    ops_accounts: Vec<Op>,
+    ops_members: Vec<Op>,
+    ops_prune: Vec<Op>,
+    statuses: BTreeMap<Target, ObjectStatus>,
+    wakeup: Option<jiff::Timestamp>,
+}
+
+/// Plans the convergence of `site` into the directory as `observed`.
+pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Policy) -> Plan {
+    let mut p = Planner {
+        site,
+        observed,
+        now,
+        policy,
+        ops_groups: vec![],
+        ops_accounts: vec![],
+        ops_members: vec![],
+        ops_prune: vec![],
+        statuses: BTreeMap::new(),
+        wakeup: None,
+    };
+    p.run();
+    let mut ops = p.ops_groups;
+    ops.extend(p.ops_accounts);
+    ops.extend(p.ops_members);
+    ops.extend(p.ops_prune);
+    Plan {
+        ops,
+        objects: p.statuses.into_values().collect(),
+        next_wakeup: p.wakeup,
+    }
+}
+
+impl<'a> Planner<'a> {
+    fn config(&self) -> &'a Config {
+        self.policy.config
+    }
+
+    fn run(&mut self) {
+        let project_gids = self.plan_projects();
+        let usable_accounts = self.plan_accounts(&project_gids);
+        self.plan_memberships(&usable_accounts);
+        self.plan_people();
+        if self.policy.prune {
+            self.plan_prune();
+        }
+        for s in self.statuses.values_mut() {
+            let blocked = s.is_blocked();
+            let (ok, reason, msg) = if blocked {
+                (false, "NotConverged", s.message().unwrap_or("").to_string())
+            } else {
+                (true, "Planned", String::new())
+            };
+            s.conditions.push(cond("Ready", ok, reason, msg));
+        }
+    }
+
+    fn status(&mut self, kind: Kind, key: &Key) -> &mut ObjectStatus {
+        let target = Target {
+            kind,
+            key: key.clone(),
+        };
+        self.statuses
+            .entry(target.clone())
+            .or_insert_with(|| ObjectStatus::new(target))
+    }
+
+    fn wake_at(&mut self, t: jiff::Timestamp) {
+        if t > self.now && self.wakeup.is_none_or(|w| t < w) {
+            self.wakeup = Some(t);
+        }
+    }
+
+    /// Decides whether a declared object may own `existing` (or create it), per DESIGN.md §5.2.
+    #[allow(clippy::too_many_arguments)]
+    fn claim<'o>(
+        &self,
+        kind: Kind,
+        key: &Key,
+        what: &str,
+        existing: Option<&'o Entry>,
+        tombstone: Option<&'o Entry>,
+        identity: &str,
+        adopt_annotation: bool,
+    ) -> Result<Claim<'o>, (&'static str, String)> {
+        let cfg = self.config();
+        let mine = owner(cfg, kind, key);
+        let my_prefix = format!("{}/", cfg.manager_id);
+        match existing {
+            None => match tombstone {
+                None => Ok(Claim::New { number: None }),
+                Some(t) if t.first("rosterIdentity") == Some(identity) => Ok(Claim::New {
+                    number: t.number(if kind == Kind::Account {
+                        "uidNumber"
+                    } else {
+                        "gidNumber"
+                    }),
+                }),
+                Some(_) => Err((
+                    "NameRetired",
+                    format!(
+                        "{what} belonged to an identity that was purged; names are never reused"
+                    ),
+                )),
+            },
+            Some(e) => match e.owner() {
+                Some(o) if o == mine => Ok(Claim::Managed(e)),
+                Some(o)
+                    if o.starts_with(&my_prefix) && e.first("rosterIdentity") == Some(identity) =>
+                {
+                    Ok(Claim::Managed(e))
+                }
+                Some(o) if !o.starts_with(&my_prefix) => Err((
+                    "OwnedElsewhere",
+                    format!(
+                        "{what} is managed by another Roster installation (managerId {:?})",
+                        o.split('/').next().unwrap_or("")
+                    ),
+                )),
+                Some(_) => Err((
+                    "NameTaken",
+                    format!("{what} is already taken by another identity"),
+                )),
+                None => {
+                    let a = &cfg.adoption;
+                    if adopt_annotation
+                        && a.enabled
+                        && a.namespaces.iter().any(|n| n == &key.namespace)
+                    {
+                        Ok(Claim::Adopt(e))
+                    } else {
+                        Err((
+                            "Unmanaged",
+                            format!(
+                                "{what} exists ({}) and is not managed by Roster; adoption needs adoption.enabled with namespace {} in the config and the annotation roster.io/adopt: \"true\"",
+                                e.dn, key.namespace
+                            ),
+                        ))
+                    }
+                }
+            },
+        }
+    }
+
+    /// Projects first: their groups must exist before accounts name them as primary group.
+    /// Returns group name → the gid it has or will get.
+    fn plan_projects(&mut self) -> BTreeMap<String, Number> {
+        let cfg = self.config();
+        let mut gids = BTreeMap::new();
+        let mut names_seen: BTreeMap<String, Key> = BTreeMap::new();
+        let mut gid_seen: BTreeMap<i64, Key> = BTreeMap::new();
+        for (key, project) in &self.site.projects {
+            let group = group_name(project);
+            let status = self.status(Kind::Project, key);
+            status.dn = None;
+            if let Some(first) = names_seen.get(&group) {
+                let m = format!("groupName {group} is also declared by Project {first}");
+                conflict(status, "NameTaken", m);
+                continue;
+            }
+            names_seen.insert(group.clone(), key.clone());
+            if let Some(g) = project.spec.gid_number {
+                if let Some(first) = gid_seen.get(&g) {
+                    let m = format!("spec.gidNumber {g} is also declared by Project {first}");
+                    conflict(status, "NumberTaken", m);
+                    continue;
+                }
+                gid_seen.insert(g, key.clone());
+            }
+            for (field, list) in [
+                ("leaders", &project.spec.leaders),
+                ("members", &project.spec.members),
+            ] {
+                for (i, u) in list.iter().enumerate() {
+                    if !self.username_exists(u) {
+                        let m = format!(
+                            "spec.{field}[{i}]: no Account with username {u:?} is declared or in the directory"
+                        );
+                        invalid(self.status(Kind::Project, key), "UnknownMember", m);
+                    }
+                }
+            }
+            if self.status(Kind::Project, key).is_blocked() {
+                continue;
+            }
+            let what = format!("group {group}");
+            let identity = format!("{}/Project/{}", key.namespace, key.name);
+            let existing = self.observed.groups.get(&group);
+            let tomb = self.observed.tombstones.get(&format!("Project:{group}"));
+            let claim = match self.claim(
+                Kind::Project,
+                key,
+                &what,
+                existing,
+                tomb,
+                &identity,
+                adopt(project),
+            ) {
+                Ok(c) => c,
+                Err((reason, m)) => {
+                    conflict(self.status(Kind::Project, key), reason, m);
+                    continue;
+                }
+            };
+            let declared = project.spec.gid_number.map(|g| g as u32);
+            let existing_gid = match &claim {
+                Claim::Managed(e) | Claim::Adopt(e) => e.number("gidNumber"),
+                Claim::New { number } => *number,
+            };
+            if let (Some(d), Some(e)) = (declared, existing_gid)
+                && d != e
+            {
+                let m = format!(
+                    "spec.gidNumber {d} differs from the directory's {e}; gid numbers never change"
+                );
+                invalid(self.status(Kind::Project, key), "NumberMismatch", m);
+                continue;
+            }
+            if let (Some(d), Claim::New { .. }) = (declared, &claim)
+                && self.observed.gids_in_use().contains(&d)
+            {
+                let m = format!("spec.gidNumber {d} is already used by another group");
+                conflict(self.status(Kind::Project, key), "NumberTaken", m);
+                continue;
+            }
+            let number = existing_gid.or(declared);
+            let dn = match &claim {
+                Claim::Managed(e) | Claim::Adopt(e) => e.dn.clone(),
+                Claim::New { .. } => {
+                    format!("cn={},{}", dn_escape(group.as_str()), cfg.groups_dn())
+                }
+            };
+            let mut attrs = Attrs::new();
+            set(&mut attrs, "cn", [group.clone()]);
+            set(&mut attrs, "description", project.spec.description.clone());
+            set(&mut attrs, "rosterOwner", [owner(cfg, Kind::Project, key)]);
+            set(&mut attrs, "rosterKind", ["Project".to_string()]);
+            set(&mut attrs, "rosterIdentity", [identity.clone()]);
+            set(&mut attrs, "rosterState", ["Active".to_string()]);
+            let target = Target {
+                kind: Kind::Project,
+                key: key.clone(),
+            };
+            match claim {
+                Claim::New { .. } => {
+                    set(
+                        &mut attrs,
+                        "objectClass",
+                        ["posixGroup".to_string(), "rosterManaged".to_string()],
+                    );
+                    let gid = number.map(Number::Fixed).unwrap_or(Number::Allocate);
+                    gids.insert(group.clone(), gid.clone());
+                    self.ops_groups.push(Op::Add {
+                        target,
+                        dn: dn.clone(),
+                        attrs,
+                        uid: None,
+                        gid: Some(gid),
+                        what,
+                    });
+                }
+                Claim::Managed(e) | Claim::Adopt(e) => {
+                    let number = number.unwrap_or(0);
+                    gids.insert(group.clone(), Number::Fixed(number));
+                    let mut changes = adoption_changes(e, &["rosterManaged"]);
+                    if changes
+                        .iter()
+                        .any(|c| matches!(c, AttrChange::Add(a, _) if a == "objectClass"))
+                    {
+                        set(&mut attrs, "rosterAdopted", ["TRUE".to_string()]);
+                    }
+                    changes.extend(diff(e, &attrs));
+                    if !changes.is_empty() {
+                        self.ops_groups.push(Op::Modify {
+                            target,
+                            dn: dn.clone(),
+                            changes,
+                            what,
+                        });
+                    }
+                }
+            }
+            let s = self.status(Kind::Project, key);
+            s.dn = Some(dn);
+            s.gid_number = number;
+        }
+        gids
+    }
+
+    /// A username names an account that will exist: declared (and not blocked) or in the directory.
+    fn username_exists(&self, username: &str) -> bool {
+        self.site
+            .accounts
+            .values()
+            .any(|a| a.spec.username == username)
+            || self.observed.accounts.contains_key(username)
+    }
+
+    /// Accounts: ownership, numbers, attributes, lock state. Returns the usernames that are
+    /// (or will be) in the directory under Roster's management, for group membership.
+    fn plan_accounts(&mut self, project_gids: &BTreeMap<String, Number>) -> BTreeSet<String> {
+        let cfg = self.config();
+        let mut usable = BTreeSet::new();
+        let mut names_seen: BTreeMap<String, Key> = BTreeMap::new();
+        let mut uid_seen: BTreeMap<i64, Key> = BTreeMap::new();
+        let declared_groups: BTreeSet<String> =
+            self.site.projects.values().map(group_name).collect();
+        for (key, account) in &self.site.accounts {
+            let spec = &account.spec;
+            let username = spec.username.clone();
+            let target = Target {
+                kind: Kind::Account,
+                key: key.clone(),
+            };
+            self.status(Kind::Account, key);
+            // Admission-equivalent checks that also hold in file mode.
+            if RESERVED_USERNAMES.contains(&username.as_str()) {
+                invalid(
+                    self.status(Kind::Account, key),
+                    "ReservedName",
+                    format!("spec.username {username:?} is reserved for a system account"),
+                );
+                continue;
+            }
+            if let Some(first) = names_seen.get(&username) {
+                let m = format!("spec.username {username} is also declared by Account {first}");
+                conflict(self.status(Kind::Account, key), "NameTaken", m);
+                continue;
+            }
+            names_seen.insert(username.clone(), key.clone());
+            if let Some(u) = spec.uid_number {
+                if let Some(first) = uid_seen.get(&u) {
+                    let m = format!("spec.uidNumber {u} is also declared by Account {first}");
+                    conflict(self.status(Kind::Account, key), "NumberTaken", m);
+                    continue;
+                }
+                uid_seen.insert(u, key.clone());
+            }
+            let person_key = Key::new(&key.namespace, &spec.person);
+            let person = self.site.people.get(&person_key);
+            if person.is_none() {
+                let m = format!(
+                    "spec.person: no Person {:?} in namespace {}",
+                    spec.person, key.namespace
+                );
+                invalid(self.status(Kind::Account, key), "PersonMissing", m);
+            }
+            for (i, p) in spec.projects.iter().enumerate() {
+                if !self
+                    .site
+                    .projects
+                    .contains_key(&Key::new(&key.namespace, p))
+                {
+                    let m = format!(
+                        "spec.projects[{i}]: no Project {p:?} in namespace {}",
+                        key.namespace
+                    );
+                    invalid(self.status(Kind::Account, key), "ProjectMissing", m);
+                }
+            }
+            let memberships = self.memberships_of(key, account);
+            let default_group = match &spec.default_project {
+                Some(p) => match self.site.projects.get(&Key::new(&key.namespace, p)) {
+                    None => {
+                        let m = format!(
+                            "spec.defaultProject: no Project {p:?} in namespace {}",
+                            key.namespace
+                        );
+                        invalid(self.status(Kind::Account, key), "ProjectMissing", m);
+                        None
+                    }
+                    Some(proj) => {
+                        let g = group_name(proj);
+                        if !memberships.contains(&g) {
+                            let m = format!(
+                                "spec.defaultProject: {p:?} is not one of the account's projects ({})",
+                                memberships.iter().cloned().collect::<Vec<_>>().join(", ")
+                            );
+                            invalid(self.status(Kind::Account, key), "NotAMember", m);
+                        }
+                        Some(g)
+                    }
+                },
+                None => None,
+            };
+            if cfg.defaults.primary_group == PrimaryGroup::DefaultProject
+                && spec.default_project.is_none()
+            {
+                invalid(self.status(Kind::Account, key), "DefaultProjectRequired", "spec.defaultProject is required: the site's primary group is the default project's group".into());
+            }
+            if self.status(Kind::Account, key).is_blocked() {
+                continue;
+            }
+            let person = person.expect("checked above");
+            let identity = format!("{}/{}", key.namespace, spec.person);
+            let what = format!("username {username}");
+            let existing = self.observed.accounts.get(&username);
+            let tomb = self.observed.tombstones.get(&format!("Account:{username}"));
+            let claim = match self.claim(
+                Kind::Account,
+                key,
+                &what,
+                existing,
+                tomb,
+                &identity,
+                adopt(account),
+            ) {
+                Ok(c) => c,
+                Err((reason, m)) => {
+                    conflict(self.status(Kind::Account, key), reason, m);
+                    continue;
+                }
+            };
+            if let Claim::Adopt(e) = &claim {
+                if !e.has_class("inetOrgPerson") {
+                    let m = format!("{} cannot be adopted: it is not an inetOrgPerson", e.dn);
+                    conflict(self.status(Kind::Account, key), "NotAdoptable", m);
+                    continue;
+                }
+                if let Some(u) = e.number("uidNumber")
+                    && !cfg.uid_range.contains(u)
+                {
+                    let m = format!(
+                        "{} cannot be adopted: uidNumber {u} is outside the configured uidRange",
+                        e.dn
+                    );
+                    conflict(self.status(Kind::Account, key), "NotAdoptable", m);
+                    continue;
+                }
+            }
+            let declared = spec.uid_number.map(|u| u as u32);
+            let existing_uid = match &claim {
+                Claim::Managed(e) | Claim::Adopt(e) => e.number("uidNumber"),
+                Claim::New { number } => *number,
+            };
+            if let (Some(d), Some(e)) = (declared, existing_uid)
+                && d != e
+            {
+                let m = format!(
+                    "spec.uidNumber {d} differs from the directory's {e}; uid numbers never change"
+                );
+                invalid(self.status(Kind::Account, key), "NumberMismatch", m);
+                continue;
+            }
+            if let (Some(d), Claim::New { number: None }) = (declared, &claim)
+                && self.observed.uids_in_use().contains(&d)
+            {
+                let m = format!("spec.uidNumber {d} is already used by another account");
+                conflict(self.status(Kind::Account, key), "NumberTaken", m);
+                continue;
+            }
+            // The personal group shares the account's name and number.
+            let personal = cfg.defaults.primary_group == PrimaryGroup::Personal;
+            let personal_existing = self.observed.groups.get(&username);
+            if personal {
+                let mine = owner(cfg, Kind::Account, key);
+                let clash = declared_groups.contains(&username)
+                    || personal_existing.is_some_and(|g| {
+                        g.owner() != Some(mine.as_str())
+                            && !(g.first("rosterIdentity") == Some(identity.as_str())
+                                && g.owner().is_some_and(|o| {
+                                    o.starts_with(&format!("{}/", cfg.manager_id))
+                                }))
+                    });
+                if clash {
+                    let m = format!(
+                        "the personal group {username} cannot be created: a group with that name exists or is declared"
+                    );
+                    conflict(self.status(Kind::Account, key), "GroupNameTaken", m);
+                    continue;
+                }
+            }
+            let uid_number = existing_uid.or(declared);
+            let (gid, gid_number) = if personal {
+                (
+                    uid_number
+                        .map(Number::Fixed)
+                        .unwrap_or(Number::UidOfAccount(username.clone())),
+                    uid_number,
+                )
+            } else {
+                let g = default_group.clone().unwrap_or_default();
+                match project_gids.get(&g) {
+                    Some(Number::Fixed(n)) => (Number::Fixed(*n), Some(*n)),
+                    _ => (Number::GidOfGroup(g), None),
+                }
+            };
+
+            // Lifecycle in this slice: locked or expired (account or person) → deactivated.
+            let expiry = [
+                spec.valid_until.as_deref(),
+                person.spec.valid_until.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| parse_valid_until(v).ok())
+            .min();
+            let reason = if spec.locked {
+                Some("Locked")
+            } else if person.spec.locked {
+                Some("PersonLocked")
+            } else if expiry.is_some_and(|e| e <= self.now) {
+                Some("Expired")
+            } else {
+                None
+            };
+            if let (None, Some(e)) = (reason, expiry) {
+                self.wake_at(e);
+            }
+            let existing_entry = match &claim {
+                Claim::Managed(e) | Claim::Adopt(e) => Some(*e),
+                Claim::New { .. } => None,
+            };
+            let attrs = self.account_attrs(
+                key,
+                account,
+                person,
+                &identity,
+                reason,
+                expiry,
+                existing_entry,
+            );
+            let dn = match existing_entry {
+                Some(e) => e.dn.clone(),
+                None => format!("uid={},{}", dn_escape(username.as_str()), cfg.people_dn()),
+            };
+            match claim {
+                Claim::New { .. } => {
+                    let mut attrs = attrs;
+                    let mut classes = vec![
+                        "inetOrgPerson",
+                        "posixAccount",
+                        "shadowAccount",
+                        "rosterManaged",
+                    ];
+                    if !spec.ssh_public_keys.is_empty() {
+                        classes.push("ldapPublicKey");
+                    }
+                    set(
+                        &mut attrs,
+                        "objectClass",
+                        classes.iter().map(|c| c.to_string()),
+                    );
+                    set(&mut attrs, "uid", [username.clone()]);
+                    let uid = uid_number.map(Number::Fixed).unwrap_or(Number::Allocate);
+                    self.ops_accounts.push(Op::Add {
+                        target: target.clone(),
+                        dn: dn.clone(),
+                        attrs,
+                        uid: Some(uid),
+                        gid: Some(gid.clone()),
+                        what: what.clone(),
+                    });
+                }
+                Claim::Managed(e) | Claim::Adopt(e) => {
+                    let mut attrs = attrs;
+                    let mut wanted = vec!["rosterManaged", "shadowAccount"];
+                    if !spec.ssh_public_keys.is_empty() {
+                        wanted.push("ldapPublicKey");
+                    }
+                    let mut changes = adoption_changes(e, &wanted);
+                    if e.owner().is_none() {
+                        set(&mut attrs, "rosterAdopted", ["TRUE".to_string()]);
+                    }
+                    if let Number::Fixed(n) = &gid {
+                        set(&mut attrs, "gidNumber", [n.to_string()]);
+                    }
+                    changes.extend(diff(e, &attrs));
+                    if spec.ssh_public_keys.is_empty() && e.has_class("ldapPublicKey") {
+                        changes.push(AttrChange::Delete(
+                            "objectClass".into(),
+                            vec!["ldapPublicKey".into()],
+                        ));
+                    }
+                    if !changes.is_empty() {
+                        self.ops_accounts.push(Op::Modify {
+                            target: target.clone(),
+                            dn: dn.clone(),
+                            changes,
+                            what: what.clone(),
+                        });
+                    }
+                }
+            }
+            if personal {
+                self.plan_personal_group(key, &username, &identity, uid_number, personal_existing);
+            }
+            usable.insert(username.clone());
+            let s = self.status(Kind::Account, key);
+            s.dn = Some(dn);
+            s.uid_number = uid_number;
+            s.gid_number = gid_number;
+            s.projects = memberships.into_iter().collect();
+            if let Some(r) = reason {
+                s.phase = Phase::Deactivated;
+                s.conditions
+                    .push(cond("Deactivated", true, r, deactivation_message(r, key)));
+            }
+        }
+        usable
+    }
+
+    fn plan_personal_group(
+        &mut self,
+        key: &Key,
+        username: &str,
+        identity: &str,
+        uid: Option<u32>,
+        existing: Option<&Entry>,
+    ) {
+        let cfg = self.config();
+        let target = Target {
+            kind: Kind::Account,
+            key: key.clone(),
+        };
+        let mut attrs = Attrs::new();
+        set(&mut attrs, "cn", [username.to_string()]);
+        set(&mut attrs, "rosterOwner", [owner(cfg, Kind::Account, key)]);
+        set(&mut attrs, "rosterKind", ["PersonalGroup".to_string()]);
+        set(&mut attrs, "rosterIdentity", [identity.to_string()]);
+        set(&mut attrs, "rosterState", ["Active".to_string()]);
+        let what = format!("personal group {username}");
+        match existing {
+            None => {
+                set(
+                    &mut attrs,
+                    "objectClass",
+                    ["posixGroup".to_string(), "rosterManaged".to_string()],
+                );
+                let gid = uid
+                    .map(Number::Fixed)
+                    .unwrap_or(Number::UidOfAccount(username.to_string()));
+                let dn = format!("cn={},{}", dn_escape(username), cfg.groups_dn());
+                self.ops_accounts.push(Op::Add {
+                    target,
+                    dn,
+                    attrs,
+                    uid: None,
+                    gid: Some(gid),
+                    what,
+                });
+            }
+            Some(e) => {
+                let changes = diff(e, &attrs);
+                if !changes.is_empty() {
+                    self.ops_accounts.push(Op::Modify {
+                        target,
+                        dn: e.dn.clone(),
+                        changes,
+                        what,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The group names of every project whose effective membership includes the account.
+    fn memberships_of(&self, key: &Key, account: &Account) -> BTreeSet<String> {
+        let u = &account.spec.username;
+        self.site
+            .projects
+            .iter()
+            .filter(|(pk, p)| {
+                p.spec.members.contains(u)
+                    || p.spec.leaders.contains(u)
+                    || (pk.namespace == key.namespace && account.spec.projects.contains(&pk.name))
+            })
+            .map(|(_, p)| group_name(p))
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn account_attrs(
+        &self,
+        key: &Key,
+        account: &Account,
+        person: &Person,
+        identity: &str,
+        deactivated: Option<&str>,
+        expiry: Option<jiff::Timestamp>,
+        existing: Option<&Entry>,
+    ) -> Attrs {
+        let cfg = self.config();
+        let spec = &account.spec;
+        let p = &person.spec;
+        let mut a = Attrs::new();
+        let display = p
+            .display_name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", p.given_name, p.family_name));
+        set(&mut a, "cn", [display.clone()]);
+        set(&mut a, "sn", [p.family_name.clone()]);
+        set(&mut a, "givenName", [p.given_name.clone()]);
+        set(&mut a, "displayName", p.display_name.clone());
+        set(&mut a, "mail", p.email.clone());
+        set(&mut a, "o", p.institute.clone());
+        set(&mut a, "ou", p.department.clone());
+        set(&mut a, "telephoneNumber", p.telephone_number.clone());
+        let home = spec.home_directory.clone().unwrap_or_else(|| {
+            cfg.defaults
+                .home_directory
+                .replace("{username}", &spec.username)
+        });
+        set(&mut a, "homeDirectory", [home]);
+        set(
+            &mut a,
+            "loginShell",
+            [spec
+                .login_shell
+                .clone()
+                .unwrap_or_else(|| cfg.defaults.login_shell.clone())],
+        );
+        set(&mut a, "sshPublicKey", spec.ssh_public_keys.iter().cloned());
+        set(&mut a, "rosterOwner", [owner(cfg, Kind::Account, key)]);
+        set(&mut a, "rosterKind", ["Account".to_string()]);
+        set(&mut a, "rosterIdentity", [identity.to_string()]);
+        set(&mut a, "rosterGoneAt", None::<String>);
+        match deactivated {
+            Some(_) => {
+                set(&mut a, "pwdAccountLockedTime", [LOCKED_FOREVER.to_string()]);
+                set(&mut a, "shadowExpire", ["1".to_string()]);
+                set(&mut a, "rosterState", ["Deactivated".to_string()]);
+                let since = existing
+                    .filter(|e| e.first("rosterState") == Some("Deactivated"))
+                    .and_then(|e| e.first("rosterDeactivatedAt").map(str::to_string))
+                    .unwrap_or_else(|| generalized_time(self.now));
+                set(&mut a, "rosterDeactivatedAt", [since]);
+            }
+            None => {
+                set(&mut a, "pwdAccountLockedTime", None::<String>);
+                // shadowExpire: the UTC day on which validity ends (days since 1970-01-01).
+                set(
+                    &mut a,
+                    "shadowExpire",
+                    expiry.map(|e| (e.as_second().div_euclid(86_400)).to_string()),
+                );
+                set(&mut a, "rosterState", ["Active".to_string()]);
+                set(&mut a, "rosterDeactivatedAt", None::<String>);
+            }
+        }
+        a
+    }
+
+    /// memberUid of every project group = its effective members that exist or will exist.
+    fn plan_memberships(&mut self, usable: &BTreeSet<String>) {
+        let declared: BTreeSet<&str> = self
+            .site
+            .accounts
+            .values()
+            .map(|a| a.spec.username.as_str())
+            .collect();
+        for (key, project) in &self.site.projects {
+            let Some(status) = self.statuses.get(&Target {
+                kind: Kind::Project,
+                key: key.clone(),
+            }) else {
+                continue;
+            };
+            if status.is_blocked() {
+                continue;
+            }
+            let dn = status.dn.clone().unwrap_or_default();
+            let group = group_name(project);
+            let mut members: BTreeSet<String> = project
+                .spec
+                .members
+                .iter()
+                .chain(&project.spec.leaders)
+                .cloned()
+                .collect();
+            for (ak, a) in &self.site.accounts {
+                if ak.namespace == key.namespace && a.spec.projects.contains(&key.name) {
+                    members.insert(a.spec.username.clone());
+                }
+            }
+            // A declared account that is Invalid or in Conflict is never written, and its name
+            // may belong to someone else: leave it out. Undeclared names must be in the directory.
+            members.retain(|u| {
+                usable.contains(u)
+                    || (!declared.contains(u.as_str()) && self.observed.accounts.contains_key(u))
+            });
+            let target = Target {
+                kind: Kind::Project,
+                key: key.clone(),
+            };
+            let want: Vec<String> = members.iter().cloned().collect();
+            let count = want.len();
+            let existing = self.observed.groups.get(&group).filter(|e| e.dn == dn);
+            match existing {
+                None => {
+                    // A new group: put the members into its Add.
+                    for op in self.ops_groups.iter_mut() {
+                        if let Op::Add {
+                            target: t, attrs, ..
+                        } = op
+                            && t == &target
+                        {
+                            set(attrs, "memberUid", want.iter().cloned());
+                        }
+                    }
+                }
+                Some(e) => {
+                    let have: BTreeSet<String> = e.values("memberUid").iter().cloned().collect();
+                    let add: Vec<String> = members.difference(&have).cloned().collect();
+                    let del: Vec<String> = have.difference(&members).cloned().collect();
+                    let mut changes = vec![];
+                    if !add.is_empty() {
+                        changes.push(AttrChange::Add("memberUid".into(), add));
+                    }
+                    if !del.is_empty() {
+                        changes.push(AttrChange::Delete("memberUid".into(), del));
+                    }
+                    if !changes.is_empty() {
+                        self.ops_members.push(Op::Modify {
+                            target,
+                            dn,
+                            changes,
+                            what: format!("members of group {group}"),
+                        });
+                    }
+                }
+            }
+            if let Some(s) = self.statuses.get_mut(&Target {
+                kind: Kind::Project,
+                key: key.clone(),
+            }) {
+                s.members = count;
+                s.phase = Phase::Active;
+            }
+        }
+    }
+
+    /// A Person's phase follows its accounts.
+    fn plan_people(&mut self) {
+        for (key, person) in &self.site.people {
+            let accounts: Vec<Phase> = self
+                .site
+                .accounts
+                .iter()
+                .filter(|(k, a)| k.namespace == key.namespace && a.spec.person == key.name)
+                .filter_map(|(k, _)| {
+                    self.statuses
+                        .get(&Target {
+                            kind: Kind::Account,
+                            key: k.clone(),
+                        })
+                        .map(|s| s.phase)
+                })
+                .collect();
+            let expired = person
+                .spec
+                .valid_until
+                .as_deref()
+                .and_then(|v| parse_valid_until(v).ok())
+                .is_some_and(|e| e <= self.now);
+            let phase = if person.spec.locked || expired {
+                Phase::Deactivated
+            } else if accounts.contains(&Phase::Active)
+                || accounts.contains(&Phase::Pending)
+                || accounts.is_empty()
+            {
+                Phase::Active
+            } else {
+                accounts[0]
+            };
+            let s = self.status(Kind::Person, key);
+            s.phase = phase;
+            s.members = accounts.len();
+        }
+    }
+
+    /// `--prune`: lock Roster's accounts in the declared namespaces that are no longer declared.
+    fn plan_prune(&mut self) {
+        let cfg = self.config();
+        let namespaces = self.site.namespaces();
+        for e in self.observed.accounts.values() {
+            let Some(o) = e.owner() else { continue };
+            let parts: Vec<&str> = o.splitn(4, '/').collect();
+            let [mgr, ns, kind, name] = parts[..] else {
+                continue;
+            };
+            if mgr != cfg.manager_id || kind != "Account" || !namespaces.contains(ns) {
+                continue;
+            }
+            let key = Key::new(ns, name);
+            if self.site.accounts.contains_key(&key) {
+                continue;
+            }
+            let target = Target {
+                kind: Kind::Account,
+                key: key.clone(),
+            };
+            let mut changes = vec![];
+            if e.first("rosterState") != Some("Deactivated") {
+                changes.push(AttrChange::Replace(
+                    "pwdAccountLockedTime".into(),
+                    vec![LOCKED_FOREVER.into()],
+                ));
+                changes.push(AttrChange::Replace("shadowExpire".into(), vec!["1".into()]));
+                changes.push(AttrChange::Replace(
+                    "rosterState".into(),
+                    vec!["Deactivated".into()],
+                ));
+                changes.push(AttrChange::Replace(
+                    "rosterDeactivatedAt".into(),
+                    vec![generalized_time(self.now)],
+                ));
+            }
+            if e.first("rosterGoneAt").is_none() {
+                changes.push(AttrChange::Replace(
+                    "rosterGoneAt".into(),
+                    vec![generalized_time(self.now)],
+                ));
+            }
+            if !changes.is_empty() {
+                self.ops_prune.push(Op::Modify {
+                    target,
+                    dn: e.dn.clone(),
+                    changes,
+                    what: format!("pruned account {}", e.first("uid").unwrap_or("")),
+                });
+            }
+            let s = self.status(Kind::Account, &key);
+            s.phase = Phase::Deactivated;
+            s.dn = Some(e.dn.clone());
+            s.uid_number = e.number("uidNumber");
+            s.conditions.push(cond(
+                "Deactivated",
+                true,
+                "Removed",
+                format!("Account {key} is no longer declared (--prune)"),
+            ));
+        }
+    }
+}
+
+fn deactivation_message(reason: &str, key: &Key) -> String {
+    match reason {
+        "Locked" => format!("Account {key} is locked (spec.locked)"),
+        "PersonLocked" => format!("the Person of Account {key} is locked"),
+        "Expired" => format!("Account {key} is past its validUntil"),
+        other => other.to_string(),
+    }
+}
+
+fn adopt<K: kube::Resource>(obj: &K) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::ADOPT_ANNOTATION))
+        .is_some_and(|v| v == ADOPT)
+}
+
+/// Sets an attribute to the given values (none: the attribute must be absent).
+fn set<I: IntoIterator<Item = String>>(attrs: &mut Attrs, name: &str, values: I) {
+    let mut v: Vec<String> = values.into_iter().collect();
+    v.sort();
+    v.dedup();
+    attrs.insert(name.to_string(), v);
+}
+
+/// objectClass values to add to an existing entry.
+fn adoption_changes(e: &Entry, wanted: &[&str]) -> Vec<AttrChange> {
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|c| !e.has_class(c))
+        .map(|c| c.to_string())
+        .collect();
+    if missing.is_empty() {
+        vec![]
+    } else {
+        vec![AttrChange::Add("objectClass".into(), missing)]
+    }
+}
+
+/// Replace changes for every managed attribute whose values differ from the entry's.
+fn diff(e: &Entry, want: &Attrs) -> Vec<AttrChange> {
+    let mut out = vec![];
+    for (name, values) in want {
+        if name == "objectClass" {
+            continue;
+        }
+        let mut have: Vec<String> = e.values(name).to_vec();
+        have.sort();
+        have.dedup();
+        if &have != values {
+            out.push(AttrChange::Replace(name.clone(), values.clone()));
+        }
+    }
+    out
+}
+
+/// A condition's status as the API spells it.
+pub fn condition_status(ok: bool) -> ConditionStatus {
+    if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    }
+}

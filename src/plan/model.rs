@@ -1,0 +1,169 @@
+//! What a plan is made of: operations on directory entries and the status of each declared
+//! object. Plain data, so tests can compare plans as values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::api::Phase;
+use crate::site::Key;
+
+/// The kinds a plan speaks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    Person,
+    Account,
+    Project,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A declared (or formerly declared) object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub kind: Kind,
+    pub key: Key,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.key)
+    }
+}
+
+/// Attribute name → values, as written to the directory.
+pub type Attrs = BTreeMap<String, Vec<String>>;
+
+/// Where a number of a new entry comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Number {
+    /// Declared, or kept from the directory or a tombstone.
+    Fixed(u32),
+    /// Allocated at apply time from the counter.
+    Allocate,
+    /// The gid of the group with this name (existing, or created earlier in the same apply).
+    GidOfGroup(String),
+    /// The uid of the account with this username (created earlier in the same apply).
+    UidOfAccount(String),
+}
+
+/// One change to one attribute of an existing entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttrChange {
+    /// Replace every value; an empty list removes the attribute.
+    Replace(String, Vec<String>),
+    /// Add these values.
+    Add(String, Vec<String>),
+    /// Remove these values.
+    Delete(String, Vec<String>),
+}
+
+/// One write to the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create an entry. `uid`/`gid` fill `uidNumber`/`gidNumber` when not `None`.
+    Add {
+        target: Target,
+        dn: String,
+        attrs: Attrs,
+        uid: Option<Number>,
+        gid: Option<Number>,
+        /// A human summary, e.g. "account ada".
+        what: String,
+    },
+    /// Change an entry.
+    Modify {
+        target: Target,
+        dn: String,
+        changes: Vec<AttrChange>,
+        what: String,
+    },
+}
+
+impl Op {
+    pub fn target(&self) -> &Target {
+        match self {
+            Op::Add { target, .. } | Op::Modify { target, .. } => target,
+        }
+    }
+    pub fn dn(&self) -> &str {
+        match self {
+            Op::Add { dn, .. } | Op::Modify { dn, .. } => dn,
+        }
+    }
+}
+
+/// A condition as a plan computes it (status writers add times and generations).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Cond {
+    #[serde(rename = "type")]
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The computed status of one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub target: Target,
+    pub phase: Phase,
+    pub conditions: Vec<Cond>,
+    pub uid_number: Option<u32>,
+    pub gid_number: Option<u32>,
+    pub dn: Option<String>,
+    /// Effective memberships (accounts) or member count source (projects).
+    pub projects: Vec<String>,
+    pub members: usize,
+}
+
+impl ObjectStatus {
+    pub fn new(target: Target) -> ObjectStatus {
+        ObjectStatus {
+            target,
+            phase: Phase::Pending,
+            conditions: Vec::new(),
+            uid_number: None,
+            gid_number: None,
+            dn: None,
+            projects: Vec::new(),
+            members: 0,
+        }
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.phase, Phase::Invalid | Phase::Conflict)
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| matches!(c.type_, "Invalid" | "Conflict") && c.status)
+            .map(|c| c.message.as_str())
+    }
+}
+
+/// The outcome of planning: operations in the order they must run, every object's status,
+/// and when to look again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    pub objects: Vec<ObjectStatus>,
+    pub next_wakeup: Option<jiff::Timestamp>,
+}
+
+impl Plan {
+    pub fn status_of(&self, kind: Kind, key: &Key) -> Option<&ObjectStatus> {
+        self.objects
+            .iter()
+            .find(|o| o.target.kind == kind && &o.target.key == key)
+    }
+
+    /// True when some object is Invalid or in Conflict.
+    pub fn has_blocked(&self) -> bool {
+        self.objects.iter().any(ObjectStatus::is_blocked)
+    }
+}

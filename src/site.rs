@@ -1,0 +1,319 @@
+//! The declared state of a site: the Persons, Accounts and Projects to converge, from manifest
+//! files (file mode) or, later, from the Kubernetes API (operator mode).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kube::Resource;
+use serde_json::Value;
+
+use crate::api::{Account, Person, Project};
+
+/// Namespace and name of a declared object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Key {
+        Key {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of a namespaced resource.
+    pub fn of<K: Resource>(obj: &K) -> Key {
+        let m = obj.meta();
+        Key::new(
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything declared, keyed and ordered by namespace and name.
+#[derive(Clone, Debug, Default)]
+pub struct Site {
+    pub people: BTreeMap<Key, Person>,
+    pub accounts: BTreeMap<Key, Account>,
+    pub projects: BTreeMap<Key, Project>,
+}
+
+impl Site {
+    /// Namespaces that appear in the declaration (the scope of `--prune`).
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        self.people
+            .keys()
+            .chain(self.accounts.keys())
+            .chain(self.projects.keys())
+            .map(|k| k.namespace.clone())
+            .collect()
+    }
+}
+
+/// One reason a manifest could not be used, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// `file` or `file#N` (the N-th YAML document, from 1).
+    pub source: String,
+    /// `Kind namespace/name` when known.
+    pub object: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.object {
+            Some(o) => write!(f, "{}: {}: {}", self.source, o, self.message),
+            None => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+/// The largest manifest input Roster reads (all files together), so a runaway file or a
+/// YAML bomb fails fast instead of eating the machine.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads manifests from files, directories (recursively; `.yaml`, `.yml`, `.json`) or `-`
+/// (stdin), validates every document as admission would, and builds the site. Every problem is
+/// reported; nothing is returned unless all documents are usable.
+pub fn load(
+    paths: &[PathBuf],
+    default_namespace: Option<&str>,
+) -> Result<Site, Vec<ManifestError>> {
+    let mut errors = Vec::new();
+    let mut docs: Vec<(String, String)> = Vec::new();
+    let mut total = 0usize;
+    for path in paths {
+        for (name, text) in read_inputs(path, &mut errors) {
+            total += text.len();
+            if total > MAX_INPUT_BYTES {
+                errors.push(ManifestError {
+                    source: name,
+                    object: None,
+                    message: format!("input exceeds {MAX_INPUT_BYTES} bytes"),
+                });
+                return Err(errors);
+            }
+            docs.push((name, text));
+        }
+    }
+    let mut site = Site::default();
+    let mut seen: BTreeMap<(String, Key), String> = BTreeMap::new();
+    for (name, text) in docs {
+        let values: Vec<Value> = match serde_saphyr::from_multiple(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(ManifestError {
+                    source: name,
+                    object: None,
+                    message: format!("not valid YAML: {e}"),
+                });
+                continue;
+            }
+        };
+        for (i, value) in values.into_iter().enumerate() {
+            let source = format!("{name}#{}", i + 1);
+            if value.is_null() {
+                continue;
+            }
+            if let Err(e) = add_document(&mut site, &mut seen, value, default_namespace, &source) {
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(site)
+    } else {
+        Err(errors)
+    }
+}
+
+fn add_document(
+    site: &mut Site,
+    seen: &mut BTreeMap<(String, Key), String>,
+    mut value: Value,
+    default_namespace: Option<&str>,
+    source: &str,
+) -> Result<(), ManifestError> {
+    let err = |object: Option<String>, message: String| ManifestError {
+        source: source.to_string(),
+        object,
+        message,
+    };
+    if let Some(items) = value.get("items").and_then(Value::as_array)
+        && value.get("kind").and_then(Value::as_str) == Some("List")
+    {
+        let _ = items;
+        return Err(err(
+            None,
+            "kind List is not supported; write one document per object".into(),
+        ));
+    }
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if api_version != "roster.io/v1alpha1" {
+        return Err(err(
+            None,
+            format!("apiVersion {api_version:?} is not roster.io/v1alpha1 (kind {kind:?})"),
+        ));
+    }
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        return Err(err(Some(kind), "metadata.name: Required value".into()));
+    }
+    let namespace = match value.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => ns.to_string(),
+        None => match default_namespace {
+            Some(ns) => {
+                value["metadata"]["namespace"] = Value::String(ns.to_string());
+                ns.to_string()
+            }
+            None => {
+                return Err(err(
+                    Some(format!("{kind} {name}")),
+                    "metadata.namespace is not set (set it or pass --namespace)".into(),
+                ));
+            }
+        },
+    };
+    let key = Key::new(&namespace, &name);
+    let object = Some(format!("{kind} {key}"));
+    if !is_dns_label(&namespace) {
+        return Err(err(
+            object,
+            format!("metadata.namespace: Invalid value: {namespace:?}"),
+        ));
+    }
+    if let Err(errors) = Ok::<(), Vec<String>>(())
+    /*VALIDATE*/
+    {
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(err(object, text));
+    }
+    if let Some(first) = seen.insert((kind.clone(), key.clone()), source.to_string()) {
+        return Err(err(object, format!("declared twice (first at {first})")));
+    }
+    let parse_err = |e: serde_json::Error| err(object.clone(), e.to_string());
+    match kind.as_str() {
+        "Person" => {
+            site.people
+                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+        }
+        "Account" => {
+            site.accounts
+                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+        }
+        "Project" => {
+            site.projects
+                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+        }
+        "Guest" | "ImportSource" => {
+            return Err(err(
+                object,
+                format!("{kind} is not supported in file mode yet"),
+            ));
+        }
+        other => return Err(err(object, format!("unknown kind {other:?}"))),
+    }
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `(display name, content)` of every input under `path`, sorted by path for a stable order.
+fn read_inputs(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let push_err = |errors: &mut Vec<ManifestError>, p: &Path, e: std::io::Error| {
+        errors.push(ManifestError {
+            source: p.display().to_string(),
+            object: None,
+            message: format!("cannot read: {e}"),
+        })
+    };
+    if path == Path::new("-") {
+        let mut text = String::new();
+        let limit = (MAX_INPUT_BYTES + 1) as u64;
+        match std::io::stdin().take(limit).read_to_string(&mut text) {
+            Ok(_) => out.push(("<stdin>".to_string(), text)),
+            Err(e) => push_err(errors, path, e),
+        }
+        return out;
+    }
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files, errors);
+        files.sort();
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(text) => out.push((f.display().to_string(), text)),
+                Err(e) => push_err(errors, &f, e),
+            }
+        }
+        return out;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => out.push((path.display().to_string(), text)),
+        Err(e) => push_err(errors, path, e),
+    }
+    out
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(ManifestError {
+                source: dir.display().to_string(),
+                object: None,
+                message: format!("cannot read directory: {e}"),
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let is_link = entry.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        if p.is_dir() && !is_link {
+            collect_files(&p, files, errors);
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(p);
+        }
+    }
+}
