@@ -207,9 +207,7 @@ fn add_document(
             format!("metadata.namespace: Invalid value: {namespace:?}"),
         ));
     }
-    if let Err(errors) = Ok::<(), Vec<String>>(())
-    /*VALIDATE*/
-    {
+    if let Err(errors) = crate::api::validate::validate_object(&value, None) {
         let text = errors
             .iter()
             .map(ToString::to_string)

@@ -10,6 +10,7 @@ mod guest;
 mod import_source;
 mod person;
 mod project;
+pub mod validate;
 
 pub use account::*;
 pub use common::*;

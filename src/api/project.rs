@@ -133,11 +133,19 @@ pub struct SlurmProject {
 #[serde(rename_all = "camelCase")]
 pub struct SlurmLimits {
     /// `GrpTRES`, e.g. `cpu=1000` and `gres/gpu=8`: resource name → count.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "grpTRES",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     #[schemars(extend("maxProperties" = 32))]
     pub grp_tres: BTreeMap<String, i64>,
     /// `GrpTRESMins`: resource name → minutes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "grpTRESMins",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     #[schemars(extend("maxProperties" = 32))]
     pub grp_tres_mins: BTreeMap<String, i64>,
     /// `GrpJobs`: running jobs of the whole account.

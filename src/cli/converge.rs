@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::ldap::{ApplyReport, Directory, Observed};
+use crate::ldap::{ApplyReport, Directory};
 use crate::plan::{AttrChange, Number, Op, Plan, Policy, plan};
-use crate::site::{Site, load};
+use crate::site::load;
 
 /// Exit code: changes pending (plan).
 const CHANGES: u8 = 2;
@@ -86,7 +86,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     let now = jiff::Timestamp::now();
     let first = plan(&site, &observed, now, &policy);
     if !apply {
-        print_plan(&first, &config, args.output);
+        print_plan(&first, args.output);
         return if first.has_blocked() {
             ExitCode::from(BLOCKED)
         } else if !first.ops.is_empty() {
@@ -105,7 +105,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Err(e) => return fail(format!("applied, but re-reading the directory failed: {e}")),
     };
     let last = plan(&site, &after, now, &policy);
-    print_apply(&first, &report, &last, &after, &site, args.output);
+    print_apply(&first, &report, &last, args.output);
     if !report.failed.is_empty() {
         ExitCode::FAILURE
     } else if last.has_blocked() || !report.lost_races.is_empty() {
@@ -214,7 +214,7 @@ fn blocked_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn print_plan(plan: &Plan, _config: &Config, output: Output) {
+fn print_plan(plan: &Plan, output: Output) {
     let adds = plan
         .ops
         .iter()
@@ -249,15 +249,7 @@ fn print_plan(plan: &Plan, _config: &Config, output: Output) {
     }
 }
 
-fn print_apply(
-    first: &Plan,
-    report: &ApplyReport,
-    last: &Plan,
-    after: &Observed,
-    site: &Site,
-    output: Output,
-) {
-    let _ = (after, site);
+fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) {
     match output {
         Output::Json => {
             let doc = json!({

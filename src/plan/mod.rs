@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ldap3::dn_escape;
 
-use crate::api::{
-    Account, ConditionStatus, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until,
-};
+use crate::api::{Account, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until};
 use crate::config::{Config, PrimaryGroup};
 use crate::ldap::{Entry, Observed};
 use crate::site::{Key, Site};
@@ -1096,11 +1094,5 @@ fn diff(e: &Entry, want: &Attrs) -> Vec<AttrChange> {
     out
 }
 
-/// A condition's status as the API spells it.
-pub fn condition_status(ok: bool) -> ConditionStatus {
-    if ok {
-        ConditionStatus::True
-    } else {
-        ConditionStatus::False
-    }
-}
+#[cfg(test)]
+mod tests;

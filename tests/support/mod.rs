@@ -177,3 +177,56 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs the `roster` binary and returns (exit code, stdout, stderr).
+pub fn roster(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(args)
+        .env_remove("ROSTER_CONFIG")
+        .output()
+        .expect("roster runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A Person and its Account as manifest YAML.
+pub fn person_account(ns: &str, username: &str, extra_account_spec: &str) -> String {
+    format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: {username}, namespace: {ns}}}\nspec: {{givenName: Test, familyName: {username}}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: {username}, namespace: {ns}}}\nspec:\n  person: {username}\n  username: {username}\n{extra_account_spec}"
+    )
+}
+
+/// Every entry below `base`, with all user and operational attributes.
+pub async fn entries(ldap: &mut Ldap, base: &str, filter: &str) -> Vec<SearchEntry> {
+    let (rs, _) = ldap
+        .search(base, Scope::Subtree, filter, vec!["*", "+"])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    rs.into_iter().map(SearchEntry::construct).collect()
+}
+
+/// A server-side fingerprint of a subtree: its entries' DNs with their `entryCSN` (which slapd
+/// changes on every write). Equal fingerprints = zero writes in between.
+pub async fn fingerprint(base: &str) -> Vec<(String, String)> {
+    let mut ldap = admin().await;
+    let mut v: Vec<(String, String)> = entries(&mut ldap, base, "(objectClass=*)")
+        .await
+        .into_iter()
+        .map(|e| {
+            let csn = e
+                .attrs
+                .get("entryCSN")
+                .and_then(|v| v.first())
+                .cloned()
+                .unwrap_or_default();
+            (e.dn, csn)
+        })
+        .collect();
+    v.sort();
+    v
+}

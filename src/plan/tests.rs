@@ -1,0 +1,662 @@
+//! Table tests of the planner and the property that planning against the result of applying a
+//! plan yields nothing.
+
+use std::collections::BTreeMap;
+
+use super::simulate::simulate;
+use super::*;
+use crate::api::{AccountSpec, PersonSpec, ProjectSpec};
+use crate::config::Config;
+use crate::ldap::{Entry, Observed};
+
+const CONFIG: &str = r#"
+managerId: dev
+ldap:
+  uri: ldap://127.0.0.1:389
+  bindDN: cn=admin,dc=test
+  bindPasswordFile: pw
+  baseDN: dc=test
+uidRange: {min: 20000, max: 29999}
+gidRange: {min: 20000, max: 29999}
+adoption:
+  enabled: true
+  namespaces: [physics]
+"#;
+
+fn config() -> Config {
+    Config::parse(CONFIG, "/".into()).unwrap()
+}
+
+fn now() -> jiff::Timestamp {
+    "2026-11-23T12:00:00Z".parse().unwrap()
+}
+
+fn meta(ns: &str, name: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    }
+}
+
+fn person(site: &mut Site, ns: &str, name: &str) {
+    let spec = PersonSpec {
+        given_name: "Given".into(),
+        family_name: name.to_uppercase(),
+        ..Default::default()
+    };
+    let mut p = Person::new(name, spec);
+    p.metadata = meta(ns, name);
+    site.people.insert(Key::new(ns, name), p);
+}
+
+fn account(site: &mut Site, ns: &str, name: &str, f: impl FnOnce(&mut AccountSpec)) {
+    person(site, ns, name);
+    let mut spec = AccountSpec {
+        person: name.into(),
+        username: name.into(),
+        ..Default::default()
+    };
+    f(&mut spec);
+    let mut a = Account::new(name, spec);
+    a.metadata = meta(ns, name);
+    site.accounts.insert(Key::new(ns, name), a);
+}
+
+fn project(site: &mut Site, ns: &str, name: &str, f: impl FnOnce(&mut ProjectSpec)) {
+    let mut spec = ProjectSpec::default();
+    f(&mut spec);
+    let mut p = Project::new(name, spec);
+    p.metadata = meta(ns, name);
+    site.projects.insert(Key::new(ns, name), p);
+}
+
+fn run(site: &Site, observed: &Observed) -> Plan {
+    let c = config();
+    plan(
+        site,
+        observed,
+        now(),
+        &Policy {
+            config: &c,
+            prune: false,
+        },
+    )
+}
+
+/// Plans, applies in memory, and returns the resulting directory.
+fn converge(site: &Site, observed: &Observed) -> Observed {
+    let c = config();
+    simulate(observed, &run(site, observed), c.uid_range, c.gid_range)
+}
+
+fn status<'p>(p: &'p Plan, kind: Kind, ns: &str, name: &str) -> &'p ObjectStatus {
+    p.status_of(kind, &Key::new(ns, name)).expect("status")
+}
+
+fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
+    Entry {
+        dn: dn.into(),
+        attrs: attrs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    v.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_new_site_creates_groups_before_accounts_and_allocates_numbers() {
+    let mut site = Site::default();
+    project(&mut site, "physics", "optics", |p| {
+        p.members = vec!["ada".into()]
+    });
+    account(&mut site, "physics", "ada", |_| {});
+    let p = run(&site, &Observed::default());
+    let kinds: Vec<(Kind, &str)> = p.ops.iter().map(|o| (o.target().kind, o.dn())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Kind::Project, "cn=optics,ou=groups,dc=test"),
+            (Kind::Account, "uid=ada,ou=people,dc=test"),
+            (Kind::Account, "cn=ada,ou=groups,dc=test"),
+        ]
+    );
+    match &p.ops[1] {
+        Op::Add {
+            uid, gid, attrs, ..
+        } => {
+            assert_eq!(uid, &Some(Number::Allocate));
+            assert_eq!(gid, &Some(Number::UidOfAccount("ada".into())));
+            assert_eq!(attrs["rosterOwner"], ["dev/physics/Account/ada"]);
+            assert_eq!(attrs["homeDirectory"], ["/home/ada"]);
+            assert_eq!(attrs["rosterState"], ["Active"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &p.ops[0] {
+        Op::Add { attrs, .. } => assert_eq!(attrs["memberUid"], ["ada"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!p.has_blocked());
+}
+
+#[test]
+fn a_converged_site_plans_nothing_and_one_change_plans_one_modify() {
+    let mut site = Site::default();
+    project(&mut site, "physics", "optics", |p| {
+        p.leaders = vec!["ada".into()]
+    });
+    account(&mut site, "physics", "ada", |a| {
+        a.ssh_public_keys = vec!["ssh-ed25519 AAAA ada".into()]
+    });
+    let dir = converge(&site, &Observed::default());
+    assert_eq!(run(&site, &dir).ops, []);
+    site.accounts
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .login_shell = Some("/bin/zsh".into());
+    let p = run(&site, &dir);
+    assert_eq!(p.ops.len(), 1);
+    match &p.ops[0] {
+        Op::Modify { changes, .. } => assert_eq!(
+            changes,
+            &[AttrChange::Replace(
+                "loginShell".into(),
+                vec!["/bin/zsh".into()]
+            )]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn lock_and_unlock_use_ppolicy_and_shadow_expire_never_the_shell() {
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let dir = converge(&site, &Observed::default());
+    site.accounts
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .locked = true;
+    let p = run(&site, &dir);
+    let Op::Modify { changes, .. } = &p.ops[0] else {
+        panic!()
+    };
+    let names: Vec<&str> = changes
+        .iter()
+        .map(|c| match c {
+            AttrChange::Replace(a, _) => a.as_str(),
+            _ => "",
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pwdAccountLockedTime",
+            "rosterDeactivatedAt",
+            "rosterState",
+            "shadowExpire"
+        ]
+    );
+    assert!(changes.contains(&AttrChange::Replace(
+        "pwdAccountLockedTime".into(),
+        vec![LOCKED_FOREVER.into()]
+    )));
+    assert!(changes.contains(&AttrChange::Replace(
+        "shadowExpire".into(),
+        vec!["1".into()]
+    )));
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Deactivated
+    );
+    let locked = simulate(&dir, &p, config().uid_range, config().gid_range);
+    assert_eq!(run(&site, &locked).ops, [], "a lock is stable");
+    // Locking the Person deactivates the account too.
+    site.accounts
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .locked = false;
+    site.people
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .locked = true;
+    assert_eq!(
+        run(&site, &locked).ops,
+        [],
+        "still locked, through the Person"
+    );
+    site.people
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .locked = false;
+    let p = run(&site, &locked);
+    let Op::Modify { changes, .. } = &p.ops[0] else {
+        panic!()
+    };
+    assert!(changes.contains(&AttrChange::Replace("pwdAccountLockedTime".into(), vec![])));
+    assert!(changes.contains(&AttrChange::Replace("shadowExpire".into(), vec![])));
+}
+
+#[test]
+fn validity_sets_shadow_expire_and_the_wakeup_then_deactivates() {
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |a| {
+        a.valid_until = Some("2026-12-31".into())
+    });
+    let p = run(&site, &Observed::default());
+    let Op::Add { attrs, .. } = &p.ops[0] else {
+        panic!()
+    };
+    // Valid through 2026-12-31: expires on 2027-01-01 = day 20819.
+    assert_eq!(attrs["shadowExpire"], ["20819"]);
+    assert_eq!(p.next_wakeup, Some("2027-01-01T00:00:00Z".parse().unwrap()));
+    site.accounts
+        .get_mut(&Key::new("physics", "ada"))
+        .unwrap()
+        .spec
+        .valid_until = Some("2026-11-01".into());
+    let p = run(&site, &Observed::default());
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Deactivated
+    );
+    assert_eq!(p.next_wakeup, None);
+}
+
+#[test]
+fn names_owned_by_others_are_conflicts_and_nothing_is_written_for_them() {
+    let mut site = Site::default();
+    account(&mut site, "chemistry", "ada", |_| {});
+    let theirs = entry(
+        "uid=ada,ou=people,dc=test",
+        &[
+            (
+                "objectClass",
+                &["inetOrgPerson", "posixAccount", "rosterManaged"],
+            ),
+            ("uid", &["ada"]),
+            ("uidNumber", &["20005"]),
+            ("rosterOwner", &["dev/physics/Account/ada"]),
+            ("rosterIdentity", &["physics/ada"]),
+        ],
+    );
+    let mut dir = Observed::default();
+    dir.accounts.insert("ada".into(), theirs.clone());
+    let p = run(&site, &dir);
+    assert_eq!(p.ops, []);
+    let s = status(&p, Kind::Account, "chemistry", "ada");
+    assert_eq!(s.phase, Phase::Conflict);
+    assert!(s.message().unwrap().contains("already taken"));
+    // Another installation's entry: also never touched.
+    let mut other = theirs.clone();
+    other.attrs.insert(
+        "rosterowner".into(),
+        vec!["files/chemistry/Account/ada".into()],
+    );
+    dir.accounts.insert("ada".into(), other);
+    let p = run(&site, &dir);
+    assert_eq!(p.ops, []);
+    assert!(
+        status(&p, Kind::Account, "chemistry", "ada")
+            .message()
+            .unwrap()
+            .contains("another Roster installation")
+    );
+}
+
+#[test]
+fn unmarked_entries_are_adopted_only_with_config_and_annotation() {
+    let unmarked = entry(
+        "uid=ada,ou=legacy,dc=test",
+        &[
+            ("objectClass", &["inetOrgPerson", "posixAccount"]),
+            ("uid", &["ada"]),
+            ("cn", &["Ada"]),
+            ("uidNumber", &["20500"]),
+        ],
+    );
+    let mut dir = Observed::default();
+    dir.accounts.insert("ada".into(), unmarked);
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let p = run(&site, &dir);
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Conflict
+    );
+    assert!(p.ops.iter().all(|o| o.dn() != "uid=ada,ou=legacy,dc=test"));
+    // With the annotation, in an allowed namespace: adopted in place, number kept.
+    let a = site.accounts.get_mut(&Key::new("physics", "ada")).unwrap();
+    a.metadata.annotations = Some(BTreeMap::from([(
+        "roster.io/adopt".to_string(),
+        "true".to_string(),
+    )]));
+    let p = run(&site, &dir);
+    let Op::Modify { dn, changes, .. } = &p.ops[0] else {
+        panic!("{:?}", p.ops)
+    };
+    assert_eq!(dn, "uid=ada,ou=legacy,dc=test");
+    assert_eq!(
+        changes[0],
+        AttrChange::Add(
+            "objectClass".into(),
+            vec!["rosterManaged".into(), "shadowAccount".into()]
+        )
+    );
+    assert!(changes.contains(&AttrChange::Replace(
+        "rosterAdopted".into(),
+        vec!["TRUE".into()]
+    )));
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").uid_number,
+        Some(20500)
+    );
+    // The same annotation in a namespace the config does not allow: refused.
+    let mut site2 = Site::default();
+    account(&mut site2, "chemistry", "ada", |_| {});
+    site2
+        .accounts
+        .get_mut(&Key::new("chemistry", "ada"))
+        .unwrap()
+        .metadata
+        .annotations = Some(BTreeMap::from([(
+        "roster.io/adopt".to_string(),
+        "true".to_string(),
+    )]));
+    assert_eq!(
+        status(&run(&site2, &dir), Kind::Account, "chemistry", "ada").phase,
+        Phase::Conflict
+    );
+}
+
+#[test]
+fn tombstones_keep_names_for_their_identity_only() {
+    let tomb = entry(
+        "cn=Account:ada,ou=tombstones,dc=test",
+        &[
+            ("objectClass", &["rosterTombstone"]),
+            ("cn", &["Account:ada"]),
+            ("uid", &["ada"]),
+            ("uidNumber", &["20042"]),
+            ("rosterOwner", &["dev/physics/Account/ada"]),
+            ("rosterIdentity", &["physics/ada"]),
+        ],
+    );
+    let mut dir = Observed::default();
+    dir.tombstones.insert("Account:ada".into(), tomb);
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let p = run(&site, &dir);
+    let Op::Add { uid, .. } = &p.ops[0] else {
+        panic!()
+    };
+    assert_eq!(
+        uid,
+        &Some(Number::Fixed(20042)),
+        "same identity: same number"
+    );
+    let mut other = Site::default();
+    account(&mut other, "chemistry", "ada", |_| {});
+    let p = run(&other, &dir);
+    assert_eq!(p.ops, []);
+    assert_eq!(
+        status(&p, Kind::Account, "chemistry", "ada").phase,
+        Phase::Conflict
+    );
+    // Allocation never hands out a tombstoned number.
+    let mut fresh = Site::default();
+    account(&mut fresh, "physics", "bob", |_| {});
+    let mut cfg = config();
+    cfg.uid_range = crate::config::IdRange {
+        min: 20042,
+        max: 20043,
+    };
+    let plan_ = plan(
+        &fresh,
+        &dir,
+        now(),
+        &Policy {
+            config: &cfg,
+            prune: false,
+        },
+    );
+    let out = simulate(&dir, &plan_, cfg.uid_range, cfg.gid_range);
+    assert_eq!(out.accounts["bob"].number("uidNumber"), Some(20043));
+}
+
+#[test]
+fn duplicates_in_the_declaration_lose_to_the_first() {
+    let mut site = Site::default();
+    account(&mut site, "chemistry", "ada", |a| {
+        a.uid_number = Some(20100)
+    });
+    account(&mut site, "physics", "bob", |a| a.uid_number = Some(20100));
+    let p = run(&site, &Observed::default());
+    assert_eq!(
+        status(&p, Kind::Account, "chemistry", "ada").phase,
+        Phase::Pending
+    );
+    let bob = status(&p, Kind::Account, "physics", "bob");
+    assert_eq!(bob.phase, Phase::Conflict);
+    assert!(
+        bob.message()
+            .unwrap()
+            .contains("spec.uidNumber 20100 is also declared by Account chemistry/ada")
+    );
+    assert!(p.ops.iter().all(|o| o.target().key.name != "bob"));
+}
+
+#[test]
+fn missing_references_make_the_object_invalid_and_unwritten() {
+    let mut site = Site::default();
+    project(&mut site, "physics", "optics", |p| {
+        p.members = vec!["ghost".into()]
+    });
+    account(&mut site, "physics", "ada", |a| {
+        a.projects = vec!["nowhere".into()];
+    });
+    account(&mut site, "physics", "bob", |a| {
+        a.default_project = Some("optics".into())
+    });
+    let p = run(&site, &Observed::default());
+    let optics = status(&p, Kind::Project, "physics", "optics");
+    assert_eq!(optics.phase, Phase::Invalid);
+    assert!(
+        optics
+            .message()
+            .unwrap()
+            .starts_with("spec.members[0]: no Account with username \"ghost\"")
+    );
+    let ada = status(&p, Kind::Account, "physics", "ada");
+    assert!(
+        ada.message()
+            .unwrap()
+            .starts_with("spec.projects[0]: no Project \"nowhere\"")
+    );
+    let bob = status(&p, Kind::Account, "physics", "bob");
+    assert!(
+        bob.message()
+            .unwrap()
+            .starts_with("spec.defaultProject: \"optics\" is not one of the account's projects")
+    );
+    assert!(p.ops.iter().all(|o| o.target().key.name != "optics"
+        && o.target().key.name != "ada"
+        && o.target().key.name != "bob"));
+    // A missing Person: Invalid, never deactivated.
+    let mut site = Site::default();
+    account(&mut site, "physics", "eve", |a| a.person = "nobody".into());
+    let p = run(&site, &Observed::default());
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "eve").phase,
+        Phase::Invalid
+    );
+}
+
+#[test]
+fn prune_locks_only_this_installations_accounts_in_declared_namespaces() {
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let mut dir = converge(&site, &Observed::default());
+    let mk = |uid: &str, owner: &str| {
+        entry(
+            &format!("uid={uid},ou=people,dc=test"),
+            &[
+                (
+                    "objectClass",
+                    &["inetOrgPerson", "posixAccount", "rosterManaged"],
+                ),
+                ("uid", &[uid]),
+                ("uidNumber", &["21000"]),
+                ("rosterOwner", &[owner]),
+                ("rosterState", &["Active"]),
+            ],
+        )
+    };
+    dir.accounts
+        .insert("gone".into(), mk("gone", "dev/physics/Account/gone"));
+    dir.accounts
+        .insert("chem".into(), mk("chem", "dev/chemistry/Account/chem"));
+    dir.accounts
+        .insert("other".into(), mk("other", "files/physics/Account/other"));
+    let c = config();
+    let p = plan(
+        &site,
+        &dir,
+        now(),
+        &Policy {
+            config: &c,
+            prune: true,
+        },
+    );
+    let touched: Vec<&str> = p.ops.iter().map(Op::dn).collect();
+    assert_eq!(touched, ["uid=gone,ou=people,dc=test"]);
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "gone").phase,
+        Phase::Deactivated
+    );
+    // Without --prune nothing undeclared is touched.
+    assert_eq!(run(&site, &dir).ops, []);
+}
+
+/// A small deterministic generator, so the property test needs no extra crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn random_site(rng: &mut Rng) -> Site {
+    let mut site = Site::default();
+    let namespaces = ["physics", "chemistry"];
+    let n_projects = rng.below(4) + 1;
+    let n_accounts = rng.below(12) + 1;
+    let users: Vec<String> = (0..n_accounts).map(|i| format!("u{i}")).collect();
+    for i in 0..n_projects {
+        let ns = namespaces[(i % 2) as usize];
+        let mut members = vec![];
+        let mut leaders = vec![];
+        for u in &users {
+            if rng.chance(30) {
+                members.push(u.clone());
+            } else if rng.chance(10) {
+                leaders.push(u.clone());
+            }
+        }
+        let fixed_gid = rng.chance(20).then_some(25_000 + i as i64);
+        project(&mut site, ns, &format!("p{i}"), |p| {
+            p.members = members;
+            p.leaders = leaders;
+            p.gid_number = fixed_gid;
+            p.description = Some(format!("project {i}, with (parens), commas and * stars"));
+        });
+    }
+    for (i, u) in users.iter().enumerate() {
+        let ns = namespaces[i % 2];
+        let own: Vec<String> = site
+            .projects
+            .keys()
+            .filter(|k| k.namespace == ns)
+            .filter(|_| rng.chance(30))
+            .map(|k| k.name.clone())
+            .collect();
+        let locked = rng.chance(15);
+        let keys = if rng.chance(30) {
+            vec![format!("ssh-ed25519 AAAA{i} {u}@x")]
+        } else {
+            vec![]
+        };
+        let valid = rng.chance(20).then(|| {
+            if rng.chance(50) {
+                "2026-01-01"
+            } else {
+                "2030-01-01"
+            }
+            .to_string()
+        });
+        let fixed_uid = rng.chance(20).then_some(26_000 + i as i64);
+        account(&mut site, ns, u, |a| {
+            a.projects = own;
+            a.locked = locked;
+            a.ssh_public_keys = keys;
+            a.valid_until = valid;
+            a.uid_number = fixed_uid;
+        });
+    }
+    site
+}
+
+#[test]
+fn planning_against_an_applied_plan_yields_nothing() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let site = random_site(&mut rng);
+        let first = converge(&site, &Observed::default());
+        let again = run(&site, &first);
+        assert_eq!(again.ops, [], "round {round}: second plan not empty");
+        // And after an arbitrary edit, converging once is enough too.
+        let mut edited = site.clone();
+        if let Some(a) = edited.accounts.values_mut().next() {
+            a.spec.locked = !a.spec.locked;
+            a.spec.login_shell = Some("/bin/sh".into());
+        }
+        if let Some(p) = edited.projects.values_mut().next() {
+            p.spec.members.clear();
+        }
+        let second = converge(&edited, &first);
+        assert_eq!(
+            run(&edited, &second).ops,
+            [],
+            "round {round}: plan after edit not empty"
+        );
+        // Every allocated uid is distinct.
+        let uids: Vec<u32> = second
+            .accounts
+            .values()
+            .filter_map(|e| e.number("uidNumber"))
+            .collect();
+        let unique: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
+        assert_eq!(uids.len(), unique.len(), "round {round}: duplicate uid");
+    }
+}
