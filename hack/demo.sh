@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
-# `make demo`: the dev directory is up (make ran hack/dev-up.sh); check it the way Roster does
-# and show how to reach it. Converging examples/site arrives with `roster apply`.
+# `make demo`: converge examples/site into the dev directory (make ran hack/dev-up.sh) and show
+# the result. Running it again shows that a converged site needs no changes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=/dev/null
 . .dev/env
 
 cargo build --quiet
-echo
-echo "== roster config check --config .dev/roster.yaml"
-./target/debug/roster config check --config .dev/roster.yaml
-echo
-echo "== the dev directory (ldapsearch -LLL -x -D \"\$LDAP_BIND_DN\" -y \"\$LDAP_BIND_PASSWORD_FILE\" -b \"\$LDAP_BASE_DN\" dn)"
-ldapsearch -LLL -x -H "$LDAP_URI" -D "$LDAP_BIND_DN" -y "$LDAP_BIND_PASSWORD_FILE" \
-    -b "$LDAP_BASE_DN" -s one dn
-cat <<MSG
+roster=./target/debug/roster
+config=.dev/roster.yaml
 
-The dev directory runs at $LDAP_URI (base $LDAP_BASE_DN), with Roster's schema loaded.
-Reach it from a shell:
+echo "== roster config check"
+"$roster" config check --config "$config"
+echo
+echo "== roster plan -f examples/site   (exit 0: nothing to do, 2: changes, 3: blocked objects)"
+set +e
+"$roster" plan -f examples/site --config "$config"
+echo "(exit $?)"
+set -e
+echo
+echo "== roster apply -f examples/site"
+"$roster" apply -f examples/site --config "$config"
+echo
+
+search() {
+    ldapsearch -LLL -o ldif-wrap=no -x -H "$LDAP_URI" -D "$LDAP_BIND_DN" -y "$LDAP_BIND_PASSWORD_FILE" "$@"
+}
+
+echo "== accounts in ou=people (ldapsearch)"
+search -b "ou=people,$LDAP_BASE_DN" -s one "(objectClass=posixAccount)" \
+    uid uidNumber gidNumber cn loginShell rosterState rosterOwner sshPublicKey pwdAccountLockedTime |
+    awk -F': ' '
+        function flush() {
+            if (uid != "") printf "%-11s %6s %6s  %-12s %-10s %-4s %-33s %s\n", uid, un, gn, state, shell, keys, owner, cn
+            uid = un = gn = cn = shell = state = owner = ""; keys = "-"
+        }
+        BEGIN { keys = "-"; printf "%-11s %6s %6s  %-12s %-10s %-4s %-33s %s\n", "USERNAME", "UID", "GID", "STATE", "SHELL", "SSH", "OWNER", "NAME" }
+        /^dn:/ { flush() }
+        $1 == "uid" { uid = $2 } $1 == "uidNumber" { un = $2 } $1 == "gidNumber" { gn = $2 }
+        $1 == "cn" { cn = $2 } $1 == "cn:" { cmd = "printf %s " $2 " | base64 -d"; cmd | getline cn; close(cmd) } $1 == "loginShell" { shell = $2 }
+        $1 == "rosterState" { state = $2 } $1 == "rosterOwner" { owner = $2 }
+        $1 == "sshPublicKey" { keys = "yes" }
+        $1 == "pwdAccountLockedTime" { state = state "+lock" }
+        END { flush() }' | sort -k1,1 -s | (read -r header; echo "$header"; sort)
+echo
+echo "== project groups in ou=groups"
+search -b "ou=groups,$LDAP_BASE_DN" -s one "(&(objectClass=posixGroup)(rosterKind=Project))" cn gidNumber memberUid rosterOwner |
+    awk -F': ' '
+        function flush() { if (cn != "") printf "%-10s %6s  %-30s %s\n", cn, gid, owner, members; cn = gid = owner = members = "" }
+        BEGIN { printf "%-10s %6s  %-30s %s\n", "GROUP", "GID", "OWNER", "MEMBERS" }
+        /^dn:/ { flush() }
+        $1 == "cn" { cn = $2 } $1 == "gidNumber" { gid = $2 } $1 == "rosterOwner" { owner = $2 }
+        $1 == "memberUid" { members = members (members == "" ? "" : " ") $2 }
+        END { flush() }'
+echo
+echo "== one entry in full: the locked account lwei"
+search -b "ou=people,$LDAP_BASE_DN" "(uid=lwei)" '*' pwdAccountLockedTime
+cat <<MSG
+The dev directory runs at $LDAP_URI (base $LDAP_BASE_DN) with Roster's schema loaded.
+Look around yourself:
     source .dev/env
     ldapsearch -x -D "\$LDAP_BIND_DN" -y "\$LDAP_BIND_PASSWORD_FILE" -b "\$LDAP_BASE_DN"
-Stop it with: make dev-down
+Edit examples/site and run \`make demo\` again to see the plan and the change. Stop: make dev-down
 MSG
