@@ -176,6 +176,12 @@ fn op_json(op: &Op) -> serde_json::Value {
     })
 }
 
+fn failure_json(op: &Op, message: &str) -> serde_json::Value {
+    let mut j = op_json(op);
+    j["message"] = json!(message);
+    j
+}
+
 fn objects_json(plan: &Plan) -> Vec<serde_json::Value> {
     plan.objects
         .iter()
@@ -254,9 +260,13 @@ fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) 
         Output::Json => {
             let doc = json!({
                 "version": JSON_VERSION,
-                "applied": first.ops.iter().filter(|op| report.done.iter().any(|(t, dn, _)| t == op.target() && dn == op.dn())).map(op_json).collect::<Vec<_>>(),
-                "failed": report.failed.iter().map(|(t, dn, m)| json!({"kind": t.kind, "namespace": t.key.namespace, "name": t.key.name, "dn": dn, "message": m})).collect::<Vec<_>>(),
-                "lostRaces": report.lost_races.iter().map(|(t, dn, m)| json!({"kind": t.kind, "namespace": t.key.namespace, "name": t.key.name, "dn": dn, "message": m})).collect::<Vec<_>>(),
+                "applied": report.done.iter().map(|(i, n)| {
+                    let mut j = op_json(&first.ops[*i]);
+                    j["allocated"] = json!(n);
+                    j
+                }).collect::<Vec<_>>(),
+                "failed": report.failed.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
+                "lostRaces": report.lost_races.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
                 "counterRetries": report.counter_retries,
                 "writes": report.done.len(),
                 "objects": objects_json(last),
@@ -265,21 +275,16 @@ fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) 
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
         Output::Text => {
-            for (target, dn, n) in &report.done {
-                let op = first
-                    .ops
-                    .iter()
-                    .find(|o| o.target() == target && o.dn() == dn);
-                let line = op
-                    .map(describe)
-                    .unwrap_or_else(|| format!("{target}: {dn}"));
+            for (i, n) in &report.done {
+                let line = describe(&first.ops[*i]);
                 match n {
                     Some(n) => println!("{line} → {n}"),
                     None => println!("{line}"),
                 }
             }
-            for (t, dn, m) in report.failed.iter().chain(&report.lost_races) {
-                println!("x {t}: {dn}: {m}");
+            for (i, m) in report.failed.iter().chain(&report.lost_races) {
+                let op = &first.ops[*i];
+                println!("x {}: {}: {m}", op.target(), op.dn());
             }
             for line in blocked_lines(last) {
                 println!("{line}");

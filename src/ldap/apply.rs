@@ -8,17 +8,17 @@ use ldap3::{Mod, Scope, SearchEntry};
 
 use super::{Directory, DirectoryError, Observed};
 use crate::config::{Config, IdRange, PrimaryGroup};
-use crate::plan::{AttrChange, Number, Op, Target};
+use crate::plan::{AttrChange, Number, Op};
 
 /// What an apply did.
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
-    /// Operations carried out, with the numbers allocated for them.
-    pub done: Vec<(Target, String, Option<u32>)>,
-    /// Operations that failed, with the reason.
-    pub failed: Vec<(Target, String, String)>,
+    /// Operations carried out (index into the applied ops), with the number allocated.
+    pub done: Vec<(usize, Option<u32>)>,
+    /// Operations that failed (index), with the reason.
+    pub failed: Vec<(usize, String)>,
     /// Operations refused because another writer took the name first (a race).
-    pub lost_races: Vec<(Target, String, String)>,
+    pub lost_races: Vec<(usize, String)>,
     /// Times a counter update lost against a concurrent writer and was retried.
     pub counter_retries: u32,
 }
@@ -57,7 +57,7 @@ impl Directory {
         };
         let mut new_uids: BTreeMap<String, u32> = BTreeMap::new();
         let mut new_gids: BTreeMap<String, u32> = BTreeMap::new();
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             let result = match op {
                 Op::Add {
                     dn,
@@ -143,11 +143,10 @@ impl Directory {
                 }
                 Op::Modify { dn, changes, .. } => self.modify(dn, changes).await.map(|()| None),
             };
-            let target = op.target().clone();
             match result {
-                Ok(n) => report.done.push((target, op.dn().to_string(), n)),
-                Err((true, m)) => report.lost_races.push((target, op.dn().to_string(), m)),
-                Err((false, m)) => report.failed.push((target, op.dn().to_string(), m)),
+                Ok(n) => report.done.push((i, n)),
+                Err((true, m)) => report.lost_races.push((i, m)),
+                Err((false, m)) => report.failed.push((i, m)),
             }
         }
         report

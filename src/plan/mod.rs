@@ -96,12 +96,73 @@ enum Claim<'o> {
     Adopt(&'o Entry),
 }
 
+/// Lookups computed once per plan, so planning stays linear in the size of the site.
+struct Index<'a> {
+    /// Usernames of every declared Account.
+    declared_usernames: BTreeSet<&'a str>,
+    /// Project → usernames of the Accounts in its namespace that name it in `spec.projects`.
+    joined: BTreeMap<Key, BTreeSet<String>>,
+    /// Username → group names of the projects whose effective membership includes it.
+    memberships: BTreeMap<String, BTreeSet<String>>,
+    /// Person → its Accounts.
+    accounts_of_person: BTreeMap<Key, Vec<Key>>,
+    uids_in_use: BTreeSet<u32>,
+    gids_in_use: BTreeSet<u32>,
+}
+
+impl<'a> Index<'a> {
+    fn new(site: &'a Site, observed: &Observed) -> Index<'a> {
+        let mut ix = Index {
+            declared_usernames: BTreeSet::new(),
+            joined: BTreeMap::new(),
+            memberships: BTreeMap::new(),
+            accounts_of_person: BTreeMap::new(),
+            uids_in_use: observed.uids_in_use(),
+            gids_in_use: observed.gids_in_use(),
+        };
+        for (key, a) in &site.accounts {
+            ix.declared_usernames.insert(a.spec.username.as_str());
+            for p in &a.spec.projects {
+                ix.joined
+                    .entry(Key::new(&key.namespace, p))
+                    .or_default()
+                    .insert(a.spec.username.clone());
+            }
+            ix.accounts_of_person
+                .entry(Key::new(&key.namespace, &a.spec.person))
+                .or_default()
+                .push(key.clone());
+        }
+        for (key, p) in &site.projects {
+            let group = group_name(p);
+            for u in ix.effective_members(key, p) {
+                ix.memberships.entry(u).or_default().insert(group.clone());
+            }
+        }
+        ix
+    }
+
+    /// `spec.members` ∪ `spec.leaders` ∪ the Accounts that join from their side.
+    fn effective_members(&self, key: &Key, p: &Project) -> BTreeSet<String> {
+        p.spec
+            .members
+            .iter()
+            .chain(&p.spec.leaders)
+            .cloned()
+            .chain(self.joined.get(key).into_iter().flatten().cloned())
+            .collect()
+    }
+}
+
 struct Planner<'a> {
     site: &'a Site,
+    index: Index<'a>,
     observed: &'a Observed,
     now: jiff::Timestamp,
     policy: &'a Policy<'a>,
     ops_groups: Vec<Op>,
+    /// Project → position of its group's Add in `ops_groups`.
+    new_groups: BTreeMap<Key, usize>,
     ops_accounts: Vec<Op>,
     ops_members: Vec<Op>,
     ops_prune: Vec<Op>,
@@ -113,10 +174,12 @@ struct Planner<'a> {
 pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Policy) -> Plan {
     let mut p = Planner {
         site,
+        index: Index::new(site, observed),
         observed,
         now,
         policy,
         ops_groups: vec![],
+        new_groups: BTreeMap::new(),
         ops_accounts: vec![],
         ops_members: vec![],
         ops_prune: vec![],
@@ -321,7 +384,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             if let (Some(d), Claim::New { .. }) = (declared, &claim)
-                && self.observed.gids_in_use().contains(&d)
+                && self.index.gids_in_use.contains(&d)
             {
                 let m = format!("spec.gidNumber {d} is already used by another group");
                 conflict(self.status(Kind::Project, key), "NumberTaken", m);
@@ -354,6 +417,7 @@ impl<'a> Planner<'a> {
                     );
                     let gid = number.map(Number::Fixed).unwrap_or(Number::Allocate);
                     gids.insert(group.clone(), gid.clone());
+                    self.new_groups.insert(key.clone(), self.ops_groups.len());
                     self.ops_groups.push(Op::Add {
                         target,
                         dn: dn.clone(),
@@ -393,10 +457,7 @@ impl<'a> Planner<'a> {
 
     /// A username names an account that will exist: declared (and not blocked) or in the directory.
     fn username_exists(&self, username: &str) -> bool {
-        self.site
-            .accounts
-            .values()
-            .any(|a| a.spec.username == username)
+        self.index.declared_usernames.contains(username)
             || self.observed.accounts.contains_key(username)
     }
 
@@ -462,7 +523,7 @@ impl<'a> Planner<'a> {
                     invalid(self.status(Kind::Account, key), "ProjectMissing", m);
                 }
             }
-            let memberships = self.memberships_of(key, account);
+            let memberships = self.memberships_of(account);
             let default_group = match &spec.default_project {
                 Some(p) => match self.site.projects.get(&Key::new(&key.namespace, p)) {
                     None => {
@@ -547,7 +608,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             if let (Some(d), Claim::New { number: None }) = (declared, &claim)
-                && self.observed.uids_in_use().contains(&d)
+                && self.index.uids_in_use.contains(&d)
             {
                 let m = format!("spec.uidNumber {d} is already used by another account");
                 conflict(self.status(Kind::Account, key), "NumberTaken", m);
@@ -759,18 +820,12 @@ impl<'a> Planner<'a> {
     }
 
     /// The group names of every project whose effective membership includes the account.
-    fn memberships_of(&self, key: &Key, account: &Account) -> BTreeSet<String> {
-        let u = &account.spec.username;
-        self.site
-            .projects
-            .iter()
-            .filter(|(pk, p)| {
-                p.spec.members.contains(u)
-                    || p.spec.leaders.contains(u)
-                    || (pk.namespace == key.namespace && account.spec.projects.contains(&pk.name))
-            })
-            .map(|(_, p)| group_name(p))
-            .collect()
+    fn memberships_of(&self, account: &Account) -> BTreeSet<String> {
+        self.index
+            .memberships
+            .get(&account.spec.username)
+            .cloned()
+            .unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -847,12 +902,6 @@ impl<'a> Planner<'a> {
 
     /// memberUid of every project group = its effective members that exist or will exist.
     fn plan_memberships(&mut self, usable: &BTreeSet<String>) {
-        let declared: BTreeSet<&str> = self
-            .site
-            .accounts
-            .values()
-            .map(|a| a.spec.username.as_str())
-            .collect();
         for (key, project) in &self.site.projects {
             let Some(status) = self.statuses.get(&Target {
                 kind: Kind::Project,
@@ -865,23 +914,13 @@ impl<'a> Planner<'a> {
             }
             let dn = status.dn.clone().unwrap_or_default();
             let group = group_name(project);
-            let mut members: BTreeSet<String> = project
-                .spec
-                .members
-                .iter()
-                .chain(&project.spec.leaders)
-                .cloned()
-                .collect();
-            for (ak, a) in &self.site.accounts {
-                if ak.namespace == key.namespace && a.spec.projects.contains(&key.name) {
-                    members.insert(a.spec.username.clone());
-                }
-            }
+            let mut members = self.index.effective_members(key, project);
             // A declared account that is Invalid or in Conflict is never written, and its name
             // may belong to someone else: leave it out. Undeclared names must be in the directory.
             members.retain(|u| {
                 usable.contains(u)
-                    || (!declared.contains(u.as_str()) && self.observed.accounts.contains_key(u))
+                    || (!self.index.declared_usernames.contains(u.as_str())
+                        && self.observed.accounts.contains_key(u))
             });
             let target = Target {
                 kind: Kind::Project,
@@ -893,14 +932,10 @@ impl<'a> Planner<'a> {
             match existing {
                 None => {
                     // A new group: put the members into its Add.
-                    for op in self.ops_groups.iter_mut() {
-                        if let Op::Add {
-                            target: t, attrs, ..
-                        } = op
-                            && t == &target
-                        {
-                            set(attrs, "memberUid", want.iter().cloned());
-                        }
+                    if let Some(&i) = self.new_groups.get(key)
+                        && let Op::Add { attrs, .. } = &mut self.ops_groups[i]
+                    {
+                        set(attrs, "memberUid", want.iter().cloned());
                     }
                 }
                 Some(e) => {
@@ -938,11 +973,12 @@ impl<'a> Planner<'a> {
     fn plan_people(&mut self) {
         for (key, person) in &self.site.people {
             let accounts: Vec<Phase> = self
-                .site
-                .accounts
-                .iter()
-                .filter(|(k, a)| k.namespace == key.namespace && a.spec.person == key.name)
-                .filter_map(|(k, _)| {
+                .index
+                .accounts_of_person
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| {
                     self.statuses
                         .get(&Target {
                             kind: Kind::Account,
