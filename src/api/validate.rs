@@ -718,6 +718,36 @@ fn too_many(path: &str, count: usize, max: u64) -> FieldError {
     )
 }
 
+/// `max<Noun>`/`min<Noun>` (Items or Properties) of a list or map with `len` entries.
+fn check_count(
+    schema: &Value,
+    noun: &str,
+    len: usize,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if let Some(max) = schema.get(format!("max{noun}")).and_then(Value::as_u64)
+        && len as u64 > max
+    {
+        errors.push(too_many(path, len, max));
+    }
+    if let Some(min) = schema.get(format!("min{noun}")).and_then(Value::as_u64)
+        && (len as u64) < min
+    {
+        errors.push(FieldError::new(
+            path,
+            FieldErrorKind::Invalid,
+            Some(value.clone()),
+            format!(
+                "{} should have at least {min} {}",
+                in_body(path),
+                noun.to_lowercase()
+            ),
+        ));
+    }
+}
+
 fn check_array(
     schema: &Value,
     items: &[Value],
@@ -725,21 +755,7 @@ fn check_array(
     path: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-        && items.len() as u64 > max
-    {
-        errors.push(too_many(path, items.len(), max));
-    }
-    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-        && (items.len() as u64) < min
-    {
-        errors.push(FieldError::new(
-            path,
-            FieldErrorKind::Invalid,
-            Some(value.clone()),
-            format!("{} should have at least {min} items", in_body(path)),
-        ));
-    }
+    check_count(schema, "Items", items.len(), value, path, errors);
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter().enumerate() {
             check(item_schema, item, &format!("{path}[{i}]"), false, errors);
@@ -798,21 +814,7 @@ fn check_object(
     resource: bool,
     errors: &mut Vec<FieldError>,
 ) {
-    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-        && fields.len() as u64 > max
-    {
-        errors.push(too_many(path, fields.len(), max));
-    }
-    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-        && (fields.len() as u64) < min
-    {
-        errors.push(FieldError::new(
-            path,
-            FieldErrorKind::Invalid,
-            Some(value.clone()),
-            format!("{} should have at least {min} properties", in_body(path)),
-        ));
-    }
+    check_count(schema, "Properties", fields.len(), value, path, errors);
     let props = schema.get("properties").and_then(Value::as_object);
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
