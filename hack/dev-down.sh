@@ -29,7 +29,17 @@ stop_slapd_instances() {
 }
 
 # --------------------------------------------------------------------------------------------
-# MariaDB, munge, slurmdbd, fake API server, Gold test server: later.
+# The fake Kubernetes API server.
+
+stop_apiserver() {
+    if [[ -f $DEV/apiserver/pid ]]; then
+        log "stopping the fake API server"
+        "$HACK/lib/apiserver.sh" stop --dir "$DEV/apiserver"
+    fi
+}
+
+# --------------------------------------------------------------------------------------------
+# MariaDB, munge, slurmdbd, Gold test server: later.
 
 main() {
     local purge=0
@@ -45,6 +55,7 @@ main() {
     exec 8>"$DEV/.dev-up.lock"
     flock -w 120 8 || { log "timed out waiting for a running dev-up"; exit 1; }
     stop_slapd_instances
+    stop_apiserver
     if ((purge)); then
         log "removing ${DEV#"$REPO_ROOT"/}/"
         rm -rf "$DEV"

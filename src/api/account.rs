@@ -50,7 +50,7 @@ fn reserved_username_rule() -> kube::core::Rule {
     ),
     printcolumn(
         name = "At",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextTransition.at",
         priority = 1
     ),

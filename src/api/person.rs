@@ -17,7 +17,11 @@ use super::common::*;
     shortname = "pers",
     category = "roster",
     doc = "A human known to the site: names, contact, affiliation and validity. Its Accounts carry the logins.",
-    printcolumn(name = "Name", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(
+        name = "Display-Name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Institute", type_ = "string", json_path = ".spec.institute"),
     printcolumn(

@@ -1,0 +1,104 @@
+//! A fake Kubernetes API server for tests: faithful enough that the real `roster` binary, a
+//! kube-runtime `Controller` and a real `kubectl` behave against it as against a cluster.
+//! No real API server can run on the project's machines (docs/testing.md says what this one does
+//! and where it differs).
+
+mod http;
+pub mod patch;
+pub mod selector;
+pub mod store;
+pub mod table;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use store::Store;
+use types::ResourceType;
+
+/// State shared by every connection.
+pub struct Shared {
+    pub store: Mutex<Store>,
+    /// Bumped after every write, so watches wake up.
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Bumped to end every open watch (tests use it to force reconnects).
+    close: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    fn new(types: Vec<ResourceType>) -> Shared {
+        Shared {
+            store: Mutex::new(Store::new(types)),
+            changed: tokio::sync::watch::channel(0).0,
+            close: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn notify(&self) {
+        let rv = self.store.lock().expect("store lock").rv;
+        self.changed.send_replace(rv);
+    }
+
+    /// Forgets the watch history: watches resuming from an older resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        self.store.lock().expect("store lock").compact();
+    }
+
+    /// Ends every open watch; clients reconnect from their last resourceVersion.
+    pub fn close_watches(&self) {
+        self.close.send_modify(|n| *n += 1);
+    }
+
+    /// Writes so far by verb and resource (`update-status accounts.roster.io` …).
+    pub fn writes(&self) -> BTreeMap<String, u64> {
+        self.store.lock().expect("store lock").writes.clone()
+    }
+}
+
+/// A running server.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Serves Roster's CRDs and the core kinds on `bind` (port 0: any free port).
+    pub async fn start(bind: SocketAddr) -> std::io::Result<ApiServer> {
+        ApiServer::start_with(bind, types::default_types()).await
+    }
+
+    pub async fn start_with(
+        bind: SocketAddr,
+        types: Vec<ResourceType>,
+    ) -> std::io::Result<ApiServer> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(types));
+        let task = tokio::spawn(http::serve(listener, shared.clone()));
+        Ok(ApiServer { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig pointing at this server (plain HTTP, no credentials).
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&self.url())
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A kubeconfig for a server URL.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: roster-fake\n  cluster:\n    server: {url}\ncontexts:\n- name: roster-fake\n  context:\n    cluster: roster-fake\n    user: roster-fake\n    namespace: default\ncurrent-context: roster-fake\nusers:\n- name: roster-fake\n  user: {{}}\npreferences: {{}}\n"
+    )
+}
