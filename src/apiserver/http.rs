@@ -144,6 +144,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             shared.compact();
             return json_response(200, &json!({"compacted": true}));
         }
+        ["_roster", "pause-watches"] => {
+            shared.pause_watches(true);
+            return json_response(200, &json!({"paused": true}));
+        }
+        ["_roster", "resume-watches"] => {
+            shared.pause_watches(false);
+            return json_response(200, &json!({"paused": false}));
+        }
         ["_roster", "close-watches"] => {
             shared.close_watches();
             return json_response(200, &json!({"closed": true}));
@@ -528,6 +536,7 @@ fn watch(
     };
     let changed = shared.changed.subscribe();
     let close = shared.close.subscribe();
+    let paused = shared.paused.subscribe();
     struct W<F> {
         shared: Arc<Shared>,
         t: usize,
@@ -536,6 +545,7 @@ fn watch(
         done: bool,
         changed: tokio::sync::watch::Receiver<u64>,
         close: tokio::sync::watch::Receiver<u64>,
+        paused: tokio::sync::watch::Receiver<bool>,
         matches: F,
         bookmarks: bool,
         deadline: tokio::time::Instant,
@@ -550,6 +560,7 @@ fn watch(
         done: false,
         changed,
         close,
+        paused,
         matches,
         bookmarks,
         deadline,
@@ -563,6 +574,13 @@ fn watch(
             }
             if w.done {
                 return None;
+            }
+            if *w.paused.borrow() {
+                tokio::select! {
+                    _ = w.paused.changed() => {}
+                    _ = w.close.changed() => { w.done = true; }
+                }
+                continue;
             }
             {
                 let store = w.shared.store.lock().expect("store lock");

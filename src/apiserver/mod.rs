@@ -24,6 +24,8 @@ pub struct Shared {
     changed: tokio::sync::watch::Sender<u64>,
     /// Bumped to end every open watch (tests use it to force reconnects).
     close: tokio::sync::watch::Sender<u64>,
+    /// While true, open watches deliver nothing (tests use it to make a watcher fall behind).
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -32,6 +34,7 @@ impl Shared {
             store: Mutex::new(Store::new(types)),
             changed: tokio::sync::watch::channel(0).0,
             close: tokio::sync::watch::channel(0).0,
+            paused: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -48,6 +51,11 @@ impl Shared {
     /// Ends every open watch; clients reconnect from their last resourceVersion.
     pub fn close_watches(&self) {
         self.close.send_modify(|n| *n += 1);
+    }
+
+    /// Holds (true) or releases (false) delivery on every watch.
+    pub fn pause_watches(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 
     /// Writes so far by verb and resource (`update-status accounts.roster.io` …).
