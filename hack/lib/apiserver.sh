@@ -40,7 +40,8 @@ start() {
     if [[ ! -x $BIN ]]; then
         (cd "$REPO_ROOT" && cargo build --quiet --bin roster-fake-apiserver)
     fi
-    setsid "$BIN" --bind "127.0.0.1:$port" --kubeconfig "$dir/kubeconfig" >"$dir/log" 2>&1 9>&- </dev/null &
+    # Close the lock descriptors (ours and dev-up's): a server holding them would block later runs.
+    setsid "$BIN" --bind "127.0.0.1:$port" --kubeconfig "$dir/kubeconfig" >"$dir/log" 2>&1 8>&- 9>&- </dev/null &
     pid=$!
     echo "$pid" >"$dir/pid"
     for _ in $(seq 1 100); do
@@ -62,7 +63,7 @@ stop() {
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    rm -f "$dir/pid"
+    rm -f "$dir/pid" "$dir/kubeconfig"
 }
 
 cmd=${1:-}; shift || true

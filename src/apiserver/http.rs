@@ -234,6 +234,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(e) => return error(e),
     };
+    if method != Method::GET && param(&q, "dryRun").is_some_and(|d| !d.is_empty()) {
+        // Refused rather than ignored, so a dry run can never write.
+        return error(ApiError::new(
+            400,
+            "BadRequest",
+            "dryRun is not supported by the fake API server",
+        ));
+    }
     let strict = param(&q, "fieldValidation") == Some("Strict");
     let ns = target.ns.clone().unwrap_or_default();
     let response = match (&method, &target.name) {
