@@ -442,7 +442,7 @@ async fn prune_touches_only_its_namespaces_and_its_manager_id() {
     assert_eq!(code, 0, "without --prune nothing is removed: {out}");
     let (code, out, err) = roster(&["apply", "--prune", "-f", &only_ada, "--config", &cfg]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("pruned account bob"), "{out}");
+    assert!(out.contains("removed account bob"), "{out}");
     let bob = &entries(&mut ldap, &tree.dn, "(uid=bob)").await[0];
     assert_eq!(
         bob.attrs["pwdAccountLockedTime"],

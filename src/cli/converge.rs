@@ -73,8 +73,8 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         return fail(e);
     }
     let policy = Policy {
-        config: &config,
         prune: args.prune,
+        ..Policy::new(&config)
     };
     let observed = match dir
         .observe(&config.ldap.base_dn, config.ldap.page_size)

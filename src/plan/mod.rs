@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ldap3::dn_escape;
 
-use crate::api::{Account, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until};
+use crate::api::{
+    Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until,
+};
 use crate::config::{Config, PrimaryGroup};
 use crate::ldap::{Entry, Observed};
 use crate::site::{Key, Site};
@@ -27,6 +29,19 @@ pub struct Policy<'a> {
     /// File mode `--prune`: lock managed entries of the declared namespaces that are no longer
     /// declared.
     pub prune: bool,
+    /// Accounts being deleted (operator mode: a deletionTimestamp and Roster's finalizer), with
+    /// their deletion policy.
+    pub removed: BTreeMap<Key, DeletionPolicy>,
+}
+
+impl<'a> Policy<'a> {
+    pub fn new(config: &'a Config) -> Policy<'a> {
+        Policy {
+            config,
+            prune: false,
+            removed: BTreeMap::new(),
+        }
+    }
 }
 
 /// `rosterOwner` of a declared object.
@@ -208,17 +223,42 @@ impl<'a> Planner<'a> {
         let usable_accounts = self.plan_accounts(&project_gids);
         self.plan_memberships(&usable_accounts);
         self.plan_people();
-        if self.policy.prune {
-            self.plan_prune();
+        self.plan_removals();
+        let mut pending: BTreeMap<Target, usize> = BTreeMap::new();
+        for op in self
+            .ops_groups
+            .iter()
+            .chain(&self.ops_accounts)
+            .chain(&self.ops_members)
+            .chain(&self.ops_prune)
+        {
+            *pending.entry(op.target().clone()).or_default() += 1;
         }
         for s in self.statuses.values_mut() {
-            let blocked = s.is_blocked();
-            let (ok, reason, msg) = if blocked {
+            let changes = pending.get(&s.target).copied().unwrap_or(0);
+            if s.phase == Phase::Pending && changes == 0 {
+                s.phase = Phase::Active;
+            }
+            let (ready, reason, msg) = if s.is_blocked() {
                 (false, "NotConverged", s.message().unwrap_or("").to_string())
+            } else if changes > 0 {
+                (
+                    false,
+                    "Pending",
+                    format!("{changes} directory change(s) pending"),
+                )
             } else {
-                (true, "Planned", String::new())
+                (true, "Converged", String::new())
             };
-            s.conditions.push(cond("Ready", ok, reason, msg));
+            if !s.is_blocked() && s.target.kind != Kind::Person {
+                let (ok, why) = if changes > 0 {
+                    (false, "OutOfSync")
+                } else {
+                    (true, "InSync")
+                };
+                s.conditions.push(cond("LdapSynced", ok, why, msg.clone()));
+            }
+            s.conditions.push(cond("Ready", ready, reason, msg));
         }
     }
 
@@ -964,7 +1004,6 @@ impl<'a> Planner<'a> {
                 key: key.clone(),
             }) {
                 s.members = count;
-                s.phase = Phase::Active;
             }
         }
     }
@@ -1009,8 +1048,10 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// `--prune`: lock Roster's accounts in the declared namespaces that are no longer declared.
-    fn plan_prune(&mut self) {
+    /// Accounts gone from the declaration: `--prune` in file mode (Roster's accounts in the
+    /// declared namespaces that are no longer declared) and deleted objects in operator mode.
+    /// They are deactivated (locked, `rosterGoneAt` recorded), never deleted here.
+    fn plan_removals(&mut self) {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
         for e in self.observed.accounts.values() {
@@ -1019,17 +1060,29 @@ impl<'a> Planner<'a> {
             let [mgr, ns, kind, name] = parts[..] else {
                 continue;
             };
-            if mgr != cfg.manager_id || kind != "Account" || !namespaces.contains(ns) {
+            if mgr != cfg.manager_id || kind != "Account" {
                 continue;
             }
             let key = Key::new(ns, name);
             if self.site.accounts.contains_key(&key) {
                 continue;
             }
+            let (policy, why) = match self.policy.removed.get(&key) {
+                Some(p) => (*p, format!("Account {key} was deleted")),
+                None if self.policy.prune && namespaces.contains(ns) => (
+                    DeletionPolicy::Deactivate,
+                    format!("Account {key} is no longer declared (--prune)"),
+                ),
+                None => continue,
+            };
+            if policy == DeletionPolicy::Orphan {
+                continue;
+            }
             let target = Target {
                 kind: Kind::Account,
                 key: key.clone(),
             };
+            let now = generalized_time(self.now);
             let mut changes = vec![];
             if e.first("rosterState") != Some("Deactivated") {
                 changes.push(AttrChange::Replace(
@@ -1043,33 +1096,25 @@ impl<'a> Planner<'a> {
                 ));
                 changes.push(AttrChange::Replace(
                     "rosterDeactivatedAt".into(),
-                    vec![generalized_time(self.now)],
+                    vec![now.clone()],
                 ));
             }
             if e.first("rosterGoneAt").is_none() {
-                changes.push(AttrChange::Replace(
-                    "rosterGoneAt".into(),
-                    vec![generalized_time(self.now)],
-                ));
+                changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
             }
             if !changes.is_empty() {
                 self.ops_prune.push(Op::Modify {
                     target,
                     dn: e.dn.clone(),
                     changes,
-                    what: format!("pruned account {}", e.first("uid").unwrap_or("")),
+                    what: format!("removed account {}", e.first("uid").unwrap_or("")),
                 });
             }
             let s = self.status(Kind::Account, &key);
             s.phase = Phase::Deactivated;
             s.dn = Some(e.dn.clone());
             s.uid_number = e.number("uidNumber");
-            s.conditions.push(cond(
-                "Deactivated",
-                true,
-                "Removed",
-                format!("Account {key} is no longer declared (--prune)"),
-            ));
+            s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
     }
 }

@@ -73,15 +73,7 @@ fn project(site: &mut Site, ns: &str, name: &str, f: impl FnOnce(&mut ProjectSpe
 
 fn run(site: &Site, observed: &Observed) -> Plan {
     let c = config();
-    plan(
-        site,
-        observed,
-        now(),
-        &Policy {
-            config: &c,
-            prune: false,
-        },
-    )
+    plan(site, observed, now(), &Policy::new(&c))
 }
 
 /// Plans, applies in memory, and returns the resulting directory.
@@ -422,15 +414,7 @@ fn tombstones_keep_names_for_their_identity_only() {
         min: 20042,
         max: 20043,
     };
-    let plan_ = plan(
-        &fresh,
-        &dir,
-        now(),
-        &Policy {
-            config: &cfg,
-            prune: false,
-        },
-    );
+    let plan_ = plan(&fresh, &dir, now(), &Policy::new(&cfg));
     let out = simulate(&dir, &plan_, cfg.uid_range, cfg.gid_range);
     assert_eq!(out.accounts["bob"].number("uidNumber"), Some(20043));
 }
@@ -535,8 +519,8 @@ fn prune_locks_only_this_installations_accounts_in_declared_namespaces() {
         &dir,
         now(),
         &Policy {
-            config: &c,
             prune: true,
+            ..Policy::new(&c)
         },
     );
     let touched: Vec<&str> = p.ops.iter().map(Op::dn).collect();
