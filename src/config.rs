@@ -32,6 +32,9 @@ pub struct Config {
     /// Adoption of entries that existed before Roster.
     #[serde(default)]
     pub adoption: AdoptionConfig,
+    /// Operator mode (`roster run`).
+    #[serde(default)]
+    pub operator: OperatorConfig,
     /// Where the file was read from; relative paths in it are resolved against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -263,6 +266,53 @@ pub struct AdoptionConfig {
     pub namespaces: Vec<String>,
 }
 
+/// Operator mode settings.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// How often everything is compared with the directory even without changes, to find and
+    /// repair drift.
+    #[serde(default = "default_resync")]
+    pub resync_interval: String,
+    /// The Lease for leader election.
+    #[serde(default = "default_lease_name")]
+    pub lease_name: String,
+    /// Its namespace; default the `POD_NAMESPACE` environment variable, else `default`.
+    #[serde(default)]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader holds the Lease without renewing it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_duration_seconds: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: String,
+}
+
+fn default_resync() -> String {
+    "5m".into()
+}
+fn default_lease_name() -> String {
+    "roster-leader".into()
+}
+fn default_lease_seconds() -> u64 {
+    15
+}
+fn default_metrics_address() -> String {
+    "0.0.0.0:8080".into()
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            resync_interval: default_resync(),
+            lease_name: default_lease_name(),
+            lease_namespace: None,
+            lease_duration_seconds: default_lease_seconds(),
+            metrics_address: default_metrics_address(),
+        }
+    }
+}
+
 /// One problem in a configuration, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -480,6 +530,7 @@ impl Config {
             ("gracePeriods.maxPurgeAfter", &g.max_purge_after),
             ("gracePeriods.expiryWarning", &g.expiry_warning),
             ("guard.window", &self.guard.window),
+            ("operator.resyncInterval", &self.operator.resync_interval),
         ] {
             if let Err(e) = parse_duration(v) {
                 bad(key, e.to_string());
@@ -499,6 +550,26 @@ impl Config {
             && p > 100
         {
             bad("guard.maxPercent", format!("{p} is more than 100"));
+        }
+        if self
+            .operator
+            .metrics_address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            bad(
+                "operator.metricsAddress",
+                format!("{:?} is not HOST:PORT", self.operator.metrics_address),
+            );
+        }
+        if !(5..=600).contains(&self.operator.lease_duration_seconds) {
+            bad(
+                "operator.leaseDurationSeconds",
+                format!(
+                    "{} is outside 5..=600",
+                    self.operator.lease_duration_seconds
+                ),
+            );
         }
         for (i, ns) in self.adoption.namespaces.iter().enumerate() {
             if !is_namespace(ns) {

@@ -7,5 +7,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod config;
 pub mod ldap;
+pub mod operator;
 pub mod plan;
 pub mod site;
+pub mod telemetry;

@@ -4,12 +4,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    roster::cli::run(roster::cli::Cli::parse()).await
+    let cli = roster::cli::Cli::parse();
+    if !matches!(cli.command, roster::cli::Command::Run { .. }) {
+        // The one-shot commands print their own results; logs only on request.
+        if std::env::var_os("ROSTER_LOG").is_some() {
+            roster::telemetry::init_logging(false);
+        }
+    }
+    roster::cli::run(cli).await
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::ldap::{ApplyReport, Directory};
-use crate::plan::{AttrChange, Number, Op, Plan, Policy, plan};
+use crate::plan::{Op, Plan, Policy, plan};
 use crate::site::load;
 
 /// Exit code: changes pending (plan).
@@ -115,55 +115,6 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     }
 }
 
-fn symbol(op: &Op) -> &'static str {
-    match op {
-        Op::Add { .. } => "+",
-        Op::Modify { .. } => "~",
-    }
-}
-
-/// One line describing an operation, e.g. `+ Account physics/ada: username ada (uidNumber allocated)`.
-fn describe(op: &Op) -> String {
-    match op {
-        Op::Add {
-            target,
-            what,
-            uid,
-            gid,
-            ..
-        } => {
-            let mut extra = vec![];
-            for (name, n) in [("uidNumber", uid), ("gidNumber", gid)] {
-                match n {
-                    Some(Number::Fixed(v)) => extra.push(format!("{name} {v}")),
-                    Some(Number::Allocate) => extra.push(format!("{name} allocated")),
-                    Some(Number::UidOfAccount(_)) => extra.push(format!("{name} = uidNumber")),
-                    Some(Number::GidOfGroup(g)) => extra.push(format!("{name} of group {g}")),
-                    None => {}
-                }
-            }
-            format!("+ {target}: {what} ({})", extra.join(", "))
-        }
-        Op::Modify {
-            target,
-            what,
-            changes,
-            ..
-        } => {
-            let attrs: Vec<String> = changes
-                .iter()
-                .map(|c| match c {
-                    AttrChange::Replace(a, v) if v.is_empty() => format!("-{a}"),
-                    AttrChange::Replace(a, _) => a.clone(),
-                    AttrChange::Add(a, v) => format!("+{a} {}", v.join(" ")),
-                    AttrChange::Delete(a, v) => format!("-{a} {}", v.join(" ")),
-                })
-                .collect();
-            format!("{} {target}: {what}: {}", symbol(op), attrs.join(", "))
-        }
-    }
-}
-
 fn op_json(op: &Op) -> serde_json::Value {
     let t = op.target();
     json!({
@@ -172,7 +123,7 @@ fn op_json(op: &Op) -> serde_json::Value {
         "namespace": t.key.namespace,
         "name": t.key.name,
         "dn": op.dn(),
-        "description": describe(op),
+        "description": op.describe(),
     })
 }
 
@@ -241,7 +192,7 @@ fn print_plan(plan: &Plan, output: Output) {
         }
         Output::Text => {
             for op in &plan.ops {
-                println!("{}", describe(op));
+                println!("{}", op.describe());
             }
             for line in blocked_lines(plan) {
                 println!("{line}");
@@ -276,7 +227,7 @@ fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) 
         }
         Output::Text => {
             for (i, n) in &report.done {
-                let line = describe(&first.ops[*i]);
+                let line = first.ops[*i].describe();
                 match n {
                     Some(n) => println!("{line} → {n}"),
                     None => println!("{line}"),

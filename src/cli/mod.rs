@@ -38,6 +38,25 @@ pub enum Command {
     /// Converge the directory to the manifests (exit 0 converged, 3 finished with
     /// Invalid/Conflict objects, 1 error).
     Apply(converge::Args),
+    /// Run the operator: converge the cluster's Persons, Accounts and Projects continuously.
+    Run {
+        /// The configuration file.
+        #[arg(long, env = "ROSTER_CONFIG")]
+        config: PathBuf,
+        /// This replica's identity in the leader Lease and in Events (default: POD_NAME or the
+        /// host name with the process id).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Serve /metrics, /healthz and /readyz here instead of operator.metricsAddress.
+        #[arg(long)]
+        metrics_address: Option<std::net::SocketAddr>,
+        /// Run without leader election (one replica only).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Log format: json (default) or text.
+        #[arg(long, default_value = "json")]
+        log_format: String,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -85,9 +104,55 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config, offline },
         } => config_check(&config, offline).await,
+        Command::Run {
+            config,
+            identity,
+            metrics_address,
+            no_leader_election,
+            log_format,
+        } => {
+            crate::telemetry::init_logging(log_format != "text");
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let metrics_address = match metrics_address {
+                Some(a) => a,
+                None => config
+                    .operator
+                    .metrics_address
+                    .parse()
+                    .expect("validated by Config::load"),
+            };
+            let identity = identity.unwrap_or_else(default_identity);
+            let opts = crate::operator::Options {
+                config,
+                identity,
+                metrics_address,
+                leader_election: !no_leader_election,
+            };
+            match crate::operator::run(opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Plan(args) => converge::run(args, false).await,
         Command::Apply(args) => converge::run(args, true).await,
     }
+}
+
+/// The host name and process id: unique enough among replicas outside a pod.
+fn default_identity() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "roster".into());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {

@@ -709,9 +709,13 @@ impl<'a> Planner<'a> {
             } else {
                 None
             };
-            if let (None, Some(e)) = (reason, expiry) {
-                self.wake_at(e);
-            }
+            let next_transition = match (reason, expiry) {
+                (None, Some(e)) if e > self.now => {
+                    self.wake_at(e);
+                    Some(("Expire", e))
+                }
+                _ => None,
+            };
             let existing_entry = match &claim {
                 Claim::Managed(e) | Claim::Adopt(e) => Some(*e),
                 Claim::New { .. } => None,
@@ -796,6 +800,7 @@ impl<'a> Planner<'a> {
             s.uid_number = uid_number;
             s.gid_number = gid_number;
             s.projects = memberships.into_iter().collect();
+            s.next_transition = next_transition;
             if let Some(r) = reason {
                 s.phase = Phase::Deactivated;
                 s.conditions

@@ -96,6 +96,57 @@ impl Op {
     }
 }
 
+impl Op {
+    fn symbol(&self) -> &'static str {
+        match self {
+            Op::Add { .. } => "+",
+            Op::Modify { .. } => "~",
+        }
+    }
+
+    /// One line for humans, e.g. `+ Account physics/ada: username ada (uidNumber allocated)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Add {
+                target,
+                what,
+                uid,
+                gid,
+                ..
+            } => {
+                let mut extra = vec![];
+                for (name, n) in [("uidNumber", uid), ("gidNumber", gid)] {
+                    match n {
+                        Some(Number::Fixed(v)) => extra.push(format!("{name} {v}")),
+                        Some(Number::Allocate) => extra.push(format!("{name} allocated")),
+                        Some(Number::UidOfAccount(_)) => extra.push(format!("{name} = uidNumber")),
+                        Some(Number::GidOfGroup(g)) => extra.push(format!("{name} of group {g}")),
+                        None => {}
+                    }
+                }
+                format!("+ {target}: {what} ({})", extra.join(", "))
+            }
+            Op::Modify {
+                target,
+                what,
+                changes,
+                ..
+            } => {
+                let attrs: Vec<String> = changes
+                    .iter()
+                    .map(|c| match c {
+                        AttrChange::Replace(a, v) if v.is_empty() => format!("-{a}"),
+                        AttrChange::Replace(a, _) => a.clone(),
+                        AttrChange::Add(a, v) => format!("+{a} {}", v.join(" ")),
+                        AttrChange::Delete(a, v) => format!("-{a} {}", v.join(" ")),
+                    })
+                    .collect();
+                format!("{} {target}: {what}: {}", self.symbol(), attrs.join(", "))
+            }
+        }
+    }
+}
+
 /// A condition as a plan computes it (status writers add times and generations).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Cond {
@@ -118,6 +169,8 @@ pub struct ObjectStatus {
     /// Effective memberships (accounts) or member count source (projects).
     pub projects: Vec<String>,
     pub members: usize,
+    /// The next scheduled lifecycle transition: what and when.
+    pub next_transition: Option<(&'static str, jiff::Timestamp)>,
 }
 
 impl ObjectStatus {
@@ -131,6 +184,7 @@ impl ObjectStatus {
             dn: None,
             projects: Vec::new(),
             members: 0,
+            next_transition: None,
         }
     }
 

@@ -1,0 +1,758 @@
+//! The converger: one pass at a time over the whole declared site, shared by every reconcile
+//! that asks while it runs. A pass is the pipeline of `roster apply` — bulk observe, plan,
+//! apply — followed by status (only where it changed), Events and finalizers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::status;
+use crate::api::{
+    Account, AccountStatus, Condition, FINALIZER, Lifecycle, Person, PersonStatus, Phase, Project,
+    ProjectStatus,
+};
+use crate::config::Config;
+use crate::ldap::{Directory, Observed};
+use crate::plan::{Cond, Kind, ObjectStatus, Plan, Policy, Target, group_name, plan};
+use crate::site::{Key, Site};
+use crate::telemetry::Metrics;
+
+/// The reflector caches of the three kinds.
+pub struct Stores {
+    pub accounts: Store<Account>,
+    pub projects: Store<Project>,
+    pub people: Store<Person>,
+}
+
+/// What a pass found for one object.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectResult {
+    /// A backend write for it failed (retried with backoff).
+    pub failed: Option<String>,
+    /// When its next lifecycle transition is due.
+    pub next_transition: Option<jiff::Timestamp>,
+}
+
+/// The result of one pass.
+#[derive(Clone, Debug, Default)]
+pub struct PassOutcome {
+    /// The pass could not run at all (directory unreachable …).
+    pub error: Option<String>,
+    pub objects: BTreeMap<(Kind, Key), ObjectResult>,
+    pub next_wakeup: Option<jiff::Timestamp>,
+}
+
+type Waiter = oneshot::Sender<Arc<PassOutcome>>;
+
+/// The handle reconciles use.
+pub struct Converger {
+    pub client: Client,
+    tx: mpsc::UnboundedSender<Waiter>,
+}
+
+/// How long requests are gathered into one pass.
+const GATHER: Duration = Duration::from_millis(50);
+
+impl Converger {
+    pub fn start(
+        config: Config,
+        client: Client,
+        stores: Stores,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        resync: Duration,
+    ) -> Converger {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            config,
+            client: client.clone(),
+            stores,
+            recorder,
+            metrics,
+            dir: None,
+        };
+        tokio::spawn(worker.run(rx, resync));
+        Converger { client, tx }
+    }
+
+    /// Waits for the next pass (one that starts after this call) and returns its outcome.
+    pub async fn request(&self) -> Arc<PassOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || {
+            Arc::new(PassOutcome {
+                error: Some("the converger stopped".into()),
+                ..Default::default()
+            })
+        };
+        if self.tx.send(tx).is_err() {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
+    }
+}
+
+struct Worker {
+    config: Config,
+    client: Client,
+    stores: Stores,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    dir: Option<Directory>,
+}
+
+/// Waits until a reflector cache holds its first complete listing. The store's readiness
+/// signal wakes only one waiter (the controller's own runner also waits on it), so poll it.
+async fn ready<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(_) => return,
+            Err(_) => continue,
+        }
+    }
+}
+
+fn instant_of(t: jiff::Timestamp) -> tokio::time::Instant {
+    let wait = (t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_millis(wait)
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Waiter>, resync: Duration) {
+        // Never plan from half-filled caches: memberships would flap.
+        ready(&self.stores.accounts).await;
+        ready(&self.stores.projects).await;
+        ready(&self.stores.people).await;
+        tracing::debug!("caches ready; the converger runs");
+        let mut resync_at = tokio::time::Instant::now() + resync;
+        let mut wake_at: Option<tokio::time::Instant> = None;
+        loop {
+            let mut waiters = vec![];
+            let trigger = tokio::select! {
+                w = rx.recv() => match w {
+                    Some(w) => { waiters.push(w); "change" }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(resync_at) => "resync",
+                _ = tokio::time::sleep_until(wake_at.unwrap_or(resync_at)), if wake_at.is_some() => "timer",
+            };
+            tokio::time::sleep(GATHER).await;
+            while let Ok(w) = rx.try_recv() {
+                waiters.push(w);
+            }
+            let started = std::time::Instant::now();
+            tracing::debug!(trigger, waiters = waiters.len(), "pass starts");
+            let outcome = Arc::new(self.pass(trigger).await);
+            tracing::debug!(trigger, error = ?outcome.error, took = ?started.elapsed(), "pass done");
+            self.metrics.inc(
+                "roster_passes_total",
+                "Convergence passes by trigger.",
+                vec![("trigger", trigger.into())],
+                1.0,
+            );
+            self.metrics.inc(
+                "roster_pass_duration_seconds_sum",
+                "Time spent in convergence passes.",
+                vec![],
+                started.elapsed().as_secs_f64(),
+            );
+            if trigger == "resync" {
+                resync_at = tokio::time::Instant::now() + resync;
+            }
+            wake_at = outcome.next_wakeup.map(instant_of);
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+    }
+
+    async fn pass(&mut self, trigger: &str) -> PassOutcome {
+        let now = jiff::Timestamp::now();
+        let accounts = self.stores.accounts.state();
+        let projects = self.stores.projects.state();
+        let people = self.stores.people.state();
+        let mut site = Site::default();
+        let mut removed = BTreeMap::new();
+        let mut deleting: Vec<(Kind, Key)> = vec![];
+        let ours =
+            |m: &kube::api::ObjectMeta| m.finalizers.iter().flatten().any(|f| f == FINALIZER);
+        for a in &accounts {
+            let key = Key::of(a.as_ref());
+            if a.meta().deletion_timestamp.is_some() {
+                if ours(a.meta()) {
+                    removed.insert(key.clone(), a.spec.deletion_policy);
+                    deleting.push((Kind::Account, key));
+                }
+            } else {
+                site.accounts.insert(key, (**a).clone());
+            }
+        }
+        for p in &projects {
+            let key = Key::of(p.as_ref());
+            if p.meta().deletion_timestamp.is_some() {
+                if ours(p.meta()) {
+                    deleting.push((Kind::Project, key));
+                }
+            } else {
+                site.projects.insert(key, (**p).clone());
+            }
+        }
+        for p in &people {
+            let key = Key::of(p.as_ref());
+            if p.meta().deletion_timestamp.is_some() {
+                if ours(p.meta()) {
+                    deleting.push((Kind::Person, key));
+                }
+            } else {
+                site.people.insert(key, (**p).clone());
+            }
+        }
+
+        let observed = match self.observe().await {
+            Ok(o) => o,
+            Err(e) => return self.unavailable(e),
+        };
+        let config = self.config.clone();
+        let policy = Policy {
+            removed,
+            ..Policy::new(&config)
+        };
+        let first = plan(&site, &observed, now, &policy);
+        let dir = self.dir.as_mut().expect("connected by observe");
+        let report = dir.apply(&config, &observed, &first.ops).await;
+        let mut failed: BTreeMap<Target, String> = BTreeMap::new();
+        for (i, m) in report.failed.iter().chain(&report.lost_races) {
+            let op = &first.ops[*i];
+            failed
+                .entry(op.target().clone())
+                .or_insert_with(|| format!("{}: {m}", op.dn()));
+        }
+        self.count_operations(&first, &report, trigger);
+        if report
+            .failed
+            .iter()
+            .any(|(_, m)| m.contains("cannot reach the directory"))
+        {
+            self.dir = None;
+        }
+        let after = if report.done.is_empty() {
+            observed
+        } else {
+            match self.observe().await {
+                Ok(o) => o,
+                Err(e) => return self.unavailable(e),
+            }
+        };
+        let last = plan(&site, &after, now, &policy);
+        let repaired: BTreeMap<Target, Vec<String>> = if trigger == "resync" {
+            let mut m: BTreeMap<Target, Vec<String>> = BTreeMap::new();
+            for (i, _) in &report.done {
+                let op = &first.ops[*i];
+                m.entry(op.target().clone())
+                    .or_default()
+                    .push(op.describe());
+            }
+            m
+        } else {
+            BTreeMap::new()
+        };
+
+        self.events(&first, &report, &accounts, &projects, &people)
+            .await;
+        let mut outcome = PassOutcome {
+            next_wakeup: last.next_wakeup,
+            ..Default::default()
+        };
+        let ctx = StatusCtx {
+            last: &last,
+            after: &after,
+            failed: &failed,
+            repaired: &repaired,
+            now,
+        };
+        for a in &accounts {
+            let key = Key::of(a.as_ref());
+            if a.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let s = ctx.object(Kind::Account, &key);
+            let entry =
+                s.dn.as_ref()
+                    .and_then(|dn| after.accounts.values().find(|e| &e.dn == dn));
+            let existing = a
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let st = AccountStatus {
+                observed_generation: a.metadata.generation,
+                phase: Some(s.phase),
+                conditions: ctx.conditions(&s, &existing, a.metadata.generation),
+                uid_number: s.uid_number.map(i64::from),
+                gid_number: s.gid_number.map(i64::from),
+                dn: s.dn.clone(),
+                projects: s.projects.clone(),
+                lifecycle: status::lifecycle(&s, entry),
+            };
+            self.write_status(a.as_ref(), a.status.as_ref(), &st).await;
+            outcome.objects.insert((Kind::Account, key), ctx.result(&s));
+        }
+        for p in &projects {
+            let key = Key::of(p.as_ref());
+            if p.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let s = ctx.object(Kind::Project, &key);
+            let existing = p
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let st = ProjectStatus {
+                observed_generation: p.metadata.generation,
+                phase: Some(s.phase),
+                conditions: ctx.conditions(&s, &existing, p.metadata.generation),
+                group_name: Some(group_name(p)),
+                gid_number: s.gid_number.map(i64::from),
+                member_count: Some(s.members as i32),
+                lifecycle: Lifecycle::default(),
+            };
+            self.write_status(p.as_ref(), p.status.as_ref(), &st).await;
+            outcome.objects.insert((Kind::Project, key), ctx.result(&s));
+        }
+        for h in &people {
+            let key = Key::of(h.as_ref());
+            if h.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let s = ctx.object(Kind::Person, &key);
+            let existing = h
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let mut names: Vec<String> = site
+                .accounts
+                .iter()
+                .filter(|(k, a)| k.namespace == key.namespace && a.spec.person == key.name)
+                .map(|(k, _)| k.name.clone())
+                .collect();
+            names.sort();
+            let st = PersonStatus {
+                observed_generation: h.metadata.generation,
+                phase: Some(s.phase),
+                conditions: ctx.conditions(&s, &existing, h.metadata.generation),
+                account_count: Some(names.len() as i32),
+                accounts: names,
+                lifecycle: Lifecycle::default(),
+            };
+            self.write_status(h.as_ref(), h.status.as_ref(), &st).await;
+            outcome.objects.insert((Kind::Person, key), ctx.result(&s));
+        }
+        // Deletions whose directory work is done release their finalizer.
+        for (kind, key) in deleting {
+            let target = Target {
+                kind,
+                key: key.clone(),
+            };
+            if let Some(m) = failed.get(&target) {
+                outcome.objects.insert(
+                    (kind, key),
+                    ObjectResult {
+                        failed: Some(m.clone()),
+                        next_transition: None,
+                    },
+                );
+                continue;
+            }
+            let result = match kind {
+                Kind::Account => {
+                    release::<Account>(&self.client, &self.stores.accounts, &key).await
+                }
+                Kind::Project => {
+                    release::<Project>(&self.client, &self.stores.projects, &key).await
+                }
+                Kind::Person => release::<Person>(&self.client, &self.stores.people, &key).await,
+            };
+            let failed = result
+                .err()
+                .map(|e| format!("releasing the finalizer: {e}"));
+            outcome.objects.insert(
+                (kind, key),
+                ObjectResult {
+                    failed,
+                    next_transition: None,
+                },
+            );
+        }
+        self.count_phases(&last);
+        outcome
+    }
+
+    /// Connects when needed and reads the directory in bulk.
+    async fn observe(&mut self) -> Result<Observed, String> {
+        if self.dir.is_none() {
+            let mut dir = Directory::connect(&self.config)
+                .await
+                .map_err(|e| e.to_string())?;
+            dir.check_schema().await.map_err(|e| e.to_string())?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_mut().expect("connected");
+        match dir
+            .observe(&self.config.ldap.base_dn, self.config.ldap.page_size)
+            .await
+        {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                self.dir = None;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn unavailable(&self, e: String) -> PassOutcome {
+        tracing::warn!(error = %e, "the directory is unavailable; nothing was written");
+        self.metrics.inc(
+            "roster_backend_operations_total",
+            "Backend operations by backend, operation and outcome.",
+            vec![
+                ("backend", "ldap".into()),
+                ("operation", "observe".into()),
+                ("outcome", "error".into()),
+            ],
+            1.0,
+        );
+        PassOutcome {
+            error: Some(e),
+            ..Default::default()
+        }
+    }
+
+    fn count_operations(&self, first: &Plan, report: &crate::ldap::ApplyReport, trigger: &str) {
+        let help = "Backend operations by backend, operation and outcome.";
+        let label = |op: &crate::plan::Op, outcome: &str| {
+            let operation = match op {
+                crate::plan::Op::Add { .. } => "add",
+                crate::plan::Op::Modify { .. } => "modify",
+            };
+            vec![
+                ("backend", "ldap".to_string()),
+                ("operation", operation.to_string()),
+                ("outcome", outcome.to_string()),
+            ]
+        };
+        for (i, _) in &report.done {
+            self.metrics.inc(
+                "roster_backend_operations_total",
+                help,
+                label(&first.ops[*i], "ok"),
+                1.0,
+            );
+        }
+        for (i, _) in report.failed.iter().chain(&report.lost_races) {
+            self.metrics.inc(
+                "roster_backend_operations_total",
+                help,
+                label(&first.ops[*i], "error"),
+                1.0,
+            );
+        }
+        if trigger == "resync" && !report.done.is_empty() {
+            self.metrics.inc(
+                "roster_drift_repairs_total",
+                "Directory changes a periodic resync had to make (drift).",
+                vec![("backend", "ldap".into())],
+                report.done.len() as f64,
+            );
+        }
+        self.metrics.inc(
+            "roster_counter_retries_total",
+            "uid/gid counter updates retried after losing to another writer.",
+            vec![],
+            report.counter_retries as f64,
+        );
+    }
+
+    fn count_phases(&self, last: &Plan) {
+        self.metrics.clear("roster_objects");
+        let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for o in &last.objects {
+            *counts
+                .entry((o.target.kind.to_string(), format!("{:?}", o.phase)))
+                .or_default() += 1;
+        }
+        for ((kind, phase), n) in counts {
+            self.metrics.set(
+                "roster_objects",
+                "Declared objects by kind and phase.",
+                vec![("kind", kind), ("phase", phase)],
+                n as f64,
+            );
+        }
+    }
+
+    /// Server-side applies the status, unless it already says exactly this.
+    async fn write_status<K, S>(&self, obj: &K, current: Option<&S>, desired: &S)
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize,
+    {
+        let desired = serde_json::to_value(desired).expect("status serializes");
+        let current = current.map(|c| serde_json::to_value(c).expect("status serializes"));
+        if status::same(current.as_ref(), &desired) {
+            return;
+        }
+        let kind = K::kind(&()).to_string();
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let doc = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": kind,
+            "status": status::with_nulls(&desired),
+        });
+        let params = PatchParams::apply("roster").force();
+        match api
+            .patch_status(&obj.name_any(), &params, &Patch::Apply(&doc))
+            .await
+        {
+            Ok(_) => self.metrics.inc(
+                "roster_status_writes_total",
+                "Status writes by kind.",
+                vec![("kind", kind)],
+                1.0,
+            ),
+            Err(e) => tracing::warn!(object = %obj.name_any(), error = %e, "status write failed"),
+        }
+    }
+
+    /// Events for every directory change and failure, on the object they concern.
+    async fn events(
+        &self,
+        first: &Plan,
+        report: &crate::ldap::ApplyReport,
+        accounts: &[Arc<Account>],
+        projects: &[Arc<Project>],
+        people: &[Arc<Person>],
+    ) {
+        let reference = |t: &Target| -> Option<ObjectReference> {
+            let find = |m: &kube::api::ObjectMeta| {
+                m.name.as_deref() == Some(&t.key.name)
+                    && m.namespace.as_deref() == Some(&t.key.namespace)
+            };
+            match t.kind {
+                Kind::Account => accounts
+                    .iter()
+                    .find(|a| find(a.meta()))
+                    .map(|a| a.object_ref(&())),
+                Kind::Project => projects
+                    .iter()
+                    .find(|a| find(a.meta()))
+                    .map(|a| a.object_ref(&())),
+                Kind::Person => people
+                    .iter()
+                    .find(|a| find(a.meta()))
+                    .map(|a| a.object_ref(&())),
+            }
+        };
+        let mut events: Vec<(ObjectReference, Event)> = vec![];
+        for (i, _) in &report.done {
+            let op = &first.ops[*i];
+            let reason = match op {
+                crate::plan::Op::Add { .. } => "LdapEntryCreated",
+                crate::plan::Op::Modify { .. } => "LdapEntryUpdated",
+            };
+            if let Some(r) = reference(op.target()) {
+                events.push((
+                    r,
+                    Event {
+                        type_: EventType::Normal,
+                        reason: reason.into(),
+                        note: Some(op.describe()),
+                        action: "Converge".into(),
+                        secondary: None,
+                    },
+                ));
+            }
+        }
+        for (i, m) in report.failed.iter().chain(&report.lost_races) {
+            let op = &first.ops[*i];
+            if let Some(r) = reference(op.target()) {
+                events.push((
+                    r,
+                    Event {
+                        type_: EventType::Warning,
+                        reason: "LdapWriteFailed".into(),
+                        note: Some(format!("{}: {m}", op.dn())),
+                        action: "Converge".into(),
+                        secondary: None,
+                    },
+                ));
+            }
+        }
+        // Newly Invalid or in Conflict: tell once, when the condition appears.
+        for o in first.objects.iter().filter(|o| o.is_blocked()) {
+            let already = match o.target.kind {
+                Kind::Account => accounts
+                    .iter()
+                    .find(|a| Key::of(a.as_ref()) == o.target.key)
+                    .and_then(|a| a.status.as_ref())
+                    .map(|s| has_condition(&s.conditions, o)),
+                Kind::Project => projects
+                    .iter()
+                    .find(|a| Key::of(a.as_ref()) == o.target.key)
+                    .and_then(|a| a.status.as_ref())
+                    .map(|s| has_condition(&s.conditions, o)),
+                Kind::Person => people
+                    .iter()
+                    .find(|a| Key::of(a.as_ref()) == o.target.key)
+                    .and_then(|a| a.status.as_ref())
+                    .map(|s| has_condition(&s.conditions, o)),
+            };
+            if already == Some(true) {
+                continue;
+            }
+            if let Some(r) = reference(&o.target) {
+                let reason = format!("{:?}", o.phase);
+                events.push((
+                    r,
+                    Event {
+                        type_: EventType::Warning,
+                        reason,
+                        note: o.message().map(str::to_string),
+                        action: "Plan".into(),
+                        secondary: None,
+                    },
+                ));
+            }
+        }
+        for (r, e) in events {
+            if let Err(err) = self.recorder.publish(&e, &r).await {
+                tracing::debug!(error = %err, "event not published");
+            }
+        }
+    }
+}
+
+fn has_condition(existing: &[Condition], o: &ObjectStatus) -> bool {
+    let t = if o.phase == Phase::Conflict {
+        "Conflict"
+    } else {
+        "Invalid"
+    };
+    existing.iter().any(|c| {
+        c.type_ == t
+            && c.status == crate::api::ConditionStatus::True
+            && Some(c.message.as_str()) == o.message()
+    })
+}
+
+/// What status building needs from a pass.
+struct StatusCtx<'a> {
+    last: &'a Plan,
+    after: &'a Observed,
+    failed: &'a BTreeMap<Target, String>,
+    repaired: &'a BTreeMap<Target, Vec<String>>,
+    now: jiff::Timestamp,
+}
+
+impl StatusCtx<'_> {
+    fn object(&self, kind: Kind, key: &Key) -> ObjectStatus {
+        let _ = self.after;
+        self.last.status_of(kind, key).cloned().unwrap_or_else(|| {
+            ObjectStatus::new(Target {
+                kind,
+                key: key.clone(),
+            })
+        })
+    }
+
+    fn conditions(
+        &self,
+        s: &ObjectStatus,
+        existing: &[Condition],
+        generation: Option<i64>,
+    ) -> Vec<Condition> {
+        let mut conds: Vec<Cond> = s.conditions.clone();
+        if let Some(m) = self.failed.get(&s.target) {
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: false,
+                reason: "WriteFailed".into(),
+                message: m.clone(),
+            });
+            conds.push(Cond {
+                type_: "Ready",
+                status: false,
+                reason: "WriteFailed".into(),
+                message: m.clone(),
+            });
+        } else if let Some(fixes) = self.repaired.get(&s.target) {
+            let message = format!(
+                "a resync found the directory changed behind Roster's back and repaired it: {}",
+                fixes.join("; ")
+            );
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: true,
+                reason: "DriftRepaired".into(),
+                message,
+            });
+        }
+        status::conditions(&conds, existing, generation, self.now)
+    }
+
+    fn result(&self, s: &ObjectStatus) -> ObjectResult {
+        ObjectResult {
+            failed: self.failed.get(&s.target).cloned(),
+            next_transition: s.next_transition.map(|(_, at)| at),
+        }
+    }
+}
+
+/// Removes Roster's finalizer (only if it is still where the cache saw it).
+async fn release<K>(client: &Client, store: &Store<K>, key: &Key) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let Some(obj) = store
+        .state()
+        .into_iter()
+        .find(|o| &Key::of(o.as_ref()) == key)
+    else {
+        return Ok(());
+    };
+    let Some(i) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))
+    .expect("a valid JSON patch");
+    let api: Api<K> = Api::namespaced(client.clone(), &key.namespace);
+    api.patch(
+        &key.name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map(|_| ())
+}

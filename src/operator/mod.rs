@@ -1,0 +1,348 @@
+//! Operator mode (`roster run`): kube-runtime controllers for Person, Account and Project that
+//! share the planner and the LDAP backend with `roster apply`. Every reconcile asks the
+//! converger for a pass; concurrent requests share one pass, and a pass is the file-mode
+//! pipeline over the whole declared site: one bulk observe, plan, apply, status, events.
+
+mod converge;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{Account, FINALIZER, Person, Project};
+use crate::config::Config;
+use crate::plan::Kind;
+use crate::site::Key;
+use crate::telemetry::Metrics;
+use converge::{Converger, PassOutcome};
+
+/// How `roster run` was asked to behave.
+pub struct Options {
+    pub config: Config,
+    /// This replica's name in the Lease and in Events.
+    pub identity: String,
+    /// Where metrics and probes are served.
+    pub metrics_address: SocketAddr,
+    /// Take part in leader election (off only for single-process tests and demos).
+    pub leader_election: bool,
+}
+
+/// Why `roster run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot reach Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Why one reconcile failed (the variant name is the Event reason and the metric label).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("the directory could not be read or written: {0}")]
+    DirectoryUnavailable(String),
+    #[error("writing to the directory failed: {0}")]
+    WriteFailed(String),
+    #[error("Kubernetes API call failed: {0}")]
+    KubeApi(String),
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::DirectoryUnavailable(_) => "DirectoryUnavailable",
+            ReconcileError::WriteFailed(_) => "WriteFailed",
+            ReconcileError::KubeApi(_) => "KubeApi",
+        }
+    }
+}
+
+/// What every reconcile shares.
+struct Ctx {
+    converger: Converger,
+    metrics: Arc<Metrics>,
+    /// Consecutive failures per object, for per-object backoff.
+    failures: Mutex<BTreeMap<(Kind, Key), u32>>,
+}
+
+/// Runs the operator until the process is stopped.
+pub async fn run(opts: Options) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    run_with_client(opts, client).await
+}
+
+pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let addr = opts.metrics_address;
+    crate::telemetry::serve(addr, metrics.clone())
+        .await
+        .map_err(|source| RunError::Metrics { addr, source })?;
+    let resync = crate::api::parse_duration(&opts.config.operator.resync_interval)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if !opts.leader_election {
+        metrics.set(
+            "roster_leader",
+            "1 while this replica is the leader.",
+            vec![],
+            1.0,
+        );
+        return controllers(&opts, client, metrics, resync).await;
+    }
+    let namespace = opts
+        .config
+        .operator
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let duration = opts.config.operator.lease_duration_seconds;
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(
+        client.clone(),
+        &opts.config.operator.lease_name,
+    )
+    .with_namespace(&namespace)
+    .with_identity(&opts.identity)
+    .with_duration(duration)
+    .with_grace((duration / 3).max(2))
+    .build()
+    .await
+    .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leader, _task) = manager.watch().await;
+    // A standby is healthy and ready: it serves probes and waits for the Lease.
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    loop {
+        while !*leader.borrow_and_update() {
+            metrics.set(
+                "roster_leader",
+                "1 while this replica is the leader.",
+                vec![],
+                0.0,
+            );
+            if leader.changed().await.is_err() {
+                return Err(RunError::Lease("the lease manager stopped".into()));
+            }
+        }
+        tracing::info!(identity = %opts.identity, "became the leader");
+        metrics.set(
+            "roster_leader",
+            "1 while this replica is the leader.",
+            vec![],
+            1.0,
+        );
+        let work = controllers(&opts, client.clone(), metrics.clone(), resync);
+        tokio::select! {
+            r = work => return r,
+            _ = async { while *leader.borrow() { if leader.changed().await.is_err() { break; } } } => {
+                tracing::warn!(identity = %opts.identity, "lost the leadership; stopping work");
+            }
+        }
+    }
+}
+
+/// The three controllers and the converger they share.
+async fn controllers(
+    opts: &Options,
+    client: Client,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+) -> Result<(), RunError> {
+    let accounts = Controller::new(
+        Api::<Account>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let projects = Controller::new(
+        Api::<Project>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let people = Controller::new(
+        Api::<Person>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let stores = converge::Stores {
+        accounts: accounts.store(),
+        projects: projects.store(),
+        people: people.store(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "roster".into(),
+            instance: Some(opts.identity.clone()),
+        },
+    );
+    let converger = Converger::start(
+        opts.config.clone(),
+        client.clone(),
+        stores,
+        recorder,
+        metrics.clone(),
+        resync,
+    );
+    let ctx = Arc::new(Ctx {
+        converger,
+        metrics: metrics.clone(),
+        failures: Mutex::new(BTreeMap::new()),
+    });
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let a = accounts
+        .shutdown_on_signal()
+        .run(reconcile::<Account>, error_policy::<Account>, ctx.clone())
+        .for_each(|r| drain("accounts", r));
+    let p = projects
+        .shutdown_on_signal()
+        .run(reconcile::<Project>, error_policy::<Project>, ctx.clone())
+        .for_each(|r| drain("projects", r));
+    let h = people
+        .shutdown_on_signal()
+        .run(reconcile::<Person>, error_policy::<Person>, ctx.clone())
+        .for_each(|r| drain("people", r));
+    tokio::join!(a, p, h);
+    Ok(())
+}
+
+async fn drain<T, E: std::fmt::Display>(name: &'static str, r: Result<T, E>) {
+    if let Err(e) = r {
+        tracing::debug!(controller = name, error = %e, "reconcile error");
+    }
+}
+
+/// Which plan kind a resource is.
+trait Declared:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + serde::Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+}
+impl Declared for Account {
+    const KIND: Kind = Kind::Account;
+}
+impl Declared for Project {
+    const KIND: Kind = Kind::Project;
+}
+impl Declared for Person {
+    const KIND: Kind = Kind::Person;
+}
+
+fn key_of<K: Resource>(obj: &K) -> Key {
+    Key::of(obj)
+}
+
+async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let key = key_of(obj.as_ref());
+    let kind = K::KIND;
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer {
+        // First sight: put the finalizer on, so a deletion reaches the directory. The update
+        // brings the object back here.
+        let api: Api<K> = Api::namespaced(ctx.converger.client.clone(), &key.namespace);
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]))
+        .expect("a valid JSON patch");
+        let result = api
+            .patch(
+                &key.name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await;
+        if let Err(e) = result {
+            // Someone else changed the finalizers meanwhile: merge ours in.
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            let merge = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(merge))
+                .await
+                .map_err(|e2| {
+                    ReconcileError::KubeApi(format!("adding the finalizer: {e}; {e2}"))
+                })?;
+        }
+        return Ok(Action::await_change());
+    }
+    tracing::debug!(kind = %kind, object = %key, "reconcile asks for a pass");
+    let outcome: Arc<PassOutcome> = ctx.converger.request().await;
+    let labels = vec![("kind", kind.to_string())];
+    ctx.metrics.inc(
+        "roster_reconciles_total",
+        "Reconciles by kind.",
+        labels.clone(),
+        1.0,
+    );
+    ctx.metrics.inc(
+        "roster_reconcile_duration_seconds_sum",
+        "Total time spent reconciling, by kind.",
+        labels.clone(),
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(e) = &outcome.error {
+        return Err(ReconcileError::DirectoryUnavailable(e.clone()));
+    }
+    let result = outcome.objects.get(&(kind, key.clone()));
+    if let Some(failure) = result.and_then(|r| r.failed.clone()) {
+        return Err(ReconcileError::WriteFailed(failure));
+    }
+    ctx.failures.lock().expect("lock").remove(&(kind, key));
+    // Invalid and Conflict wait for a change of the object; everything else wakes at its next
+    // transition (the converger also resyncs everything periodically).
+    let next = result.and_then(|r| r.next_transition);
+    Ok(match next {
+        Some(at) => {
+            let wait = (at.as_second() - jiff::Timestamp::now().as_second()).max(1) as u64;
+            Action::requeue(Duration::from_secs(wait))
+        }
+        None => Action::await_change(),
+    })
+}
+
+/// Per-object exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
+fn error_policy<K: Declared>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let key = key_of(obj.as_ref());
+    let mut failures = ctx.failures.lock().expect("lock");
+    let n = failures.entry((K::KIND, key.clone())).or_default();
+    *n += 1;
+    let wait = Duration::from_secs((1u64 << (*n).min(9)).min(300));
+    ctx.metrics.inc(
+        "roster_reconcile_errors_total",
+        "Failed reconciles by kind and reason.",
+        vec![
+            ("kind", K::KIND.to_string()),
+            ("reason", error.reason().to_string()),
+        ],
+        1.0,
+    );
+    tracing::warn!(kind = %K::KIND, object = %key, error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}

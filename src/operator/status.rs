@@ -1,0 +1,152 @@
+//! From a plan's view of an object to its Kubernetes status: conditions with stable transition
+//! times, lifecycle timestamps mirrored from the directory, and the "has anything changed"
+//! test that keeps Roster from rewriting status for nothing.
+
+use serde_json::{Value, json};
+
+use crate::api::{Condition, ConditionStatus, Lifecycle, Time, Transition};
+use crate::ldap::Entry;
+use crate::plan::{Cond, ObjectStatus, parse_generalized_time};
+
+/// Conditions for the API, keeping `lastTransitionTime` of those whose status did not change.
+pub fn conditions(
+    conds: &[Cond],
+    existing: &[Condition],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = Vec::new();
+    for c in conds {
+        // A later condition of the same type wins (e.g. a write failure over "pending").
+        out.retain(|o| o.type_ != c.type_);
+        let status = if c.status {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        let since = existing
+            .iter()
+            .find(|e| e.type_ == c.type_ && e.status == status)
+            .map(|e| e.last_transition_time)
+            .unwrap_or(Time(now));
+        out.push(Condition {
+            type_: c.type_.to_string(),
+            status,
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_time: since,
+            observed_generation: generation,
+        });
+    }
+    out
+}
+
+/// Lifecycle fields from the directory entry (authoritative) and the plan.
+pub fn lifecycle(s: &ObjectStatus, entry: Option<&Entry>) -> Lifecycle {
+    let time = |attr: &str| {
+        entry
+            .and_then(|e| e.first(attr))
+            .and_then(parse_generalized_time)
+            .map(Time)
+    };
+    Lifecycle {
+        deactivated_at: time("rosterDeactivatedAt"),
+        purge_at: time("rosterPurgeAt"),
+        deactivation_reason: s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Deactivated" && c.status)
+            .map(|c| c.reason.clone()),
+        next_transition: s.next_transition.map(|(action, at)| Transition {
+            action: action.to_string(),
+            at: Time(at),
+        }),
+    }
+}
+
+/// The keys a status may carry; absent ones are sent as `null`, so a server-side apply (or a
+/// merge) removes what no longer holds.
+pub const STATUS_KEYS: &[&str] = &[
+    "observedGeneration",
+    "phase",
+    "conditions",
+    "uidNumber",
+    "gidNumber",
+    "dn",
+    "projects",
+    "groupName",
+    "memberCount",
+    "accounts",
+    "accountCount",
+    "deactivatedAt",
+    "purgeAt",
+    "deactivationReason",
+    "nextTransition",
+];
+
+/// The status document to apply: every known key present, `null` where absent.
+pub fn with_nulls(status: &Value) -> Value {
+    let mut v = status.clone();
+    if let Some(o) = v.as_object_mut() {
+        for k in STATUS_KEYS {
+            o.entry(k.to_string()).or_insert(Value::Null);
+        }
+    }
+    v
+}
+
+/// Whether the stored status already says what `desired` says (nulls and empty lists count as
+/// absent).
+pub fn same(current: Option<&Value>, desired: &Value) -> bool {
+    fn clean(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+                    .map(|(k, v)| (k.clone(), clean(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(clean).collect()),
+            other => other.clone(),
+        }
+    }
+    clean(current.unwrap_or(&json!({}))) == clean(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(type_: &'static str, status: bool) -> Cond {
+        Cond {
+            type_,
+            status,
+            reason: "R".into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn transition_times_survive_until_the_status_changes() {
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: jiff::Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let first = conditions(&[cond("Ready", true)], &[], Some(1), t0);
+        let again = conditions(&[cond("Ready", true)], &first, Some(1), t1);
+        assert_eq!(again, first, "unchanged: same time, so no status write");
+        let flipped = conditions(&[cond("Ready", false)], &again, Some(1), t1);
+        assert_eq!(flipped[0].last_transition_time, Time(t1));
+        let later_wins = conditions(&[cond("Ready", true), cond("Ready", false)], &[], None, t0);
+        assert_eq!(later_wins.len(), 1);
+        assert_eq!(later_wins[0].status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn sameness_ignores_nulls_and_empty_lists() {
+        let current = json!({"phase": "Active", "projects": [], "dn": null});
+        assert!(same(Some(&current), &json!({"phase": "Active"})));
+        assert!(!same(Some(&current), &json!({"phase": "Deactivated"})));
+        assert!(!same(None, &json!({"phase": "Active"})));
+        let full = with_nulls(&json!({"phase": "Active"}));
+        assert!(full["deactivatedAt"].is_null() && full["phase"] == "Active");
+    }
+}
