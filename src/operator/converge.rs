@@ -238,7 +238,7 @@ impl Worker {
                 .entry(op.target().clone())
                 .or_insert_with(|| format!("{}: {m}", op.dn()));
         }
-        self.count_operations(&first, &report, trigger);
+        self.count_operations(&first, &report);
         if report
             .failed
             .iter()
@@ -255,19 +255,29 @@ impl Worker {
             }
         };
         let last = plan(&site, &after, now, &policy);
-        let repaired: BTreeMap<Target, Vec<String>> = if trigger == "resync" {
-            let mut m: BTreeMap<Target, Vec<String>> = BTreeMap::new();
-            for (i, _) in &report.done {
-                let op = &first.ops[*i];
-                m.entry(op.target().clone())
+        // Drift: writes for objects Roster had already converged (Ready for their current
+        // generation) — the directory changed behind its back.
+        let converged = converged_targets(&accounts, &projects, &people);
+        let mut repaired: BTreeMap<Target, Vec<String>> = BTreeMap::new();
+        for (i, _) in &report.done {
+            let op = &first.ops[*i];
+            if converged.contains(op.target()) {
+                repaired
+                    .entry(op.target().clone())
                     .or_default()
                     .push(op.describe());
             }
-            m
-        } else {
-            BTreeMap::new()
-        };
-
+        }
+        let drift: usize = repaired.values().map(Vec::len).sum();
+        if drift > 0 {
+            tracing::warn!(writes = drift, trigger, "repaired drift in the directory");
+            self.metrics.inc(
+                "roster_drift_repairs_total",
+                "Directory writes for objects that were already converged (drift).",
+                vec![("backend", "ldap".into())],
+                drift as f64,
+            );
+        }
         self.events(&first, &report, &accounts, &projects, &people)
             .await;
         let mut outcome = PassOutcome {
@@ -440,7 +450,7 @@ impl Worker {
         }
     }
 
-    fn count_operations(&self, first: &Plan, report: &crate::ldap::ApplyReport, trigger: &str) {
+    fn count_operations(&self, first: &Plan, report: &crate::ldap::ApplyReport) {
         let help = "Backend operations by backend, operation and outcome.";
         let label = |op: &crate::plan::Op, outcome: &str| {
             let operation = match op {
@@ -467,14 +477,6 @@ impl Worker {
                 help,
                 label(&first.ops[*i], "error"),
                 1.0,
-            );
-        }
-        if trigger == "resync" && !report.done.is_empty() {
-            self.metrics.inc(
-                "roster_drift_repairs_total",
-                "Directory changes a periodic resync had to make (drift).",
-                vec![("backend", "ldap".into())],
-                report.done.len() as f64,
             );
         }
         self.metrics.inc(
@@ -648,6 +650,53 @@ impl Worker {
     }
 }
 
+/// Objects whose status says Ready for their current generation.
+fn converged_targets(
+    accounts: &[Arc<Account>],
+    projects: &[Arc<Project>],
+    people: &[Arc<Person>],
+) -> std::collections::BTreeSet<Target> {
+    fn ready(generation: Option<i64>, observed: Option<i64>, conditions: &[Condition]) -> bool {
+        generation.is_some()
+            && generation == observed
+            && conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == crate::api::ConditionStatus::True)
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for a in accounts {
+        if let Some(s) = &a.status
+            && ready(a.metadata.generation, s.observed_generation, &s.conditions)
+        {
+            out.insert(Target {
+                kind: Kind::Account,
+                key: Key::of(a.as_ref()),
+            });
+        }
+    }
+    for p in projects {
+        if let Some(s) = &p.status
+            && ready(p.metadata.generation, s.observed_generation, &s.conditions)
+        {
+            out.insert(Target {
+                kind: Kind::Project,
+                key: Key::of(p.as_ref()),
+            });
+        }
+    }
+    for h in people {
+        if let Some(s) = &h.status
+            && ready(h.metadata.generation, s.observed_generation, &s.conditions)
+        {
+            out.insert(Target {
+                kind: Kind::Person,
+                key: Key::of(h.as_ref()),
+            });
+        }
+    }
+    out
+}
+
 fn has_condition(existing: &[Condition], o: &ObjectStatus) -> bool {
     let t = if o.phase == Phase::Conflict {
         "Conflict"
@@ -703,7 +752,8 @@ impl StatusCtx<'_> {
             });
         } else if let Some(fixes) = self.repaired.get(&s.target) {
             let message = format!(
-                "a resync found the directory changed behind Roster's back and repaired it: {}",
+                "{}: the directory had changed behind Roster's back; repaired: {}",
+                self.now,
                 fixes.join("; ")
             );
             conds.push(Cond {
@@ -711,6 +761,22 @@ impl StatusCtx<'_> {
                 status: true,
                 reason: "DriftRepaired".into(),
                 message,
+            });
+        } else if let Some(prev) = existing.iter().find(|c| {
+            c.type_ == "LdapSynced"
+                && c.reason == "DriftRepaired"
+                && c.observed_generation == generation
+        }) && s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "LdapSynced" && c.status)
+        {
+            // Keep reporting the last repair until the object changes.
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: true,
+                reason: prev.reason.clone(),
+                message: prev.message.clone(),
             });
         }
         status::conditions(&conds, existing, generation, self.now)

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -165,18 +165,9 @@ async fn controllers(
     metrics: Arc<Metrics>,
     resync: Duration,
 ) -> Result<(), RunError> {
-    let accounts = Controller::new(
-        Api::<Account>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let projects = Controller::new(
-        Api::<Project>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let people = Controller::new(
-        Api::<Person>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let accounts = controller::<Account>(&client);
+    let projects = controller::<Project>(&client);
+    let people = controller::<Person>(&client);
     let stores = converge::Stores {
         accounts: accounts.store(),
         projects: projects.store(),
@@ -219,6 +210,30 @@ async fn controllers(
         .for_each(|r| drain("people", r));
     tokio::join!(a, p, h);
     Ok(())
+}
+
+/// A controller whose triggers ignore status-only changes (Roster's own status writes): only
+/// spec (generation), deletion, finalizers, labels and annotations wake it.
+fn controller<K: Declared>(client: &Client) -> Controller<K> {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(meaningful::<K>, PredicateConfig::default());
+    Controller::for_stream(stream, reader)
+}
+
+fn meaningful<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.generation.hash(&mut h);
+    m.deletion_timestamp.is_some().hash(&mut h);
+    m.finalizers.hash(&mut h);
+    m.labels.hash(&mut h);
+    m.annotations.hash(&mut h);
+    Some(h.finish())
 }
 
 async fn drain<T, E: std::fmt::Display>(name: &'static str, r: Result<T, E>) {

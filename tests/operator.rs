@@ -1,0 +1,599 @@
+//! Operator mode end to end: the real `roster run` binary against the fake API server (a process)
+//! and the dev slapd, driven with a real `kubectl`.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ldap3::Mod;
+use support::*;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One isolated world: an API server, a directory subtree, a config.
+struct World {
+    tree: TestTree,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    api_url: String,
+    config: PathBuf,
+    _apiserver: Proc,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn world(name: &str, extra_config: &str) -> World {
+    let tree = TestTree::new(name).await;
+    let dir = scratch(name);
+    let kubeconfig = dir.join("kubeconfig");
+    let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
+        .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let apiserver = Proc(child);
+    wait_for("the kubeconfig", || kubeconfig.exists());
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let api_url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let config = tree.write_config(&dir);
+    let mut c = std::fs::read_to_string(&config).unwrap();
+    c.push_str(
+        "operator:\n  resyncInterval: 2s\n  leaseNamespace: default\n  leaseDurationSeconds: 5\n",
+    );
+    c.push_str(extra_config);
+    std::fs::write(&config, c).unwrap();
+    let w = World {
+        tree,
+        dir,
+        kubeconfig,
+        api_url,
+        config,
+        _apiserver: apiserver,
+    };
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+    assert!(w.kubectl(&["apply", "-f", "-"], Some(ns)).status.success());
+    w
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl World {
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(repo_root().join(".dev/venv/bin/kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.dir)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl (make tools installs it)");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn get(&self, args: &[&str]) -> String {
+        String::from_utf8(self.kubectl(args, None).stdout).unwrap()
+    }
+
+    fn operator(&self, config: &Path, identity: &str, leader_election: bool) -> (Proc, u16) {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .args([
+                "--identity",
+                identity,
+                "--metrics-address",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "text",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("ROSTER_LOG", "roster=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join(format!("{identity}.log"))).unwrap());
+        if !leader_election {
+            cmd.arg("--no-leader-election");
+        }
+        (Proc(cmd.spawn().unwrap()), port)
+    }
+
+    fn apply_site(&self) {
+        let out = self.kubectl(
+            &[
+                "apply",
+                "-R",
+                "-f",
+                &repo_root().join("examples/site").display().to_string(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_ready(&self, kind: &str, count: usize) {
+        wait_for(&format!("{count} Ready {kind}"), || {
+            let out = self.get(&["get", kind, "-A", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
+            out.lines().filter(|l| *l == "True").count() == count
+        });
+    }
+
+    fn api_writes(&self) -> serde_json::Value {
+        let url = format!("{}/_roster/writes", self.api_url);
+        let out = Command::new("curl").args(["-fsS", &url]).output();
+        match out {
+            Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap(),
+            _ => {
+                // No curl: ask through kubectl's raw mode.
+                let raw = self.get(&["get", "--raw", "/_roster/writes"]);
+                serde_json::from_str(&raw).unwrap()
+            }
+        }
+    }
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    metric_where(port, name, "")
+}
+
+/// The sum of a metric's series whose label text contains `labels`.
+fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn ldap_entries(tree: &TestTree, filter: &str) -> Vec<ldap3::SearchEntry> {
+    entries(&mut admin().await, &tree.dn, filter).await
+}
+
+async fn wait_ldap(
+    tree: &TestTree,
+    what: &str,
+    filter: &str,
+    ok: impl Fn(&[ldap3::SearchEntry]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = ldap_entries(tree, filter).await;
+        if ok(&e) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn members(e: &[ldap3::SearchEntry]) -> Vec<String> {
+    let mut m = e
+        .first()
+        .and_then(|e| e.attrs.get("memberUid").cloned())
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[tokio::test]
+async fn converges_the_site_follows_changes_and_then_writes_nothing() {
+    let w = world("op-main", "").await;
+    let (_op, _port) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    w.wait_ready("projects", 3);
+    assert_eq!(
+        ldap_entries(&w.tree, "(objectClass=posixAccount)")
+            .await
+            .len(),
+        10
+    );
+    let table = w.get(&["get", "accounts", "-A"]);
+    let ada = table
+        .lines()
+        .find(|l| l.starts_with("physics ") && l.contains(" ada "))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = ada.split_whitespace().collect();
+    assert!(cols[3].parse::<u32>().is_ok(), "UID column: {ada}");
+    assert_eq!(&cols[5..7], ["Active", "True"], "{ada}");
+    assert!(
+        table.contains("Deactivated"),
+        "the locked account shows its phase:\n{table}"
+    );
+
+    // Members on the Project …
+    let p = w.kubectl(
+        &[
+            "patch",
+            "project",
+            "optics",
+            "-n",
+            "physics",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"members":["jmueller","lwei","sodegard"]}}"#,
+        ],
+        None,
+    );
+    assert!(p.status.success());
+    wait_ldap(&w.tree, "sodegard in optics", "(cn=optics)", |e| {
+        members(e) == ["ada", "jmueller", "lwei", "sodegard"]
+    })
+    .await;
+    let p = w.kubectl(
+        &[
+            "patch",
+            "project",
+            "optics",
+            "-n",
+            "physics",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"members":["jmueller"]}}"#,
+        ],
+        None,
+    );
+    assert!(p.status.success());
+    wait_ldap(&w.tree, "optics shrinks", "(cn=optics)", |e| {
+        members(e) == ["ada", "jmueller"]
+    })
+    .await;
+    // … and from the Account's side.
+    let p = w.kubectl(
+        &[
+            "patch",
+            "account",
+            "sodegard",
+            "-n",
+            "physics",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/projects"}]"#,
+        ],
+        None,
+    );
+    assert!(p.status.success());
+    wait_ldap(&w.tree, "sodegard leaves cosmo", "(cn=cosmo_sim)", |e| {
+        members(e) == ["ada", "zdubois"]
+    })
+    .await;
+
+    // Lock and unlock.
+    assert!(
+        w.kubectl(
+            &[
+                "patch",
+                "account",
+                "ada",
+                "-n",
+                "physics",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"locked":true}}"#
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_ldap(&w.tree, "ada locked", "(uid=ada)", |e| {
+        e[0].attrs
+            .get("pwdAccountLockedTime")
+            .is_some_and(|v| v == &["000001010000Z"])
+    })
+    .await;
+    assert!(
+        w.kubectl(
+            &[
+                "patch",
+                "account",
+                "ada",
+                "-n",
+                "physics",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"locked":false}}"#
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_ldap(&w.tree, "ada unlocked", "(uid=ada)", |e| {
+        !e[0].attrs.contains_key("pwdAccountLockedTime")
+    })
+    .await;
+    wait_for("ada Active again", || {
+        w.get(&[
+            "get",
+            "account",
+            "ada",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Active"
+    });
+
+    // Delete with the finalizer: deactivated in the directory, then the object goes.
+    let d = w.kubectl(
+        &[
+            "delete",
+            "account",
+            "flefevre",
+            "-n",
+            "chemistry",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let e = ldap_entries(&w.tree, "(uid=flefevre)").await;
+    assert_eq!(e[0].attrs["pwdAccountLockedTime"], ["000001010000Z"]);
+    assert!(
+        e[0].attrs.contains_key("rosterDeactivatedAt") && e[0].attrs.contains_key("rosterGoneAt")
+    );
+
+    // Steady state: resyncs (every 2 s here) write nothing, in the directory or in status.
+    w.wait_ready("accounts", 9);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = fingerprint(&w.tree.dn).await;
+    let writes = w.api_writes();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fingerprint(&w.tree.dn).await,
+        before,
+        "a steady-state resync wrote to the directory"
+    );
+    assert_eq!(
+        w.api_writes(),
+        writes,
+        "a steady-state resync wrote to the API server"
+    );
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn drift_is_repaired_on_resync() {
+    let w = world("op-drift", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    // Let the passes that the status writes trigger settle: from now on only resyncs run.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let change_passes = metric_where(port, "roster_passes_total", "trigger=\"change\"");
+    let resyncs = metric_where(port, "roster_passes_total", "trigger=\"resync\"");
+    let mut ldap = admin().await;
+    let people = w.tree.config.people_dn();
+    ldap.delete(&format!("uid=zdubois,{people}"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap.modify(
+        &format!("uid=ada,{people}"),
+        vec![Mod::Replace("loginShell", ["/bin/false"].into())],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    ldap.modify(
+        &format!("uid=lwei,{people}"),
+        vec![Mod::Delete(
+            "pwdAccountLockedTime",
+            std::collections::HashSet::<&str>::new(),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    wait_ldap(&w.tree, "zdubois recreated", "(uid=zdubois)", |e| {
+        e.len() == 1
+    })
+    .await;
+    wait_ldap(&w.tree, "ada's shell restored", "(uid=ada)", |e| {
+        e[0].attrs["loginShell"] == ["/bin/bash"]
+    })
+    .await;
+    wait_ldap(&w.tree, "lwei locked again", "(uid=lwei)", |e| {
+        e[0].attrs.contains_key("pwdAccountLockedTime")
+    })
+    .await;
+    assert!(
+        metric_where(port, "roster_passes_total", "trigger=\"resync\"") > resyncs,
+        "a resync ran"
+    );
+    assert_eq!(
+        metric_where(port, "roster_passes_total", "trigger=\"change\""),
+        change_passes,
+        "the repair came from a resync, not a change"
+    );
+    assert!(metric(port, "roster_drift_repairs_total") >= 3.0);
+    wait_for("the repair reported in status", || {
+        w.get(&[
+            "get",
+            "account",
+            "ada",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"LdapSynced\")].reason}",
+        ]) == "DriftRepaired"
+    });
+    let message = w.get(&[
+        "get",
+        "account",
+        "ada",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"LdapSynced\")].message}",
+    ]);
+    assert!(message.contains("loginShell"), "{message}");
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retried_hot() {
+    let w = world("op-unique", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    let docs = person_account("physics", "sam", "")
+        + "\n"
+        + &person_account("chemistry", "sam", "")
+        + "\n"
+        + &person_account("physics", "orphan", "")
+            .replace("  person: orphan\n", "  person: nobody\n");
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    wait_for("one winner", || {
+        w.get(&["get", "accounts", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}{\" \"}{end}"])
+            .contains("chemistry/sam=Active")
+    });
+    let phases = w.get(&["get", "accounts", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}{\" \"}{end}"]);
+    assert!(phases.contains("physics/sam=Conflict"), "{phases}");
+    wait_for("orphan Invalid", || {
+        w.get(&[
+            "get",
+            "account",
+            "orphan",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Invalid"
+    });
+    let e = ldap_entries(&w.tree, "(uid=sam)").await;
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].attrs["rosterOwner"], ["dev/chemistry/Account/sam"]);
+    let message = w.get(&[
+        "get",
+        "account",
+        "orphan",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Invalid\")].message}",
+    ]);
+    assert!(
+        message.contains("spec.person: no Person \"nobody\""),
+        "{message}"
+    );
+    // No hot loop: over several resync periods the reconcile count barely moves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = metric(port, "roster_reconciles_total");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = metric(port, "roster_reconciles_total");
+    assert!(
+        after - before <= 2.0,
+        "reconciles went from {before} to {after} while nothing changed"
+    );
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_killed_operator_restarts_and_converges_without_duplicates() {
+    let w = world("op-kill", "").await;
+    let mut docs = String::new();
+    for i in 0..400 {
+        docs.push_str(&person_account("physics", &format!("k{i:03}"), ""));
+        docs.push('\n');
+    }
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    let (mut op, _) = w.operator(&w.config, "first", false);
+    // Kill it (SIGKILL) while it is writing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ldap_entries(&w.tree, "(objectClass=posixAccount)")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "nothing written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    op.0.kill().unwrap();
+    let _ = op.0.wait();
+    let partial = ldap_entries(&w.tree, "(objectClass=posixAccount)")
+        .await
+        .len();
+    assert!(
+        partial < 400,
+        "the operator finished before it was killed; the test proves nothing"
+    );
+    let (_again, _) = w.operator(&w.config, "second", false);
+    w.wait_ready("accounts", 400);
+    let accounts = ldap_entries(&w.tree, "(objectClass=posixAccount)").await;
+    assert_eq!(accounts.len(), 400, "killed after {partial}");
+    let uids: std::collections::BTreeSet<&String> =
+        accounts.iter().map(|e| &e.attrs["uidNumber"][0]).collect();
+    assert_eq!(uids.len(), 400, "a uid was given twice");
+    let groups = ldap_entries(&w.tree, "(objectClass=posixGroup)").await;
+    assert_eq!(groups.len(), 400, "one personal group each, none twice");
+    w.tree.cleanup().await;
+}
