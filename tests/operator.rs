@@ -71,7 +71,7 @@ async fn world(name: &str, extra_config: &str) -> World {
         config,
         _apiserver: apiserver,
     };
-    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
     assert!(w.kubectl(&["apply", "-f", "-"], Some(ns)).status.success());
     w
 }
@@ -595,5 +595,134 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates() {
     assert_eq!(uids.len(), 400, "a uid was given twice");
     let groups = ldap_entries(&w.tree, "(objectClass=posixGroup)").await;
     assert_eq!(groups.len(), 400, "one personal group each, none twice");
+    w.tree.cleanup().await;
+}
+
+/// A second writer in the dev directory (`cn=replica-b`), with write access granted over ldapi.
+async fn second_writer() -> String {
+    let env = dev_env();
+    let dn = format!("cn=replica-b,{}", env["LDAP_BASE_DN"]);
+    let (conn, mut cfg) = ldap3::LdapConnAsync::new(&env["LDAPI_URI"]).await.unwrap();
+    ldap3::drive!(conn);
+    cfg.sasl_external_bind().await.unwrap().success().unwrap();
+    let (rs, _) = cfg
+        .search(
+            "olcDatabase={1}mdb,cn=config",
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec!["olcAccess"],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let acl = ldap3::SearchEntry::construct(rs.into_iter().next().unwrap());
+    if !acl.attrs["olcAccess"].iter().any(|a| a.contains(&dn)) {
+        let rule = format!("{{0}}to * by dn.exact=\"{dn}\" write by * break");
+        cfg.modify(
+            "olcDatabase={1}mdb,cn=config",
+            vec![Mod::Add("olcAccess", [rule.as_str()].into())],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+    let mut ldap = admin().await;
+    let _ = ldap
+        .add(
+            &dn,
+            vec![
+                (
+                    "objectClass",
+                    ["organizationalRole", "simpleSecurityObject"].into(),
+                ),
+                ("cn", ["replica-b"].into()),
+                ("userPassword", [env["LDAP_BIND_PASSWORD"].as_str()].into()),
+            ],
+        )
+        .await;
+    dn
+}
+
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_writes() {
+    let w = world("op-ha", "").await;
+    let b_dn = second_writer().await;
+    let a_dn = w.tree.config.ldap.bind_dn.clone();
+    let b_config = w.dir.join("replica-b.yaml");
+    std::fs::write(
+        &b_config,
+        std::fs::read_to_string(&w.config)
+            .unwrap()
+            .replace(&format!("bindDN: {a_dn}"), &format!("bindDN: {b_dn}")),
+    )
+    .unwrap();
+    let (mut alpha, _) = w.operator(&w.config, "alpha", true);
+    let (mut beta, _) = w.operator(&b_config, "beta", true);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    let holder = w.get(&[
+        "get",
+        "lease",
+        "roster-leader",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let (leader_dn, other_dn) = match holder.as_str() {
+        "alpha" => (a_dn.clone(), b_dn.clone()),
+        "beta" => (b_dn.clone(), a_dn.clone()),
+        other => panic!("unexpected lease holder {other:?}"),
+    };
+    let written = ldap_entries(
+        &w.tree,
+        "(|(objectClass=posixAccount)(objectClass=posixGroup))",
+    )
+    .await;
+    assert_eq!(
+        written.len(),
+        23,
+        "10 accounts, their personal groups, 3 projects"
+    );
+    for e in &written {
+        assert_eq!(
+            e.attrs["modifiersName"],
+            [leader_dn.to_lowercase()],
+            "{} was written by someone else",
+            e.dn
+        );
+    }
+    // The leader dies; the standby takes the Lease and carries on.
+    if holder == "alpha" {
+        alpha.0.kill().unwrap();
+    } else {
+        beta.0.kill().unwrap();
+    }
+    assert!(
+        w.kubectl(
+            &[
+                "patch",
+                "account",
+                "ada",
+                "-n",
+                "physics",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"locked":true}}"#
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_ldap(&w.tree, "ada locked by the new leader", "(uid=ada)", |e| {
+        e[0].attrs.contains_key("pwdAccountLockedTime")
+    })
+    .await;
+    let ada = ldap_entries(&w.tree, "(uid=ada)").await;
+    assert_eq!(ada[0].attrs["modifiersName"], [other_dn.to_lowercase()]);
     w.tree.cleanup().await;
 }

@@ -84,6 +84,22 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(types));
+        {
+            // Like every cluster: these namespaces exist from the start.
+            let mut store = shared.store.lock().expect("store lock");
+            if let Some(t) = store
+                .types
+                .iter()
+                .position(|t| t.kind == "Namespace" && t.group.is_empty())
+            {
+                for ns in ["default", "kube-system", "kube-public"] {
+                    let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                    store
+                        .create(t, "", obj, false)
+                        .map_err(|e| std::io::Error::other(e.message))?;
+                }
+            }
+        }
         let task = tokio::spawn(http::serve(listener, shared.clone()));
         Ok(ApiServer { addr, shared, task })
     }

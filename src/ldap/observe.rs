@@ -60,6 +60,11 @@ pub struct Observed {
     pub tombstones: BTreeMap<String, Entry>,
     /// Counters, by `cn`.
     pub counters: BTreeMap<String, Entry>,
+    /// Usernames held by more than one POSIX account entry, with every DN: a broken directory
+    /// Roster refuses to guess in.
+    pub duplicate_accounts: BTreeMap<String, Vec<String>>,
+    /// Group names held by more than one POSIX group entry, with every DN.
+    pub duplicate_groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Observed {
@@ -87,6 +92,24 @@ impl Observed {
                     .filter_map(|e| e.number("gidNumber")),
             )
             .collect()
+    }
+}
+
+/// Keeps the first entry of a name and records every DN of a name seen more than once.
+fn insert_unique(
+    map: &mut BTreeMap<String, Entry>,
+    dups: &mut BTreeMap<String, Vec<String>>,
+    name: String,
+    entry: Entry,
+) {
+    match map.get(&name) {
+        None => {
+            map.insert(name, entry);
+        }
+        Some(first) => {
+            let dns = dups.entry(name).or_insert_with(|| vec![first.dn.clone()]);
+            dns.push(entry.dn);
+        }
     }
 }
 
@@ -176,13 +199,23 @@ impl Directory {
                     observed.counters.insert(cn.to_string(), entry);
                 }
             } else if entry.has_class("posixAccount") {
-                if let Some(uid) = entry.first("uid") {
-                    observed.accounts.insert(uid.to_string(), entry);
+                if let Some(uid) = entry.first("uid").map(str::to_string) {
+                    insert_unique(
+                        &mut observed.accounts,
+                        &mut observed.duplicate_accounts,
+                        uid,
+                        entry,
+                    );
                 }
             } else if entry.has_class("posixGroup")
-                && let Some(cn) = entry.first("cn")
+                && let Some(cn) = entry.first("cn").map(str::to_string)
             {
-                observed.groups.insert(cn.to_string(), entry);
+                insert_unique(
+                    &mut observed.groups,
+                    &mut observed.duplicate_groups,
+                    cn,
+                    entry,
+                );
             }
         }
         let result = stream.finish().await;

@@ -391,6 +391,15 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let what = format!("group {group}");
+            if let Some(dns) = self.observed.duplicate_groups.get(&group) {
+                let m = format!(
+                    "{what} is held by {} directory entries ({}); Roster will not pick one: remove the extra entries",
+                    dns.len(),
+                    dns.join("; ")
+                );
+                conflict(self.status(Kind::Project, key), "DuplicateEntries", m);
+                continue;
+            }
             let identity = format!("{}/Project/{}", key.namespace, key.name);
             let existing = self.observed.groups.get(&group);
             let tomb = self.observed.tombstones.get(&format!("Project:{group}"));
@@ -599,6 +608,15 @@ impl<'a> Planner<'a> {
             let person = person.expect("checked above");
             let identity = format!("{}/{}", key.namespace, spec.person);
             let what = format!("username {username}");
+            if let Some(dns) = self.observed.duplicate_accounts.get(&username) {
+                let m = format!(
+                    "{what} is held by {} directory entries ({}); Roster will not pick one: remove the extra entries",
+                    dns.len(),
+                    dns.join("; ")
+                );
+                conflict(self.status(Kind::Account, key), "DuplicateEntries", m);
+                continue;
+            }
             let existing = self.observed.accounts.get(&username);
             let tomb = self.observed.tombstones.get(&format!("Account:{username}"));
             let claim = match self.claim(

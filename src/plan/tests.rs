@@ -644,3 +644,22 @@ fn planning_against_an_applied_plan_yields_nothing() {
         assert_eq!(uids.len(), unique.len(), "round {round}: duplicate uid");
     }
 }
+
+#[test]
+fn a_username_held_by_two_entries_is_a_conflict_not_a_guess() {
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let mut dir = converge(&site, &Observed::default());
+    dir.duplicate_accounts.insert(
+        "ada".into(),
+        vec![
+            "uid=ada,ou=people,dc=test".into(),
+            "uid=ada,ou=old,dc=test".into(),
+        ],
+    );
+    let p = run(&site, &dir);
+    let s = status(&p, Kind::Account, "physics", "ada");
+    assert_eq!(s.phase, Phase::Conflict);
+    assert!(s.message().unwrap().contains("uid=ada,ou=old,dc=test"));
+    assert!(p.ops.iter().all(|o| o.target().key.name != "ada"));
+}

@@ -89,6 +89,7 @@ impl TestTree {
         );
         let dn = format!("ou={unique},{}", base.ldap.base_dn);
         let mut ldap = admin().await;
+        remove_stale_trees(&mut ldap, &base.ldap.base_dn).await;
         delete_subtree(&mut ldap, &dn).await;
         add_ou(&mut ldap, &dn, &unique).await;
         for ou in ["people", "groups", "tombstones", "counters"] {
@@ -130,6 +131,29 @@ impl TestTree {
         let path = dir.join("roster.yaml");
         std::fs::write(&path, yaml).unwrap();
         path
+    }
+}
+
+/// Subtrees of test processes that are gone (a failed test keeps its tree for inspection
+/// until the next run): `ou=t-<name>-<pid>-<n>` whose pid no longer runs.
+async fn remove_stale_trees(ldap: &mut Ldap, base: &str) {
+    let Ok(result) = ldap
+        .search(base, Scope::OneLevel, "(ou=t-*)", vec!["ou"])
+        .await
+    else {
+        return;
+    };
+    for e in result.0.into_iter().map(SearchEntry::construct) {
+        let Some(ou) = e.attrs.get("ou").and_then(|v| v.first()) else {
+            continue;
+        };
+        let pid = ou.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            delete_subtree(ldap, &e.dn).await;
+        }
     }
 }
 
