@@ -42,39 +42,13 @@ fn start(dir: &Path) -> Server {
     server
 }
 
-fn kubectl_bin() -> PathBuf {
-    let bin = repo_root().join(".dev/venv/bin/kubectl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make tools` (make test does)",
-        bin.display()
-    );
-    bin
-}
-
 fn kubectl_in(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(kubectl_bin());
-    cmd.args(args)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .env("HOME", server.kubeconfig.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    kubectl(
+        &server.kubeconfig,
+        server.kubeconfig.parent().unwrap(),
+        args,
+        stdin,
+    )
 }
 
 fn text(o: &Output) -> String {

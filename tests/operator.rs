@@ -86,29 +86,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 
 impl World {
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(repo_root().join(".dev/venv/bin/kubectl"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.dir)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl (make tools installs it)");
-        if let Some(input) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
+        kubectl(&self.kubeconfig, &self.dir, args, stdin)
     }
 
     fn get(&self, args: &[&str]) -> String {

@@ -656,45 +656,40 @@ fn converged_targets(
     projects: &[Arc<Project>],
     people: &[Arc<Person>],
 ) -> std::collections::BTreeSet<Target> {
-    fn ready(generation: Option<i64>, observed: Option<i64>, conditions: &[Condition]) -> bool {
-        generation.is_some()
-            && generation == observed
+    fn ready(
+        meta: &kube::api::ObjectMeta,
+        observed: Option<i64>,
+        conditions: &[Condition],
+    ) -> bool {
+        meta.generation.is_some()
+            && meta.generation == observed
             && conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == crate::api::ConditionStatus::True)
     }
-    let mut out = std::collections::BTreeSet::new();
-    for a in accounts {
-        if let Some(s) = &a.status
-            && ready(a.metadata.generation, s.observed_generation, &s.conditions)
-        {
-            out.insert(Target {
-                kind: Kind::Account,
-                key: Key::of(a.as_ref()),
-            });
-        }
-    }
-    for p in projects {
-        if let Some(s) = &p.status
-            && ready(p.metadata.generation, s.observed_generation, &s.conditions)
-        {
-            out.insert(Target {
-                kind: Kind::Project,
-                key: Key::of(p.as_ref()),
-            });
-        }
-    }
-    for h in people {
-        if let Some(s) = &h.status
-            && ready(h.metadata.generation, s.observed_generation, &s.conditions)
-        {
-            out.insert(Target {
-                kind: Kind::Person,
-                key: Key::of(h.as_ref()),
-            });
-        }
-    }
-    out
+    let target = |kind, meta: &kube::api::ObjectMeta| Target {
+        kind,
+        key: Key::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        ),
+    };
+    let accounts = accounts.iter().filter_map(|a| {
+        let s = a.status.as_ref()?;
+        ready(&a.metadata, s.observed_generation, &s.conditions)
+            .then(|| target(Kind::Account, &a.metadata))
+    });
+    let projects = projects.iter().filter_map(|p| {
+        let s = p.status.as_ref()?;
+        ready(&p.metadata, s.observed_generation, &s.conditions)
+            .then(|| target(Kind::Project, &p.metadata))
+    });
+    let people = people.iter().filter_map(|h| {
+        let s = h.status.as_ref()?;
+        ready(&h.metadata, s.observed_generation, &s.conditions)
+            .then(|| target(Kind::Person, &h.metadata))
+    });
+    accounts.chain(projects).chain(people).collect()
 }
 
 fn has_condition(existing: &[Condition], o: &ObjectStatus) -> bool {

@@ -254,3 +254,47 @@ pub async fn fingerprint(base: &str) -> Vec<(String, String)> {
     v.sort();
     v
 }
+
+/// The real kubectl that `make tools` installs into `.dev/venv`.
+pub fn kubectl_bin() -> PathBuf {
+    let bin = repo_root().join(".dev/venv/bin/kubectl");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make tools` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs kubectl against `kubeconfig` (its cache under `home`), feeding `stdin` if given.
+pub fn kubectl(
+    kubeconfig: &Path,
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(kubectl_bin())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
