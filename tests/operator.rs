@@ -396,9 +396,16 @@ async fn drift_is_repaired_on_resync() {
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 10);
-    // Let the passes that the status writes trigger settle: from now on only resyncs run.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let change_passes = metric_where(port, "roster_passes_total", "trigger=\"change\"");
+    // Let the change-triggered passes settle: from then on only resyncs run.
+    let mut change_passes = metric_where(port, "roster_passes_total", "trigger=\"change\"");
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = metric_where(port, "roster_passes_total", "trigger=\"change\"");
+        if now == change_passes {
+            break;
+        }
+        change_passes = now;
+    }
     let resyncs = metric_where(port, "roster_passes_total", "trigger=\"resync\"");
     let mut ldap = admin().await;
     let people = w.tree.config.people_dn();
