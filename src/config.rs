@@ -35,6 +35,9 @@ pub struct Config {
     /// Operator mode (`roster run`).
     #[serde(default)]
     pub operator: OperatorConfig,
+    /// Slurm accounting; absent: Roster leaves Slurm alone.
+    #[serde(default)]
+    pub slurm: Option<SlurmConfig>,
     /// Where the file was read from; relative paths in it are resolved against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -264,6 +267,69 @@ pub struct AdoptionConfig {
     /// Namespaces whose objects may adopt; empty means none.
     #[serde(default)]
     pub namespaces: Vec<String>,
+}
+
+/// Slurm accounting: where sacctmgr and the accounting database are.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// The clusters Roster manages (one slurmdbd may serve several); a Project without
+    /// `slurm.clusters` lives on all of them.
+    pub clusters: Vec<String>,
+    /// The slurm.conf sacctmgr reads (`SLURM_CONF`); default: sacctmgr's own default.
+    #[serde(default)]
+    pub slurm_conf: Option<PathBuf>,
+    /// The sacctmgr binary.
+    #[serde(default = "default_sacctmgr")]
+    pub sacctmgr: String,
+    /// A file holding the read-only DSN of the accounting database
+    /// (`mysql://user:password@host:port/slurm_acct_db`) for bulk observation.
+    #[serde(default)]
+    pub database_url_file: Option<PathBuf>,
+    /// An environment variable holding that DSN instead.
+    #[serde(default)]
+    pub database_url_env: Option<String>,
+    /// The parent of Roster's Slurm accounts.
+    #[serde(default = "default_root_account")]
+    pub root_account: String,
+    /// Most names per sacctmgr call.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Seconds one sacctmgr call may take.
+    #[serde(default = "default_sacctmgr_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_sacctmgr() -> String {
+    "sacctmgr".into()
+}
+fn default_root_account() -> String {
+    "root".into()
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_sacctmgr_timeout() -> u64 {
+    120
+}
+
+impl SlurmConfig {
+    /// The read-only DSN, if one is configured (read now; never logged).
+    pub fn database_url(&self, config: &Config) -> Result<Option<String>, ConfigError> {
+        if let Some(f) = &self.database_url_file {
+            let f = config.resolve(f);
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                ConfigError::Secret(format!("slurm.databaseUrlFile {}: {e}", f.display()))
+            })?;
+            return Ok(Some(text.trim().to_string()));
+        }
+        if let Some(var) = &self.database_url_env {
+            return std::env::var(var).map(Some).map_err(|_| {
+                ConfigError::Secret(format!("slurm.databaseUrlEnv: {var} is not set"))
+            });
+        }
+        Ok(None)
+    }
 }
 
 /// Operator mode settings.
@@ -570,6 +636,42 @@ impl Config {
                     self.operator.lease_duration_seconds
                 ),
             );
+        }
+        if let Some(sl) = &self.slurm {
+            if sl.clusters.is_empty() {
+                bad("slurm.clusters", "needs at least one cluster".into());
+            }
+            for (i, c) in sl.clusters.iter().enumerate() {
+                if c.is_empty()
+                    || c.len() > 64
+                    || !c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+                {
+                    bad(
+                        &format!("slurm.clusters[{i}]"),
+                        format!("{c:?} is not a Slurm cluster name (a-z, 0-9, _ and -)"),
+                    );
+                }
+            }
+            if !crate::slurm::is_slurm_name(&sl.root_account) {
+                bad(
+                    "slurm.rootAccount",
+                    format!("{:?} is not a Slurm account name", sl.root_account),
+                );
+            }
+            if !(1..=15_000).contains(&sl.batch_size) {
+                bad(
+                    "slurm.batchSize",
+                    format!("{} is outside 1..=15000", sl.batch_size),
+                );
+            }
+            if sl.database_url_file.is_some() && sl.database_url_env.is_some() {
+                bad(
+                    "slurm.databaseUrlEnv",
+                    "set only one of slurm.databaseUrlFile and slurm.databaseUrlEnv".into(),
+                );
+            }
         }
         for (i, ns) in self.adoption.namespaces.iter().enumerate() {
             if !is_namespace(ns) {

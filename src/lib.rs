@@ -10,4 +10,5 @@ pub mod ldap;
 pub mod operator;
 pub mod plan;
 pub mod site;
+pub mod slurm;
 pub mod telemetry;

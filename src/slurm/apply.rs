@@ -1,0 +1,709 @@
+//! From the difference between the observed and the desired accounting state to batched
+//! `sacctmgr -i` calls (argument vectors, never a shell), and running them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::model::{Account, State};
+
+/// One sacctmgr invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Arguments after `sacctmgr -i`.
+    pub args: Vec<String>,
+    /// For humans: what this does.
+    pub what: String,
+    /// The users (or, for account calls, accounts) a failure concerns.
+    pub users: Vec<String>,
+    pub accounts: Vec<String>,
+}
+
+fn n(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-1".into())
+}
+
+fn account_settings(a: &Account) -> Vec<String> {
+    let mut s = vec![format!("parent={}", a.parent)];
+    if let Some(f) = a.fairshare {
+        s.push(format!("fairshare={f}"));
+    }
+    if !a.qos.is_empty() {
+        s.push(format!(
+            "qos={}",
+            a.qos.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if let Some(q) = &a.default_qos {
+        s.push(format!("defaultqos={q}"));
+    }
+    let l = &a.limits;
+    for (k, v) in [
+        ("grpjobs", l.grp_jobs),
+        ("grpsubmitjobs", l.grp_submit_jobs),
+        ("maxwall", l.max_wall),
+    ] {
+        if let Some(v) = v {
+            s.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(t) = &l.grp_tres {
+        s.push(format!("grptres={t}"));
+    }
+    s
+}
+
+/// Settings that change an existing account to `want` (limits cleared with -1).
+fn account_changes(have: &Account, want: &Account) -> Vec<String> {
+    let mut s = vec![];
+    if have.parent != want.parent {
+        s.push(format!("parent={}", want.parent));
+    }
+    if have.fairshare != want.fairshare {
+        s.push(format!("fairshare={}", want.fairshare.unwrap_or(1)));
+    }
+    if have.qos != want.qos {
+        // An empty QOS list falls back to the parent's: `qos=` clears it.
+        s.push(format!(
+            "qos={}",
+            want.qos.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if have.default_qos != want.default_qos {
+        s.push(format!(
+            "defaultqos={}",
+            want.default_qos.clone().unwrap_or_else(|| "-1".into())
+        ));
+    }
+    let (h, w) = (&have.limits, &want.limits);
+    for (k, a, b) in [
+        ("grpjobs", h.grp_jobs, w.grp_jobs),
+        ("grpsubmitjobs", h.grp_submit_jobs, w.grp_submit_jobs),
+        ("maxwall", h.max_wall, w.max_wall),
+    ] {
+        if a != b {
+            s.push(format!("{k}={}", n(b)));
+        }
+    }
+    if h.grp_tres != w.grp_tres {
+        s.push(format!(
+            "grptres={}",
+            w.grp_tres
+                .clone()
+                .unwrap_or_else(|| clear_tres(h.grp_tres.as_deref()))
+        ));
+    }
+    s
+}
+
+/// `cpu=-1,mem=-1` for every resource currently limited.
+fn clear_tres(have: Option<&str>) -> String {
+    have.unwrap_or("")
+        .split(',')
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| format!("{k}=-1")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every call that turns `have` into `want`. Only associations of `managed` users in accounts
+/// Roster wants are ever removed; anything else in Slurm is left alone.
+pub fn diff(have: &State, want: &State, managed: &BTreeSet<String>, batch: usize) -> Vec<Call> {
+    let mut calls = vec![];
+    let chunks = |names: &[String]| -> Vec<String> {
+        names.chunks(batch.max(1)).map(|c| c.join(",")).collect()
+    };
+
+    // 1. Accounts: new ones in groups of equal settings, then changed ones.
+    let mut new_accounts: BTreeMap<(String, Vec<String>, String, String), Vec<String>> =
+        BTreeMap::new();
+    for ((cluster, name), a) in &want.accounts {
+        let (desc, org) = want.account_info.get(name).cloned().unwrap_or_default();
+        match have.accounts.get(&(cluster.clone(), name.clone())) {
+            None => new_accounts
+                .entry((cluster.clone(), account_settings(a), desc, org))
+                .or_default()
+                .push(name.clone()),
+            Some(h) => {
+                let changes = account_changes(h, a);
+                if !changes.is_empty() {
+                    let mut args: Vec<String> = vec![
+                        "modify".into(),
+                        "account".into(),
+                        "where".into(),
+                        format!("name={name}"),
+                        format!("cluster={cluster}"),
+                        "set".into(),
+                    ];
+                    args.extend(changes);
+                    calls.push(Call {
+                        args,
+                        what: format!("update account {name} on {cluster}"),
+                        users: vec![],
+                        accounts: vec![name.clone()],
+                    });
+                }
+            }
+        }
+    }
+    for ((cluster, settings, desc, org), names) in new_accounts {
+        for list in chunks(&names) {
+            let mut args: Vec<String> = vec![
+                "add".into(),
+                "account".into(),
+                format!("name={list}"),
+                format!("cluster={cluster}"),
+            ];
+            args.push(format!("description={desc}"));
+            args.push(format!("organization={org}"));
+            args.extend(settings.clone());
+            calls.push(Call {
+                args,
+                what: format!("add account(s) {list} on {cluster}"),
+                users: vec![],
+                accounts: names.clone(),
+            });
+        }
+    }
+    for (name, info) in &want.account_info {
+        if let Some(h) = have.account_info.get(name)
+            && h != info
+            && let Some(cluster) = want
+                .accounts
+                .keys()
+                .find(|(_, a)| a == name)
+                .map(|(c, _)| c.clone())
+        {
+            let args = vec![
+                "modify".into(),
+                "account".into(),
+                "where".into(),
+                format!("name={name}"),
+                format!("cluster={cluster}"),
+                "set".into(),
+                format!("description={}", info.0),
+                format!("organization={}", info.1),
+            ];
+            calls.push(Call {
+                args,
+                what: format!("update description of account {name}"),
+                users: vec![],
+                accounts: vec![name.clone()],
+            });
+        }
+    }
+
+    // 2. Associations: users new on a cluster come in with their default account.
+    let mut with_default: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut plain: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (cluster, account, user) in want.assocs.keys() {
+        if have
+            .assocs
+            .contains_key(&(cluster.clone(), account.clone(), user.clone()))
+        {
+            continue;
+        }
+        let new_user = have.accounts_of(cluster, user).is_empty();
+        let default = want.defaults.get(&(cluster.clone(), user.clone()));
+        if new_user && default == Some(account) {
+            with_default
+                .entry((cluster.clone(), account.clone()))
+                .or_default()
+                .push(user.clone());
+        } else {
+            plain
+                .entry((cluster.clone(), account.clone()))
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    // Users whose default association is created with them, first; then the others.
+    let created: BTreeSet<(String, String)> = with_default
+        .iter()
+        .flat_map(|((c, _), us)| us.iter().map(move |u| (c.clone(), u.clone())))
+        .collect();
+    for ((cluster, account), users) in &with_default {
+        for list in chunks(users) {
+            calls.push(Call {
+                args: vec![
+                    "add".into(),
+                    "user".into(),
+                    format!("name={list}"),
+                    format!("account={account}"),
+                    format!("defaultaccount={account}"),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("add user(s) {list} to {account} on {cluster}"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+    for ((cluster, account), users) in &plain {
+        // A user new on the cluster whose default comes later still needs a default now.
+        for list in chunks(users) {
+            calls.push(Call {
+                args: vec![
+                    "add".into(),
+                    "user".into(),
+                    format!("name={list}"),
+                    format!("account={account}"),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("add user(s) {list} to {account} on {cluster}"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+
+    // 3. Default accounts that must change (before any removal of the old default).
+    let mut defaults: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for ((cluster, user), account) in &want.defaults {
+        if created.contains(&(cluster.clone(), user.clone())) {
+            continue;
+        }
+        if have.defaults.get(&(cluster.clone(), user.clone())) != Some(account) {
+            defaults
+                .entry((cluster.clone(), account.clone()))
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    for ((cluster, account), users) in defaults {
+        for list in chunks(&users) {
+            calls.push(Call {
+                args: vec![
+                    "modify".into(),
+                    "user".into(),
+                    "where".into(),
+                    format!("name={list}"),
+                    format!("cluster={cluster}"),
+                    "set".into(),
+                    format!("defaultaccount={account}"),
+                ],
+                what: format!("set default account {account} for {list} on {cluster}"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+
+    // 4. Association limits (deactivation sets MaxJobs=0 MaxSubmitJobs=0; reactivation restores).
+    let mut limits: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
+    for ((cluster, account, user), w) in &want.assocs {
+        let h = have
+            .assocs
+            .get(&(cluster.clone(), account.clone(), user.clone()))
+            .cloned()
+            .unwrap_or_default();
+        if &h != w {
+            limits
+                .entry((
+                    cluster.clone(),
+                    account.clone(),
+                    n(w.max_jobs),
+                    n(w.max_submit_jobs),
+                ))
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    for ((cluster, account, max_jobs, max_submit), users) in limits {
+        for list in chunks(&users) {
+            calls.push(Call {
+                args: vec!["modify".into(), "user".into(), "where".into(), format!("name={list}"), format!("account={account}"), format!("cluster={cluster}"), "set".into(), format!("maxjobs={max_jobs}"), format!("maxsubmitjobs={max_submit}")],
+                what: format!("limits maxjobs={max_jobs} maxsubmitjobs={max_submit} for {list} in {account} on {cluster}"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+
+    // 5. Coordinators.
+    let mut add_coord: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (account, user) in want.coordinators.difference(&have.coordinators) {
+        add_coord
+            .entry(account.clone())
+            .or_default()
+            .push(user.clone());
+    }
+    for (account, users) in add_coord {
+        let cluster = want
+            .accounts
+            .keys()
+            .find(|(_, a)| *a == account)
+            .map(|(c, _)| c.clone())
+            .unwrap_or_default();
+        calls.push(Call {
+            args: vec![
+                "add".into(),
+                "coordinator".into(),
+                format!("account={account}"),
+                format!("names={}", users.join(",")),
+                format!("cluster={cluster}"),
+            ],
+            what: format!("make {} coordinator(s) of {account}", users.join(",")),
+            users: users.clone(),
+            accounts: vec![],
+        });
+    }
+    let wanted_accounts: BTreeSet<&String> = want.accounts.keys().map(|(_, a)| a).collect();
+    let mut del_coord: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (account, user) in have.coordinators.difference(&want.coordinators) {
+        if managed.contains(user) && wanted_accounts.contains(account) {
+            del_coord
+                .entry(account.clone())
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    for (account, users) in del_coord {
+        let cluster = want
+            .accounts
+            .keys()
+            .find(|(_, a)| *a == account)
+            .map(|(c, _)| c.clone())
+            .unwrap_or_default();
+        calls.push(Call {
+            args: vec![
+                "delete".into(),
+                "coordinator".into(),
+                format!("account={account}"),
+                format!("names={}", users.join(",")),
+                format!("cluster={cluster}"),
+            ],
+            what: format!("remove coordinator(s) {} of {account}", users.join(",")),
+            users: users.clone(),
+            accounts: vec![],
+        });
+    }
+
+    // 6. Associations to remove: Roster's users in Roster's accounts only. A user's last
+    //    association on a cluster removes the user there.
+    let mut remove: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut users_on: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (c, _, u) in have.assocs.keys() {
+        *users_on.entry((c.clone(), u.clone())).or_default() += 1;
+    }
+    let mut removing: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let stale: Vec<&(String, String, String)> = have
+        .assocs
+        .keys()
+        .filter(|k| {
+            !want.assocs.contains_key(*k)
+                && managed.contains(&k.2)
+                && wanted_accounts.contains(&k.1)
+        })
+        .collect();
+    for (c, _, u) in &stale {
+        *removing.entry((c.clone(), u.clone())).or_default() += 1;
+    }
+    for (c, a, u) in stale {
+        if removing[&(c.clone(), u.clone())] == users_on[&(c.clone(), u.clone())] {
+            gone.entry(c.clone()).or_default().push(u.clone());
+        } else {
+            remove
+                .entry((c.clone(), a.clone()))
+                .or_default()
+                .push(u.clone());
+        }
+    }
+    for ((cluster, account), users) in remove {
+        for list in chunks(&users) {
+            calls.push(Call {
+                args: vec![
+                    "delete".into(),
+                    "user".into(),
+                    "where".into(),
+                    format!("name={list}"),
+                    format!("account={account}"),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("remove {list} from {account} on {cluster}"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+    for (cluster, mut users) in gone {
+        users.sort();
+        users.dedup();
+        for list in chunks(&users) {
+            calls.push(Call {
+                args: vec![
+                    "delete".into(),
+                    "user".into(),
+                    "where".into(),
+                    format!("name={list}"),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("remove user(s) {list} from {cluster} (no memberships left)"),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
+    }
+    calls
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// sacctmgr said "Nothing new added/deleted/modified": already so.
+    AlreadySo,
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Runs sacctmgr.
+pub struct Sacctmgr {
+    pub bin: String,
+    pub slurm_conf: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Invocations so far (benchmarks and tests count them).
+    pub invocations: u64,
+}
+
+impl Sacctmgr {
+    pub async fn run(&mut self, args: &[String]) -> Outcome {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 0..4 {
+            self.invocations += 1;
+            let mut cmd = tokio::process::Command::new(&self.bin);
+            cmd.arg("-i")
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            if let Some(conf) = &self.slurm_conf {
+                cmd.env("SLURM_CONF", conf);
+            }
+            let out = match tokio::time::timeout(self.timeout, cmd.output()).await {
+                Err(_) => Outcome::Failed {
+                    reason: "Timeout",
+                    message: format!("sacctmgr did not answer within {:?}", self.timeout),
+                },
+                Ok(Err(e)) => Outcome::Failed {
+                    reason: "SacctmgrMissing",
+                    message: format!("cannot run {}: {e}", self.bin),
+                },
+                Ok(Ok(o)) => classify(
+                    o.status.success(),
+                    &String::from_utf8_lossy(&o.stdout),
+                    &String::from_utf8_lossy(&o.stderr),
+                ),
+            };
+            match &out {
+                Outcome::Failed {
+                    reason: "DatabaseBusy" | "Timeout",
+                    ..
+                } if attempt < 3 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                _ => return out,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+/// Reads sacctmgr's answer: its exit code alone is not enough.
+pub fn classify(success: bool, stdout: &str, stderr: &str) -> Outcome {
+    let text = format!("{stdout}\n{stderr}");
+    if text.contains("Nothing new added")
+        || text.contains("Nothing deleted")
+        || text.contains("Nothing modified")
+    {
+        return Outcome::AlreadySo;
+    }
+    if success {
+        return Outcome::Done;
+    }
+    let message = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let lower = text.to_lowercase();
+    let reason = if lower.contains("database is busy") || lower.contains("try again") {
+        "DatabaseBusy"
+    } else if lower.contains("running") && lower.contains("job") {
+        "JobsRunning"
+    } else if lower.contains("unable to") && lower.contains("connect")
+        || lower.contains("connection refused")
+    {
+        "SlurmdbdUnreachable"
+    } else {
+        "SacctmgrFailed"
+    };
+    Outcome::Failed { reason, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slurm::Assoc;
+
+    fn state(
+        accounts: &[(&str, &str)],
+        assocs: &[(&str, &str, &str)],
+        defaults: &[(&str, &str, &str)],
+    ) -> State {
+        let mut s = State::default();
+        for (c, a) in accounts {
+            s.accounts.insert(
+                (c.to_string(), a.to_string()),
+                Account {
+                    parent: "root".into(),
+                    ..Default::default()
+                },
+            );
+            s.account_info
+                .insert(a.to_string(), (a.to_string(), "-".into()));
+        }
+        for (c, a, u) in assocs {
+            s.assocs.insert(
+                (c.to_string(), a.to_string(), u.to_string()),
+                Assoc::default(),
+            );
+        }
+        for (c, u, a) in defaults {
+            s.defaults
+                .insert((c.to_string(), u.to_string()), a.to_string());
+        }
+        s
+    }
+
+    fn managed(users: &[&str]) -> BTreeSet<String> {
+        users.iter().map(|u| u.to_string()).collect()
+    }
+
+    #[test]
+    fn from_nothing_accounts_then_users_with_their_default_in_few_calls() {
+        let want = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[
+                ("c", "optics", "ada"),
+                ("c", "optics", "bob"),
+                ("c", "cosmo", "ada"),
+            ],
+            &[("c", "ada", "optics"), ("c", "bob", "optics")],
+        );
+        let calls = diff(&State::default(), &want, &managed(&["ada", "bob"]), 1000);
+        let args: Vec<String> = calls.iter().map(|c| c.args.join(" ")).collect();
+        assert_eq!(
+            args,
+            [
+                "add account name=cosmo cluster=c description=cosmo organization=- parent=root",
+                "add account name=optics cluster=c description=optics organization=- parent=root",
+                "add user name=ada,bob account=optics defaultaccount=optics cluster=c",
+                "add user name=ada account=cosmo cluster=c",
+            ]
+        );
+        assert_eq!(diff(&want, &want, &managed(&["ada", "bob"]), 1000), []);
+    }
+
+    #[test]
+    fn removing_the_default_switches_it_first_and_the_last_one_removes_the_user() {
+        let have = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[
+                ("c", "optics", "ada"),
+                ("c", "cosmo", "ada"),
+                ("c", "optics", "bob"),
+            ],
+            &[("c", "ada", "optics"), ("c", "bob", "optics")],
+        );
+        let want = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[("c", "cosmo", "ada")],
+            &[("c", "ada", "cosmo")],
+        );
+        let args: Vec<String> = diff(&have, &want, &managed(&["ada", "bob"]), 1000)
+            .iter()
+            .map(|c| c.args.join(" "))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "modify user where name=ada cluster=c set defaultaccount=cosmo",
+                "delete user where name=ada account=optics cluster=c",
+                "delete user where name=bob cluster=c",
+            ]
+        );
+        // Users Roster does not manage are never removed.
+        let args: Vec<String> = diff(&have, &want, &managed(&["ada"]), 1000)
+            .iter()
+            .map(|c| c.args.join(" "))
+            .collect();
+        assert!(!args.iter().any(|a| a.contains("bob")), "{args:?}");
+    }
+
+    #[test]
+    fn deactivation_sets_limits_in_one_call_per_account_and_batches_split() {
+        let have = state(
+            &[("c", "optics")],
+            &[
+                ("c", "optics", "u1"),
+                ("c", "optics", "u2"),
+                ("c", "optics", "u3"),
+            ],
+            &[],
+        );
+        let mut want = have.clone();
+        for a in want.assocs.values_mut() {
+            *a = Assoc {
+                max_jobs: Some(0),
+                max_submit_jobs: Some(0),
+            };
+        }
+        want.defaults = have.defaults.clone();
+        let args: Vec<String> = diff(&have, &want, &managed(&["u1", "u2", "u3"]), 2)
+            .iter()
+            .map(|c| c.args.join(" "))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "modify user where name=u1,u2 account=optics cluster=c set maxjobs=0 maxsubmitjobs=0",
+                "modify user where name=u3 account=optics cluster=c set maxjobs=0 maxsubmitjobs=0",
+            ]
+        );
+    }
+
+    #[test]
+    fn sacctmgr_answers_are_read_not_just_exit_codes() {
+        assert_eq!(
+            classify(false, " Nothing new added.\n", ""),
+            Outcome::AlreadySo
+        );
+        assert_eq!(
+            classify(false, "", " Nothing deleted\n"),
+            Outcome::AlreadySo
+        );
+        assert_eq!(classify(true, " Adding User(s)\n", ""), Outcome::Done);
+        assert!(matches!(
+            classify(
+                false,
+                "",
+                "sacctmgr: error: Database is busy or waiting for lock from other user."
+            ),
+            Outcome::Failed {
+                reason: "DatabaseBusy",
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(false, " Job(s) running, cancel job(s) before remove\n", ""),
+            Outcome::Failed {
+                reason: "JobsRunning",
+                ..
+            }
+        ));
+    }
+}

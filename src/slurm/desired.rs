@@ -1,0 +1,221 @@
+//! What Slurm should hold, from the declared site and the directory (pure). An association is
+//! only desired once the account's LDAP entry exists: Slurm must never know a user before NSS
+//! can resolve it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Account, Assoc, Limits, State};
+use crate::api::{Project, parse_duration};
+use crate::config::SlurmConfig;
+use crate::ldap::Observed;
+use crate::plan::{Kind, Plan, group_name};
+use crate::site::{Key, Site};
+
+/// Why an object's Slurm side is not (yet) what it declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub kind: Kind,
+    pub key: Key,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The desired state, plus the objects that wait for something.
+pub fn desired(
+    site: &Site,
+    ldap: &Observed,
+    plan: &Plan,
+    cfg: &SlurmConfig,
+    existing_qos: &BTreeSet<String>,
+    now: jiff::Timestamp,
+) -> (State, Vec<Waiting>) {
+    let mut state = State::default();
+    let mut waiting = vec![];
+    state.clusters = cfg.clusters.iter().cloned().collect();
+    // Projects that are fine in LDAP become Slurm accounts on their clusters.
+    let mut projects: BTreeMap<String, (&Key, &Project, Vec<String>)> = BTreeMap::new();
+    for (key, p) in &site.projects {
+        let Some(s) = plan.status_of(Kind::Project, key) else {
+            continue;
+        };
+        if s.is_blocked() {
+            continue;
+        }
+        let group = group_name(p);
+        let sl = p.spec.slurm.clone().unwrap_or_default();
+        let clusters: Vec<String> = if sl.clusters.is_empty() {
+            cfg.clusters.clone()
+        } else {
+            sl.clusters
+                .iter()
+                .filter(|c| cfg.clusters.contains(c))
+                .cloned()
+                .collect()
+        };
+        let unknown: Vec<&String> = sl
+            .clusters
+            .iter()
+            .filter(|c| !cfg.clusters.contains(c))
+            .collect();
+        if !unknown.is_empty() {
+            waiting.push(Waiting {
+                kind: Kind::Project,
+                key: key.clone(),
+                reason: "UnknownCluster",
+                message: format!("spec.slurm.clusters names clusters the configuration does not manage: {unknown:?}"),
+            });
+        }
+        let missing_qos: Vec<&String> = sl
+            .qos
+            .iter()
+            .chain(sl.default_qos.iter())
+            .filter(|q| !existing_qos.contains(*q))
+            .collect();
+        if !missing_qos.is_empty() {
+            waiting.push(Waiting {
+                kind: Kind::Project,
+                key: key.clone(),
+                reason: "QosMissing",
+                message: format!(
+                    "QOS {missing_qos:?} does not exist in Slurm; create it with sacctmgr first"
+                ),
+            });
+            continue;
+        }
+        let blocked = p.spec.locked
+            || p.spec
+                .valid_until
+                .as_deref()
+                .and_then(|v| crate::api::parse_valid_until(v).ok())
+                .is_some_and(|e| e <= now);
+        let lim = sl.limits.clone().unwrap_or_default();
+        let mut tres: Vec<String> = lim
+            .grp_tres
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        tres.sort();
+        let account = Account {
+            parent: sl
+                .parent
+                .clone()
+                .unwrap_or_else(|| cfg.root_account.clone()),
+            fairshare: sl.fairshare,
+            qos: sl.qos.iter().cloned().collect(),
+            default_qos: sl.default_qos.clone(),
+            limits: Limits {
+                grp_jobs: lim.grp_jobs,
+                // A deactivated project: nothing new may be submitted to its account.
+                grp_submit_jobs: if blocked {
+                    Some(0)
+                } else {
+                    lim.grp_submit_jobs
+                },
+                max_jobs: None,
+                max_submit_jobs: None,
+                grp_tres: (!tres.is_empty()).then(|| tres.join(",")),
+                max_wall: lim
+                    .max_wall
+                    .as_deref()
+                    .and_then(|w| parse_duration(w).ok())
+                    .map(|d| (d.as_secs() / 60) as i64),
+            },
+        };
+        let description = super::clean_text(p.spec.description.as_deref().unwrap_or(&group));
+        let organization =
+            super::clean_text(p.spec.institute.as_deref().unwrap_or("-")).to_lowercase();
+        state
+            .account_info
+            .insert(group.clone(), (description, organization));
+        for c in &clusters {
+            state
+                .accounts
+                .insert((c.clone(), group.clone()), account.clone());
+        }
+        for leader in &p.spec.leaders {
+            state.coordinators.insert((group.clone(), leader.clone()));
+        }
+        projects.insert(group, (key, p, clusters));
+    }
+    // Accounts whose entry exists in the directory get associations for their memberships.
+    for (key, a) in &site.accounts {
+        let Some(s) = plan.status_of(Kind::Account, key) else {
+            continue;
+        };
+        if s.is_blocked() {
+            continue;
+        }
+        let user = &a.spec.username;
+        let Some(entry) = ldap.accounts.get(user) else {
+            if !s.projects.is_empty() {
+                waiting.push(Waiting {
+                    kind: Kind::Account,
+                    key: key.clone(),
+                    reason: "WaitingForLdap",
+                    message: format!("the LDAP entry of {user} does not exist yet; Slurm associations follow once it does"),
+                });
+            }
+            continue;
+        };
+        let deactivated = entry.first("rosterState") == Some("Deactivated");
+        let groups: Vec<&String> = s
+            .projects
+            .iter()
+            .filter(|g| projects.contains_key(*g))
+            .collect();
+        let default_group = a
+            .spec
+            .default_project
+            .as_ref()
+            .and_then(|p| site.projects.get(&Key::new(&key.namespace, p)))
+            .map(group_name);
+        for cluster in &cfg.clusters {
+            let mine: Vec<&String> = groups
+                .iter()
+                .copied()
+                .filter(|g| projects[*g].2.contains(cluster))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for g in &mine {
+                let lim = projects[*g]
+                    .1
+                    .spec
+                    .slurm
+                    .as_ref()
+                    .and_then(|s| s.limits.clone())
+                    .unwrap_or_default();
+                let assoc = if deactivated {
+                    Assoc {
+                        max_jobs: Some(0),
+                        max_submit_jobs: Some(0),
+                    }
+                } else {
+                    Assoc {
+                        max_jobs: lim.max_jobs,
+                        max_submit_jobs: lim.max_submit_jobs,
+                    }
+                };
+                state
+                    .assocs
+                    .insert((cluster.clone(), (*g).clone(), user.clone()), assoc);
+            }
+            let default = default_group
+                .clone()
+                .filter(|d| mine.iter().any(|g| *g == d))
+                .unwrap_or_else(|| mine[0].clone());
+            state
+                .defaults
+                .insert((cluster.clone(), user.clone()), default);
+        }
+    }
+    // Coordinators must be members (leaders are, by effective membership).
+    let members: BTreeSet<(String, String)> = state
+        .assocs
+        .keys()
+        .map(|(_, a, u)| (a.clone(), u.clone()))
+        .collect();
+    state.coordinators.retain(|c| members.contains(c));
+    (state, waiting)
+}

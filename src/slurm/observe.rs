@@ -1,0 +1,190 @@
+//! One read-only snapshot of the accounting database: clusters, QOS, accounts, associations,
+//! default accounts and coordinators, `deleted = 0` only. Never one query per object.
+
+use std::collections::BTreeMap;
+
+use mysql_async::prelude::*;
+
+use super::is_slurm_name;
+use super::model::{Account, Assoc, Limits, State};
+
+/// Why the accounting database could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("cannot read the Slurm accounting database: {0}")]
+    Database(String),
+    #[error(
+        "cluster {0:?} is not known to slurmdbd (writes to an unknown cluster are silently dropped by Slurm): add it with `sacctmgr add cluster`"
+    )]
+    UnknownCluster(String),
+}
+
+impl From<mysql_async::Error> for ObserveError {
+    fn from(e: mysql_async::Error) -> Self {
+        // The DSN holds a password: say what failed, never the URL.
+        ObserveError::Database(match e {
+            mysql_async::Error::Server(s) => format!("server error {}: {}", s.code, s.message),
+            mysql_async::Error::Io(io) => format!("connection failed: {io}"),
+            other => other
+                .to_string()
+                .split(" at ")
+                .next()
+                .unwrap_or("error")
+                .to_string(),
+        })
+    }
+}
+
+/// A row's optional integer.
+type Num = Option<i64>;
+
+/// Reads everything for `clusters` (names already validated).
+pub async fn observe(url: &str, clusters: &[String]) -> Result<State, ObserveError> {
+    let opts = mysql_async::Opts::from_url(url).map_err(|e| {
+        ObserveError::Database(format!(
+            "the database URL is invalid ({})",
+            e.to_string().split(':').next().unwrap_or("parse error")
+        ))
+    })?;
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    let mut state = State::default();
+    let known: Vec<String> = conn
+        .query("SELECT name FROM cluster_table WHERE deleted = 0")
+        .await?;
+    for c in clusters {
+        if !known.contains(c) {
+            return Err(ObserveError::UnknownCluster(c.clone()));
+        }
+        state.clusters.insert(c.clone());
+    }
+    let qos: Vec<(u64, String)> = conn
+        .query("SELECT id, name FROM qos_table WHERE deleted = 0")
+        .await?;
+    let qos_names: BTreeMap<u64, String> = qos.into_iter().collect();
+    state.qos = qos_names.values().cloned().collect();
+    let tres: Vec<(u64, String, Option<String>)> = conn
+        .query("SELECT id, type, name FROM tres_table WHERE deleted = 0")
+        .await?;
+    let tres_names: BTreeMap<u64, String> = tres
+        .into_iter()
+        .map(|(id, t, n)| {
+            (
+                id,
+                match n.filter(|n| !n.is_empty()) {
+                    Some(n) => format!("{t}/{n}"),
+                    None => t,
+                },
+            )
+        })
+        .collect();
+    let infos: Vec<(String, String, String)> = conn
+        .query("SELECT name, description, organization FROM acct_table WHERE deleted = 0")
+        .await?;
+    for (name, desc, org) in infos {
+        state.account_info.insert(name, (desc, org));
+    }
+    let coords: Vec<(String, String)> = conn
+        .query("SELECT acct, user FROM acct_coord_table WHERE deleted = 0")
+        .await?;
+    state.coordinators = coords.into_iter().collect();
+    for c in clusters {
+        debug_assert!(is_slurm_name(c));
+        let sql = format!(
+            "SELECT user, acct, parent_acct, is_def, shares, max_jobs, max_submit_jobs, grp_jobs, grp_submit_jobs, grp_tres, max_wall_pj, qos, def_qos_id FROM `{c}_assoc_table` WHERE deleted = 0 AND `partition` = ''"
+        );
+        let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
+        for mut row in rows {
+            let mut text = |i: usize| -> Option<String> {
+                row.take_opt::<Option<String>, _>(i)
+                    .and_then(Result::ok)
+                    .flatten()
+            };
+            let (user, acct, parent) = (
+                text(0).unwrap_or_default(),
+                text(1).unwrap_or_default(),
+                text(2).unwrap_or_default(),
+            );
+            let (grp_tres, qos) = (text(9), text(11));
+            let mut num = |i: usize| -> Num {
+                row.take_opt::<Option<i64>, _>(i)
+                    .and_then(Result::ok)
+                    .flatten()
+            };
+            let (is_def, shares, max_jobs, max_submit, grp_jobs, grp_submit, max_wall, def_qos) = (
+                num(3).unwrap_or(0),
+                num(4),
+                num(5),
+                num(6),
+                num(7),
+                num(8),
+                num(10),
+                num(12),
+            );
+            if user.is_empty() {
+                let qos_set = qos
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|id| id.parse::<u64>().ok())
+                    .filter_map(|id| qos_names.get(&id).cloned())
+                    .collect();
+                let account = Account {
+                    parent,
+                    // Slurm stores "no fairshare set" as 1.
+                    fairshare: shares.filter(|s| *s != 1),
+                    qos: qos_set,
+                    default_qos: def_qos.and_then(|id| qos_names.get(&(id as u64)).cloned()),
+                    limits: Limits {
+                        grp_jobs,
+                        grp_submit_jobs: grp_submit,
+                        max_jobs: None,
+                        max_submit_jobs: None,
+                        grp_tres: grp_tres
+                            .filter(|t| !t.is_empty())
+                            .map(|t| tres_text(&t, &tres_names)),
+                        max_wall,
+                    },
+                };
+                state.accounts.insert((c.clone(), acct), account);
+            } else {
+                if is_def == 1 {
+                    state
+                        .defaults
+                        .insert((c.clone(), user.clone()), acct.clone());
+                }
+                state.assocs.insert(
+                    (c.clone(), acct, user),
+                    Assoc {
+                        max_jobs,
+                        max_submit_jobs: max_submit,
+                    },
+                );
+            }
+        }
+    }
+    conn.disconnect().await?;
+    Ok(state)
+}
+
+/// `1=100,1001=8` → `cpu=100,gres/gpu=8`, sorted by name.
+fn tres_text(ids: &str, names: &BTreeMap<u64, String>) -> String {
+    let mut parts: Vec<String> = ids
+        .split(',')
+        .filter_map(|kv| {
+            let (id, v) = kv.split_once('=')?;
+            let name = names.get(&id.parse().ok()?)?;
+            Some(format!("{name}={v}"))
+        })
+        .collect();
+    parts.sort();
+    parts.join(",")
+}
+
+/// The highest transaction id: "no changes" is measured on the server by it.
+pub async fn max_txn(url: &str) -> Result<u64, ObserveError> {
+    let opts = mysql_async::Opts::from_url(url)
+        .map_err(|_| ObserveError::Database("the database URL is invalid".into()))?;
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    let v: Option<Option<u64>> = conn.query_first("SELECT MAX(id) FROM txn_table").await?;
+    conn.disconnect().await?;
+    Ok(v.flatten().unwrap_or(0))
+}
