@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop every dev backend under <repo>/.dev/ started by hack/dev-up.sh or hack/lib/slapd.sh
-# (the main slapd and any other instance there, e.g. a bare one), by PID file only.
+# (the main slapd and any other instance there, e.g. a bare one) and the Slurm accounting
+# daemons (slurmdbd, munged, mariadbd under .dev/slurm), by PID file only.
 #
 # Usage: hack/dev-down.sh [--purge]
 #   --purge   also remove .dev/ (the admin password, data, generated config)
@@ -54,7 +55,18 @@ stop_apiserver() {
 }
 
 # --------------------------------------------------------------------------------------------
-# MariaDB, munge, slurmdbd, Gold test server: later.
+# Slurm accounting: slurmdbd, munged, mariadbd under .dev/slurm.
+
+stop_slurm() {
+    [[ -d $DEV/slurm ]] || return 0
+    if [[ -e $DEV/slurm/slurmdbd.pid || -e $DEV/slurm/munge/munged.pid || -e $DEV/slurm/mysql/mysqld.pid ]]; then
+        log "stopping slurmdbd, munged and mariadbd"
+    fi
+    "$HACK/lib/slurm.sh" stop --dir "$DEV/slurm"
+}
+
+# --------------------------------------------------------------------------------------------
+# Gold test server: later.
 
 main() {
     local purge=0
@@ -71,6 +83,7 @@ main() {
     flock -w 120 8 || { log "timed out waiting for a running dev-up"; exit 1; }
     stop_operator
     stop_slapd_instances
+    stop_slurm
     stop_apiserver
     if ((purge)); then
         log "removing ${DEV#"$REPO_ROOT"/}/"

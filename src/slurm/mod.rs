@@ -68,3 +68,76 @@ mod tests {
         assert_eq!(clean_text(""), "-");
     }
 }
+
+use std::collections::BTreeSet;
+
+use crate::config::Config;
+use crate::ldap::Observed;
+use crate::plan::Plan;
+use crate::site::Site;
+
+/// What one Slurm convergence did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub calls: Vec<(apply::Call, Option<apply::Outcome>)>,
+    pub waiting: Vec<desired::Waiting>,
+    pub invocations: u64,
+}
+
+/// Why Slurm could not be converged at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(
+        "slurm.databaseUrlFile (or databaseUrlEnv) is required: Roster observes Slurm in bulk from the accounting database"
+    )]
+    NoDatabase,
+}
+
+/// Observes Slurm, plans against the directory as it now is, and runs the calls (unless `dry`).
+pub async fn converge(
+    config: &Config,
+    site: &Site,
+    ldap: &Observed,
+    plan: &Plan,
+    now: jiff::Timestamp,
+    dry: bool,
+) -> Result<Report, SlurmError> {
+    let Some(cfg) = &config.slurm else {
+        return Ok(Report::default());
+    };
+    let url = cfg.database_url(config)?.ok_or(SlurmError::NoDatabase)?;
+    let have = observe::observe(&url, &cfg.clusters).await?;
+    let (want, waiting) = desired::desired(site, ldap, plan, cfg, &have.qos, now);
+    let prefix = format!("{}/", config.manager_id);
+    let managed: BTreeSet<String> = ldap
+        .accounts
+        .iter()
+        .filter(|(_, e)| e.owner().is_some_and(|o| o.starts_with(&prefix)))
+        .map(|(u, _)| u.clone())
+        .collect();
+    let calls = apply::diff(&have, &want, &managed, cfg.batch_size);
+    let mut report = Report {
+        waiting,
+        ..Default::default()
+    };
+    if dry {
+        report.calls = calls.into_iter().map(|c| (c, None)).collect();
+        return Ok(report);
+    }
+    let mut sacctmgr = apply::Sacctmgr {
+        bin: cfg.sacctmgr.clone(),
+        slurm_conf: cfg.slurm_conf.as_ref().map(|p| config.resolve(p)),
+        timeout: std::time::Duration::from_secs(cfg.timeout_seconds),
+        invocations: 0,
+    };
+    for call in calls {
+        let outcome = sacctmgr.run(&call.args).await;
+        report.calls.push((call, Some(outcome)));
+    }
+    report.invocations = sacctmgr.invocations;
+    Ok(report)
+}

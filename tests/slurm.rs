@@ -1,0 +1,253 @@
+//! Slurm accounting through `roster apply` against the real slurmdbd (started by hack/dev-up.sh):
+//! each test has its own cluster, directory subtree and account names.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+/// A cluster of this test's own, registered with slurmdbd.
+fn cluster(name: &str) -> String {
+    let c = format!("t{}{}", name, std::process::id());
+    let out = sacctmgr(&["-i", "add", "cluster", &c]);
+    assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
+    c
+}
+
+fn sacctmgr(args: &[&str]) -> (bool, String) {
+    let env = dev_env();
+    let out = Command::new("sacctmgr")
+        .args(args)
+        .env("SLURM_CONF", &env["SLURM_CONF"])
+        .output()
+        .expect("sacctmgr runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `account|user|maxjobs|maxsubmit` rows of a cluster's associations, sorted.
+fn assocs(cluster: &str) -> Vec<String> {
+    let (_, out) = sacctmgr(&[
+        "-nP",
+        "show",
+        "assoc",
+        &format!("cluster={cluster}"),
+        "format=Account,User,MaxJobs,MaxSubmit",
+    ]);
+    let mut rows: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with("root|"))
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The user's default account on a cluster.
+fn defaults(cluster: &str, user: &str) -> String {
+    let (_, out) = sacctmgr(&[
+        "-nP",
+        "show",
+        "user",
+        user,
+        "withassoc",
+        "format=User,Cluster,Account,DefaultAccount",
+    ]);
+    out.lines()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .find(|f| f.len() == 4 && f[1] == cluster)
+        .map(|f| f[3].to_string())
+        .unwrap_or_default()
+}
+
+fn config_with_slurm(tree: &TestTree, dir: &Path, cluster: &str) -> String {
+    let path = tree.write_config(dir);
+    let env = dev_env();
+    let url = dir.join("ro.url");
+    std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\n",
+        env["SLURM_CONF"],
+        url.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Two projects (names unique to the test) and three accounts.
+fn site(p: &str, extra: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}-a, namespace: physics}}\nspec:\n  groupName: {p}a\n  leaders: [{p}u1]\n  members: [{p}u2]\n"));
+    s.push_str(&format!("---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}-b, namespace: physics}}\nspec:\n  groupName: {p}b\n  members: [{p}u1, {p}u3]\n"));
+    for u in ["u1", "u2", "u3"] {
+        let spec = if u == "u1" {
+            format!("  defaultProject: {p}-b\n")
+        } else {
+            String::new()
+        };
+        s.push_str(&person_account("physics", &format!("{p}{u}"), &spec));
+        s.push('\n');
+    }
+    s.push_str(extra);
+    s
+}
+
+/// The newest slurmdbd transaction about this test's cluster or names (txn_table is shared by
+/// the tests running in parallel, so the global maximum would move under our feet).
+async fn max_txn(cluster: &str, prefix: &str) -> u64 {
+    use mysql_async::prelude::*;
+    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_RO_URL"]).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let like = format!("%{prefix}%");
+    let v: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT MAX(id) FROM txn_table WHERE cluster = ? OR name LIKE ? OR info LIKE ?",
+            (cluster, &like, &like),
+        )
+        .await
+        .unwrap();
+    v.flatten().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn projects_become_accounts_members_associations_and_a_second_apply_changes_nothing() {
+    let tree = TestTree::new("slurm").await;
+    let dir = scratch("slurm");
+    let c = cluster("conv");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("s{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows = assocs(&c);
+    assert!(rows.contains(&format!("{p}a|{p}u1||")), "{rows:?}");
+    assert!(rows.contains(&format!("{p}b|{p}u3||")), "{rows:?}");
+    assert_eq!(
+        defaults(&c, &format!("{p}u1")),
+        format!("{p}b"),
+        "defaultProject becomes DefaultAccount"
+    );
+    let (_, coords) = sacctmgr(&[
+        "-nP",
+        "show",
+        "user",
+        &format!("{p}u1"),
+        "withcoord",
+        "format=User,Coordinators",
+    ]);
+    assert!(
+        coords.contains(&format!("{p}a")),
+        "leaders are coordinators: {coords}"
+    );
+
+    // The server says no change: txn_table does not move on a second apply.
+    let before = max_txn(&c, &p).await;
+    assert!(before > 0, "the first apply was recorded");
+    let (code, out, _) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(
+        max_txn(&c, &p).await,
+        before,
+        "slurmdbd recorded changes on a no-op apply"
+    );
+    tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn locks_block_submission_and_removals_switch_the_default_first() {
+    let tree = TestTree::new("slurmlock").await;
+    let dir = scratch("slurmlock");
+    let c = cluster("lock");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("l{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    // Lock u1: MaxJobs=0 and MaxSubmitJobs=0 on all its associations, running jobs untouched.
+    let locked = site(&p, "").replace(
+        &format!("  person: {p}u1\n  username: {p}u1\n"),
+        &format!("  person: {p}u1\n  username: {p}u1\n  locked: true\n"),
+    );
+    std::fs::write(&f, &locked).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows = assocs(&c);
+    assert!(
+        rows.contains(&format!("{p}a|{p}u1|0|0")) && rows.contains(&format!("{p}b|{p}u1|0|0")),
+        "{rows:?}"
+    );
+    // Unlock restores the declared (here: no) limits.
+    std::fs::write(&f, site(&p, "")).unwrap();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    assert!(
+        assocs(&c).contains(&format!("{p}a|{p}u1||")),
+        "{:?}",
+        assocs(&c)
+    );
+
+    // u1 leaves project b, its default: the default moves to a first, then b's association goes.
+    let moved = site(&p, "")
+        .replace(
+            &format!("  members: [{p}u1, {p}u3]\n"),
+            &format!("  members: [{p}u3]\n"),
+        )
+        .replace(&format!("  defaultProject: {p}-b\n"), "");
+    std::fs::write(&f, &moved).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(defaults(&c, &format!("{p}u1")), format!("{p}a"));
+    assert!(!assocs(&c).contains(&format!("{p}b|{p}u1||")));
+    // u3's last association goes: u3 leaves the cluster.
+    let gone = moved.replace(&format!("  members: [{p}u3]\n"), "  members: []\n");
+    std::fs::write(&f, &gone).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no memberships left"), "{out}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("{p}u3"))),
+        "{:?}",
+        assocs(&c)
+    );
+    tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_missing_qos_is_reported_and_nothing_is_written_for_the_project() {
+    let tree = TestTree::new("slurmqos").await;
+    let dir = scratch("slurmqos");
+    let c = cluster("qos");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("q{}", std::process::id() % 100000);
+    let text = site(&p, "").replace(
+        &format!("  groupName: {p}b\n"),
+        &format!("  groupName: {p}b\n  slurm:\n    qos: [nosuchqos]\n"),
+    );
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, text).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f.display().to_string(), "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("QosMissing"), "{out}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.starts_with(&format!("{p}b|"))),
+        "{:?}",
+        assocs(&c)
+    );
+    assert!(
+        assocs(&c).iter().any(|r| r.starts_with(&format!("{p}a|"))),
+        "the other project goes ahead"
+    );
+    tree.cleanup().await;
+}
