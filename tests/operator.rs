@@ -445,10 +445,10 @@ async fn drift_is_repaired_on_resync() {
         e[0].attrs.contains_key("pwdAccountLockedTime")
     })
     .await;
-    assert!(
-        metric_where(port, "roster_passes_total", "trigger=\"resync\"") > resyncs,
-        "a resync ran"
-    );
+    // The pass is counted when it finishes, a moment after its writes.
+    wait_for("the repairing resync to finish", || {
+        metric_where(port, "roster_passes_total", "trigger=\"resync\"") > resyncs
+    });
     assert_eq!(
         metric_where(port, "roster_passes_total", "trigger=\"change\""),
         change_passes,
