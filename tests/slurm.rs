@@ -251,3 +251,73 @@ async fn a_missing_qos_is_reported_and_nothing_is_written_for_the_project() {
     );
     tree.cleanup().await;
 }
+
+/// Puts a running job of `user` in `account` into the accounting database, as slurmctld would
+/// have recorded it; returns its job id.
+async fn running_job(cluster: &str, account: &str, user: &str) -> u32 {
+    use mysql_async::prelude::*;
+    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_ADMIN_URL"]).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let id: u64 = conn
+        .exec_first(format!("SELECT id_assoc FROM `{cluster}_assoc_table` WHERE user = ? AND acct = ? AND deleted = 0"), (user, account))
+        .await
+        .unwrap()
+        .expect("the association exists");
+    let job = 4000 + std::process::id() % 50000;
+    conn.exec_drop(
+        format!("INSERT INTO `{cluster}_job_table` (account, cpus_req, job_name, id_assoc, id_job, id_qos, id_resv, id_wckey, id_user, id_group, het_job_id, het_job_offset, state_reason_prev, nodes_alloc, `partition`, priority, state, time_submit, time_eligible, time_start, time_end, env_hash_inx, script_hash_inx, id_array_job) VALUES (?, 1, 'held', ?, ?, 1, 0, 0, 20001, 20001, 0, 4294967294, 0, 1, 'batch', 1, 1, UNIX_TIMESTAMP(), UNIX_TIMESTAMP(), UNIX_TIMESTAMP(), 0, 0, 0, 0)"),
+        (account, id, job),
+    )
+    .await
+    .unwrap();
+    job
+}
+
+async fn end_job(cluster: &str, job: u32) {
+    use mysql_async::prelude::*;
+    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_ADMIN_URL"]).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    conn.exec_drop(format!("UPDATE `{cluster}_job_table` SET state = 3, time_end = UNIX_TIMESTAMP() WHERE id_job = ?"), (job,)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_removal_refused_for_running_jobs_waits_while_everything_else_proceeds() {
+    let tree = TestTree::new("slurmjob").await;
+    let dir = scratch("slurmjob");
+    let c = cluster("job");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("j{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    // u2 has a job running in project a, and leaves it; u3 joins a in the same change.
+    let job = running_job(&c, &format!("{p}a"), &format!("{p}u2")).await;
+    let changed = site(&p, "").replace(
+        &format!("  members: [{p}u2]\n"),
+        &format!("  members: [{p}u3]\n"),
+    );
+    std::fs::write(&f, &changed).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 3, "held by running jobs: {out}{err}");
+    assert!(out.contains("JobsRunning"), "{out}");
+    let rows = assocs(&c);
+    assert!(
+        rows.contains(&format!("{p}a|{p}u3||")),
+        "the rest went ahead: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!("{p}a|{p}u2|"))),
+        "the refused removal left the association: {rows:?}"
+    );
+    // The job ends; the next apply removes the association.
+    end_job(&c, job).await;
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("{p}u2|"))),
+        "{:?}",
+        assocs(&c)
+    );
+    tree.cleanup().await;
+}

@@ -134,13 +134,16 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         }
     };
     print_apply(&first, &report, &last, &slurm, args.output);
-    let slurm_failed = slurm
-        .calls
-        .iter()
-        .any(|(_, o)| matches!(o, Some(crate::slurm::apply::Outcome::Failed { .. })));
+    // Running jobs hold a removal back until they end: not an error, a wait (exit 3).
+    let slurm_failed = slurm.calls.iter().any(
+        |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason != "JobsRunning"),
+    );
+    let slurm_held = slurm.calls.iter().any(
+        |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason == "JobsRunning"),
+    );
     if !report.failed.is_empty() || slurm_failed {
         ExitCode::FAILURE
-    } else if last.has_blocked() || !report.lost_races.is_empty() {
+    } else if last.has_blocked() || !report.lost_races.is_empty() || slurm_held {
         ExitCode::from(BLOCKED)
     } else {
         ExitCode::SUCCESS

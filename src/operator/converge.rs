@@ -255,6 +255,8 @@ impl Worker {
             }
         };
         let last = plan(&site, &after, now, &policy);
+        // Slurm second: associations only for accounts whose LDAP entry now exists.
+        let slurm = self.slurm(&config, &site, &after, &last, now).await;
         // Drift: writes for objects Roster had already converged (Ready for their current
         // generation) — the directory changed behind its back.
         let converged = converged_targets(&accounts, &projects, &people);
@@ -289,6 +291,7 @@ impl Worker {
             after: &after,
             failed: &failed,
             repaired: &repaired,
+            slurm: &slurm,
             now,
         };
         for a in &accounts {
@@ -408,6 +411,162 @@ impl Worker {
         }
         self.count_phases(&last);
         outcome
+    }
+
+    /// Converges Slurm accounting after the directory; returns `SlurmSynced` per object.
+    async fn slurm(
+        &self,
+        config: &Config,
+        site: &Site,
+        after: &Observed,
+        last: &Plan,
+        now: jiff::Timestamp,
+    ) -> BTreeMap<Target, Cond> {
+        let mut conds = BTreeMap::new();
+        if config.slurm.is_none() {
+            return conds;
+        }
+        let ok = |_: &Target| Cond {
+            type_: "SlurmSynced",
+            status: true,
+            reason: "InSync".into(),
+            message: String::new(),
+        };
+        let targets: Vec<Target> = site
+            .accounts
+            .keys()
+            .map(|k| Target {
+                kind: Kind::Account,
+                key: k.clone(),
+            })
+            .chain(site.projects.keys().map(|k| Target {
+                kind: Kind::Project,
+                key: k.clone(),
+            }))
+            .collect();
+        let report = match crate::slurm::converge(config, site, after, last, now, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Slurm accounting is unavailable");
+                self.metrics.inc(
+                    "roster_backend_operations_total",
+                    "Backend operations by backend, operation and outcome.",
+                    vec![
+                        ("backend", "slurm".into()),
+                        ("operation", "observe".into()),
+                        ("outcome", "error".into()),
+                    ],
+                    1.0,
+                );
+                for t in targets {
+                    conds.insert(
+                        t,
+                        Cond {
+                            type_: "SlurmSynced",
+                            status: false,
+                            reason: "SlurmUnavailable".into(),
+                            message: e.to_string(),
+                        },
+                    );
+                }
+                return conds;
+            }
+        };
+        for t in &targets {
+            conds.insert(t.clone(), ok(t));
+        }
+        let by_user: BTreeMap<&str, Target> = site
+            .accounts
+            .iter()
+            .map(|(k, a)| {
+                (
+                    a.spec.username.as_str(),
+                    Target {
+                        kind: Kind::Account,
+                        key: k.clone(),
+                    },
+                )
+            })
+            .collect();
+        let by_group: BTreeMap<String, Target> = site
+            .projects
+            .iter()
+            .map(|(k, p)| {
+                (
+                    group_name(p),
+                    Target {
+                        kind: Kind::Project,
+                        key: k.clone(),
+                    },
+                )
+            })
+            .collect();
+        for w in &report.waiting {
+            conds.insert(
+                Target {
+                    kind: w.kind,
+                    key: w.key.clone(),
+                },
+                Cond {
+                    type_: "SlurmSynced",
+                    status: false,
+                    reason: w.reason.into(),
+                    message: w.message.clone(),
+                },
+            );
+        }
+        for (call, outcome) in &report.calls {
+            let label = |o: &str| {
+                vec![
+                    ("backend", "slurm".to_string()),
+                    ("operation", call.args[..2].join(" ")),
+                    ("outcome", o.to_string()),
+                ]
+            };
+            match outcome {
+                Some(crate::slurm::apply::Outcome::Failed { reason, message }) => {
+                    self.metrics.inc(
+                        "roster_backend_operations_total",
+                        "Backend operations by backend, operation and outcome.",
+                        label("error"),
+                        1.0,
+                    );
+                    let affected = call
+                        .users
+                        .iter()
+                        .filter_map(|u| by_user.get(u.as_str()).cloned())
+                        .chain(
+                            call.accounts
+                                .iter()
+                                .filter_map(|a| by_group.get(a).cloned()),
+                        );
+                    for t in affected {
+                        conds.insert(
+                            t,
+                            Cond {
+                                type_: "SlurmSynced",
+                                status: false,
+                                reason: (*reason).into(),
+                                message: format!("sacctmgr {}: {message}", call.what),
+                            },
+                        );
+                    }
+                }
+                _ => self.metrics.inc(
+                    "roster_backend_operations_total",
+                    "Backend operations by backend, operation and outcome.",
+                    label("ok"),
+                    1.0,
+                ),
+            }
+        }
+        self.metrics.inc(
+            "roster_sacctmgr_invocations_total",
+            "sacctmgr processes started.",
+            vec![],
+            report.invocations as f64,
+        );
+        conds
     }
 
     /// Connects when needed and reads the directory in bulk.
@@ -711,6 +870,8 @@ struct StatusCtx<'a> {
     after: &'a Observed,
     failed: &'a BTreeMap<Target, String>,
     repaired: &'a BTreeMap<Target, Vec<String>>,
+    /// `SlurmSynced` per object, when Slurm is configured.
+    slurm: &'a BTreeMap<Target, Cond>,
     now: jiff::Timestamp,
 }
 
@@ -732,6 +893,19 @@ impl StatusCtx<'_> {
         generation: Option<i64>,
     ) -> Vec<Condition> {
         let mut conds: Vec<Cond> = s.conditions.clone();
+        if !s.is_blocked()
+            && let Some(c) = self.slurm.get(&s.target)
+        {
+            conds.push(c.clone());
+            if !c.status {
+                conds.push(Cond {
+                    type_: "Ready",
+                    status: false,
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                });
+            }
+        }
         if let Some(m) = self.failed.get(&s.target) {
             conds.push(Cond {
                 type_: "LdapSynced",
@@ -778,8 +952,13 @@ impl StatusCtx<'_> {
     }
 
     fn result(&self, s: &ObjectStatus) -> ObjectResult {
+        let slurm_failure = self
+            .slurm
+            .get(&s.target)
+            .filter(|c| !c.status && c.reason != "WaitingForLdap" && c.reason != "QosMissing")
+            .map(|c| format!("{}: {}", c.reason, c.message));
         ObjectResult {
-            failed: self.failed.get(&s.target).cloned(),
+            failed: self.failed.get(&s.target).cloned().or(slurm_failure),
             next_transition: s.next_transition.map(|(_, at)| at),
         }
     }

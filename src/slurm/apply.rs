@@ -532,7 +532,7 @@ pub fn classify(success: bool, stdout: &str, stderr: &str) -> Outcome {
     let lower = text.to_lowercase();
     let reason = if lower.contains("database is busy") || lower.contains("try again") {
         "DatabaseBusy"
-    } else if lower.contains("running") && lower.contains("job") {
+    } else if lower.contains("job") && (lower.contains("running") || lower.contains("active")) {
         "JobsRunning"
     } else if lower.contains("unable to") && lower.contains("connect")
         || lower.contains("connection refused")
