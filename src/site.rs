@@ -112,17 +112,18 @@ pub fn load(
     let mut site = Site::default();
     let mut seen: BTreeMap<(String, Key), String> = BTreeMap::new();
     for (name, text) in docs {
-        let values: Vec<Value> = match serde_saphyr::from_multiple(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(ManifestError {
-                    source: name,
-                    object: None,
-                    message: format!("not valid YAML: {e}"),
-                });
-                continue;
-            }
-        };
+        let values: Vec<Value> =
+            match serde_saphyr::from_multiple_with_options(&text, yaml_options()) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(ManifestError {
+                        source: name,
+                        object: None,
+                        message: format!("not valid YAML: {e}"),
+                    });
+                    continue;
+                }
+            };
         for (i, value) in values.into_iter().enumerate() {
             let source = format!("{name}#{}", i + 1);
             if value.is_null() {
@@ -138,6 +139,18 @@ pub fn load(
     } else {
         Err(errors)
     }
+}
+
+/// The YAML parser's limits: large enough for a site of 100,000 objects in one stream, small
+/// enough that alias bombs and runaway documents fail fast (the alias ratio guard stays on).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 250_000;
+    budget.max_nodes = 10_000_000;
+    budget.max_events = 40_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 fn add_document(

@@ -711,3 +711,88 @@ async fn with_two_replicas_only_the_leader_writes() {
     assert_eq!(ada[0].attrs["modifiersName"], [other_dn.to_lowercase()]);
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
+    let env = dev_env();
+    let cluster = format!("top{}", std::process::id());
+    let add = Command::new("sacctmgr")
+        .args(["-i", "add", "cluster", &cluster])
+        .env("SLURM_CONF", &env["SLURM_CONF"])
+        .output()
+        .unwrap();
+    assert!(add.status.success() || String::from_utf8_lossy(&add.stdout).contains("Nothing new"));
+    let dir = scratch("op-slurm-url");
+    let url = dir.join("ro.url");
+    std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
+    let extra = format!(
+        "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\n",
+        env["SLURM_CONF"],
+        url.display()
+    );
+    let w = world("op-slurm", &extra).await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    // Unique project names: Slurm accounts are global across clusters.
+    let p = format!("o{}", std::process::id() % 100000);
+    let docs = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: physics}}\nspec:\n  leaders: [{p}u1]\n  members: [{p}u2]\n"
+    ) + &person_account("physics", &format!("{p}u1"), "")
+        + "\n"
+        + &person_account("physics", &format!("{p}u2"), "");
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 2);
+    w.wait_ready("projects", 1);
+    let synced = w.get(&[
+        "get",
+        "account",
+        &format!("{p}u1"),
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"SlurmSynced\")].status}",
+    ]);
+    assert_eq!(synced, "True");
+    let show = || {
+        let out = Command::new("sacctmgr")
+            .args([
+                "-nP",
+                "show",
+                "assoc",
+                &format!("cluster={cluster}"),
+                "format=Account,User,MaxJobs,MaxSubmit",
+            ])
+            .env("SLURM_CONF", &env["SLURM_CONF"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(show().contains(&format!("{p}|{p}u2||")), "{}", show());
+    // Locking in Kubernetes blocks submission in Slurm.
+    assert!(
+        w.kubectl(
+            &[
+                "patch",
+                "account",
+                &format!("{p}u2"),
+                "-n",
+                "physics",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"locked":true}}"#
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_for("u2 blocked in Slurm", || {
+        show().contains(&format!("{p}|{p}u2|0|0"))
+    });
+    assert!(metric_where(port, "roster_backend_operations_total", "backend=\"slurm\"") > 0.0);
+    w.tree.cleanup().await;
+}
