@@ -321,3 +321,99 @@ async fn a_removal_refused_for_running_jobs_waits_while_everything_else_proceeds
     );
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn existing_slurm_accounts_are_left_alone_unless_adopted_and_unmanaged_users_stay_unless_pruned()
+ {
+    let tree = TestTree::new("slurmadopt").await;
+    let dir = scratch("slurmadopt");
+    let c = cluster("adopt");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("d{}", std::process::id() % 100000);
+    // The site already has account <p>a with a user Roster does not know.
+    for args in [
+        vec![
+            "-i".to_string(),
+            "add".into(),
+            "account".into(),
+            format!("name={p}a"),
+            format!("cluster={c}"),
+            "fairshare=7".into(),
+        ],
+        vec![
+            "-i".to_string(),
+            "add".into(),
+            "user".into(),
+            format!("name={p}legacy"),
+            format!("account={p}a"),
+            format!("cluster={c}"),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(sacctmgr(&args).0);
+    }
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("UnmanagedSlurmAccount"), "{out}");
+    let rows = assocs(&c);
+    assert!(
+        !rows.iter().any(|r| r.starts_with(&format!("{p}a|{p}u"))),
+        "nothing written into the unmanaged account: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!("{p}b|{p}u3"))),
+        "the other project proceeds: {rows:?}"
+    );
+
+    // Adoption: the site allows it and the Project asks for it.
+    let allowed = std::fs::read_to_string(&cfg).unwrap()
+        + "adoption:\n  enabled: true\n  namespaces: [physics]\n";
+    std::fs::write(&cfg, allowed).unwrap();
+    let adopted = site(&p, "").replace(
+        &format!("metadata: {{name: {p}-a, namespace: physics}}"),
+        &format!("metadata: {{name: {p}-a, namespace: physics, annotations: {{roster.io/adopt: \"true\"}}}}"),
+    );
+    std::fs::write(&f, &adopted).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows = assocs(&c);
+    assert!(
+        rows.contains(&format!("{p}a|{p}u1||")),
+        "members joined the adopted account: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(&format!("{p}a|{p}legacy|"))),
+        "its unmanaged association is kept: {rows:?}"
+    );
+    let plan = roster(&["plan", "-f", &f, "--config", &cfg]).1;
+    assert!(
+        plan.contains(&format!("{p}legacy")),
+        "plan lists what it leaves alone: {plan}"
+    );
+    let mut ldap = admin().await;
+    let group = entries(&mut ldap, &tree.dn, &format!("(cn={p}a)")).await;
+    assert_eq!(
+        group[0].attrs["rosterSlurmAccount"],
+        std::slice::from_ref(&c),
+        "adoption is recorded on the group"
+    );
+
+    // pruneUnmanaged removes what Roster does not manage from the account.
+    let pruned = adopted.replace(
+        &format!("  groupName: {p}a\n"),
+        &format!("  groupName: {p}a\n  slurm:\n    pruneUnmanaged: true\n"),
+    );
+    std::fs::write(&f, &pruned).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("{p}legacy"))),
+        "{:?}",
+        assocs(&c)
+    );
+    tree.cleanup().await;
+}

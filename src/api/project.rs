@@ -126,6 +126,10 @@ pub struct SlurmProject {
     /// Limits on the account association.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<SlurmLimits>,
+    /// Remove associations of users Roster does not manage from this account (by default they
+    /// are kept, e.g. after adopting an existing account).
+    #[serde(default)]
+    pub prune_unmanaged: bool,
 }
 
 /// Association limits as sacctmgr names them. Absent: unlimited.

@@ -95,8 +95,16 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
             None => observed.clone(),
         };
         let after_plan = plan(&site, &simulated, now, &policy);
-        let slurm = match crate::slurm::converge(&config, &site, &simulated, &after_plan, now, true)
-            .await
+        let slurm = match crate::slurm::converge(
+            &config,
+            &mut dir,
+            &site,
+            &simulated,
+            &after_plan,
+            now,
+            true,
+        )
+        .await
         {
             Ok(r) => r,
             Err(e) => return fail(e),
@@ -120,19 +128,20 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Err(e) => return fail(format!("applied, but re-reading the directory failed: {e}")),
     };
     let last = plan(&site, &after, now, &policy);
-    let slurm = match crate::slurm::converge(&config, &site, &after, &last, now, false).await {
-        Ok(r) => r,
-        Err(e) => {
-            print_apply(
-                &first,
-                &report,
-                &last,
-                &crate::slurm::Report::default(),
-                args.output,
-            );
-            return fail(e);
-        }
-    };
+    let slurm =
+        match crate::slurm::converge(&config, &mut dir, &site, &after, &last, now, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                print_apply(
+                    &first,
+                    &report,
+                    &last,
+                    &crate::slurm::Report::default(),
+                    args.output,
+                );
+                return fail(e);
+            }
+        };
     print_apply(&first, &report, &last, &slurm, args.output);
     // Running jobs hold a removal back until they end: not an error, a wait (exit 3).
     let slurm_failed = slurm.calls.iter().any(
@@ -174,6 +183,7 @@ fn slurm_json(slurm: &SlurmReport) -> serde_json::Value {
             json!({"args": c.args, "description": c.what, "status": status, "reason": reason, "message": message})
         }).collect::<Vec<_>>(),
         "waiting": slurm.waiting.iter().map(|w| json!({"kind": w.kind, "namespace": w.key.namespace, "name": w.key.name, "reason": w.reason, "message": w.message})).collect::<Vec<_>>(),
+        "unmanaged": slurm.unmanaged,
         "invocations": slurm.invocations,
     })
 }
@@ -254,6 +264,9 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
             }
             for w in &slurm.waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
+            }
+            for u in &slurm.unmanaged {
+                println!("? slurm: {u}");
             }
             if plan.ops.is_empty() && blocked == 0 && slurm.calls.is_empty() {
                 println!("No changes: the directory matches the manifests.");

@@ -286,7 +286,11 @@ impl Directory {
         }
     }
 
-    async fn modify(&mut self, dn: &str, changes: &[AttrChange]) -> Result<(), (bool, String)> {
+    pub(crate) async fn modify(
+        &mut self,
+        dn: &str,
+        changes: &[AttrChange],
+    ) -> Result<(), (bool, String)> {
         let mods: Vec<Mod<&str>> = changes
             .iter()
             .map(|c| match c {

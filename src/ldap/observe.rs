@@ -145,6 +145,7 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "rosterKind",
     "rosterAdopted",
     "rosterCounterValue",
+    "rosterSlurmAccount",
 ];
 
 impl Directory {

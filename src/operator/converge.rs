@@ -415,7 +415,7 @@ impl Worker {
 
     /// Converges Slurm accounting after the directory; returns `SlurmSynced` per object.
     async fn slurm(
-        &self,
+        &mut self,
         config: &Config,
         site: &Site,
         after: &Observed,
@@ -444,7 +444,14 @@ impl Worker {
                 key: k.clone(),
             }))
             .collect();
-        let report = match crate::slurm::converge(config, site, after, last, now, false).await {
+        let converged = match self.dir.as_mut() {
+            Some(dir) => crate::slurm::converge(config, dir, site, after, last, now, false).await,
+            None => Err(crate::slurm::SlurmError::Record {
+                dn: config.ldap.base_dn.clone(),
+                message: "the directory connection was lost".into(),
+            }),
+        };
+        let report = match converged {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "Slurm accounting is unavailable");

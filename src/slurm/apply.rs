@@ -106,8 +106,16 @@ fn clear_tres(have: Option<&str>) -> String {
 }
 
 /// Every call that turns `have` into `want`. Only associations of `managed` users in accounts
-/// Roster wants are ever removed; anything else in Slurm is left alone.
-pub fn diff(have: &State, want: &State, managed: &BTreeSet<String>, batch: usize) -> Vec<Call> {
+/// Roster wants are ever removed (all of them in the `prune` accounts); anything else in Slurm is
+/// left alone and listed in `unmanaged`.
+pub fn diff(
+    have: &State,
+    want: &State,
+    managed: &BTreeSet<String>,
+    prune: &BTreeSet<String>,
+    batch: usize,
+    unmanaged: &mut Vec<String>,
+) -> Vec<Call> {
     let mut calls = vec![];
     let chunks = |names: &[String]| -> Vec<String> {
         names.chunks(batch.max(1)).map(|c| c.join(",")).collect()
@@ -387,15 +395,21 @@ pub fn diff(have: &State, want: &State, managed: &BTreeSet<String>, batch: usize
         *users_on.entry((c.clone(), u.clone())).or_default() += 1;
     }
     let mut removing: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let stale: Vec<&(String, String, String)> = have
+    let mut stale: Vec<&(String, String, String)> = vec![];
+    for k in have
         .assocs
         .keys()
-        .filter(|k| {
-            !want.assocs.contains_key(*k)
-                && managed.contains(&k.2)
-                && wanted_accounts.contains(&k.1)
-        })
-        .collect();
+        .filter(|k| !want.assocs.contains_key(*k) && wanted_accounts.contains(&k.1))
+    {
+        if managed.contains(&k.2) || prune.contains(&k.1) {
+            stale.push(k);
+        } else {
+            unmanaged.push(format!(
+                "association of {} with {} on {} (not Roster's user; kept)",
+                k.2, k.1, k.0
+            ));
+        }
+    }
     for (c, _, u) in &stale {
         *removing.entry((c.clone(), u.clone())).or_default() += 1;
     }
@@ -594,7 +608,14 @@ mod tests {
             ],
             &[("c", "ada", "optics"), ("c", "bob", "optics")],
         );
-        let calls = diff(&State::default(), &want, &managed(&["ada", "bob"]), 1000);
+        let calls = diff(
+            &State::default(),
+            &want,
+            &managed(&["ada", "bob"]),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        );
         let args: Vec<String> = calls.iter().map(|c| c.args.join(" ")).collect();
         assert_eq!(
             args,
@@ -605,7 +626,17 @@ mod tests {
                 "add user name=ada account=cosmo cluster=c",
             ]
         );
-        assert_eq!(diff(&want, &want, &managed(&["ada", "bob"]), 1000), []);
+        assert_eq!(
+            diff(
+                &want,
+                &want,
+                &managed(&["ada", "bob"]),
+                &BTreeSet::new(),
+                1000,
+                &mut vec![]
+            ),
+            []
+        );
     }
 
     #[test]
@@ -624,10 +655,17 @@ mod tests {
             &[("c", "cosmo", "ada")],
             &[("c", "ada", "cosmo")],
         );
-        let args: Vec<String> = diff(&have, &want, &managed(&["ada", "bob"]), 1000)
-            .iter()
-            .map(|c| c.args.join(" "))
-            .collect();
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["ada", "bob"]),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
         assert_eq!(
             args,
             [
@@ -637,10 +675,17 @@ mod tests {
             ]
         );
         // Users Roster does not manage are never removed.
-        let args: Vec<String> = diff(&have, &want, &managed(&["ada"]), 1000)
-            .iter()
-            .map(|c| c.args.join(" "))
-            .collect();
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["ada"]),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
         assert!(!args.iter().any(|a| a.contains("bob")), "{args:?}");
     }
 
@@ -663,10 +708,17 @@ mod tests {
             };
         }
         want.defaults = have.defaults.clone();
-        let args: Vec<String> = diff(&have, &want, &managed(&["u1", "u2", "u3"]), 2)
-            .iter()
-            .map(|c| c.args.join(" "))
-            .collect();
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["u1", "u2", "u3"]),
+            &BTreeSet::new(),
+            2,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
         assert_eq!(
             args,
             [

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{Account, Assoc, Limits, State};
 use crate::api::{Project, parse_duration};
-use crate::config::SlurmConfig;
+use crate::config::Config;
 use crate::ldap::Observed;
 use crate::plan::{Kind, Plan, group_name};
 use crate::site::{Key, Site};
@@ -20,17 +20,39 @@ pub struct Waiting {
     pub message: String,
 }
 
-/// The desired state, plus the objects that wait for something.
+/// What Slurm should hold and what is needed to get there.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub state: State,
+    /// Objects whose Slurm side waits for something, with why.
+    pub waiting: Vec<Waiting>,
+    /// (group DN, cluster): accounts Roster creates or adopts now, to be recorded on the group
+    /// (`rosterSlurmAccount`) so Roster knows later that they are its own.
+    pub record: Vec<(String, String)>,
+    /// Accounts whose associations of unmanaged users are removed too (`pruneUnmanaged`).
+    pub prune_unmanaged: BTreeSet<String>,
+}
+
+/// The desired state, plus the objects that wait for something. A Slurm account that exists
+/// but was neither created nor adopted by Roster is left alone unless adoption is allowed
+/// (site configuration and the `roster.io/adopt` annotation, DESIGN.md §5.2).
 pub fn desired(
     site: &Site,
     ldap: &Observed,
     plan: &Plan,
-    cfg: &SlurmConfig,
-    existing_qos: &BTreeSet<String>,
+    config: &Config,
+    have: &State,
     now: jiff::Timestamp,
-) -> (State, Vec<Waiting>) {
+) -> Desired {
+    let Some(cfg) = &config.slurm else {
+        return Desired::default();
+    };
+    let existing_qos = &have.qos;
     let mut state = State::default();
     let mut waiting = vec![];
+    let mut record = vec![];
+    let mut prune_unmanaged = BTreeSet::new();
+    let mine = format!("{}/", config.manager_id);
     state.clusters = cfg.clusters.iter().cloned().collect();
     // Projects that are fine in LDAP become Slurm accounts on their clusters.
     let mut projects: BTreeMap<String, (&Key, &Project, Vec<String>)> = BTreeMap::new();
@@ -43,7 +65,29 @@ pub fn desired(
         }
         let group = group_name(p);
         let sl = p.spec.slurm.clone().unwrap_or_default();
-        let clusters: Vec<String> = if sl.clusters.is_empty() {
+        let Some(entry) = ldap
+            .groups
+            .get(&group)
+            .filter(|e| e.owner().is_some_and(|o| o.starts_with(&mine)))
+        else {
+            waiting.push(Waiting {
+                kind: Kind::Project,
+                key: key.clone(),
+                reason: "WaitingForLdap",
+                message: format!("the LDAP group {group} does not exist yet; its Slurm account follows once it does"),
+            });
+            continue;
+        };
+        let recorded: BTreeSet<&String> = entry.values("rosterSlurmAccount").iter().collect();
+        let adoption = &config.adoption;
+        let may_adopt = adoption.enabled
+            && adoption.namespaces.iter().any(|n| n == &key.namespace)
+            && p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::ADOPT_ANNOTATION))
+                .is_some_and(|v| v == "true");
+        let wanted: Vec<String> = if sl.clusters.is_empty() {
             cfg.clusters.clone()
         } else {
             sl.clusters
@@ -52,6 +96,29 @@ pub fn desired(
                 .cloned()
                 .collect()
         };
+        let mut clusters = vec![];
+        for c in wanted {
+            let exists = have.accounts.contains_key(&(c.clone(), group.clone()));
+            if recorded.contains(&c) {
+                clusters.push(c);
+            } else if exists && !may_adopt {
+                waiting.push(Waiting {
+                    kind: Kind::Project,
+                    key: key.clone(),
+                    reason: "UnmanagedSlurmAccount",
+                    message: format!(
+                        "the Slurm account {group} already exists on cluster {c} and is not Roster's; adoption needs adoption.enabled with namespace {} in the config and the annotation roster.io/adopt: \"true\"",
+                        key.namespace
+                    ),
+                });
+            } else {
+                record.push((entry.dn.clone(), c.clone()));
+                clusters.push(c);
+            }
+        }
+        if sl.prune_unmanaged {
+            prune_unmanaged.insert(group.clone());
+        }
         let unknown: Vec<&String> = sl
             .clusters
             .iter()
@@ -219,5 +286,10 @@ pub fn desired(
         .map(|(_, a, u)| (a.clone(), u.clone()))
         .collect();
     state.coordinators.retain(|c| members.contains(c));
-    (state, waiting)
+    Desired {
+        state,
+        waiting,
+        record,
+        prune_unmanaged,
+    }
 }

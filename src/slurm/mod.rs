@@ -81,6 +81,8 @@ use crate::site::Site;
 pub struct Report {
     pub calls: Vec<(apply::Call, Option<apply::Outcome>)>,
     pub waiting: Vec<desired::Waiting>,
+    /// Slurm objects in Roster's accounts that Roster does not manage and leaves alone.
+    pub unmanaged: Vec<String>,
     pub invocations: u64,
 }
 
@@ -95,11 +97,15 @@ pub enum SlurmError {
         "slurm.databaseUrlFile (or databaseUrlEnv) is required: Roster observes Slurm in bulk from the accounting database"
     )]
     NoDatabase,
+    #[error("recording the Slurm account of {dn}: {message}")]
+    Record { dn: String, message: String },
 }
 
 /// Observes Slurm, plans against the directory as it now is, and runs the calls (unless `dry`).
+/// Accounts Roster creates or adopts are recorded on their LDAP group first.
 pub async fn converge(
     config: &Config,
+    dir: &mut crate::ldap::Directory,
     site: &Site,
     ldap: &Observed,
     plan: &Plan,
@@ -111,7 +117,7 @@ pub async fn converge(
     };
     let url = cfg.database_url(config)?.ok_or(SlurmError::NoDatabase)?;
     let have = observe::observe(&url, &cfg.clusters).await?;
-    let (want, waiting) = desired::desired(site, ldap, plan, cfg, &have.qos, now);
+    let want = desired::desired(site, ldap, plan, config, &have, now);
     let prefix = format!("{}/", config.manager_id);
     let managed: BTreeSet<String> = ldap
         .accounts
@@ -119,14 +125,44 @@ pub async fn converge(
         .filter(|(_, e)| e.owner().is_some_and(|o| o.starts_with(&prefix)))
         .map(|(u, _)| u.clone())
         .collect();
-    let calls = apply::diff(&have, &want, &managed, cfg.batch_size);
     let mut report = Report {
-        waiting,
+        waiting: want.waiting.clone(),
         ..Default::default()
     };
+    for (c, a) in have.accounts.keys() {
+        if !want.state.accounts.contains_key(&(c.clone(), a.clone()))
+            && want.waiting.iter().any(|w| {
+                w.reason == "UnmanagedSlurmAccount" && w.message.contains(&format!("account {a} "))
+            })
+        {
+            report.unmanaged.push(format!(
+                "account {a} on {c} (exists, not Roster's; left alone)"
+            ));
+        }
+    }
+    let calls = apply::diff(
+        &have,
+        &want.state,
+        &managed,
+        &want.prune_unmanaged,
+        cfg.batch_size,
+        &mut report.unmanaged,
+    );
     if dry {
         report.calls = calls.into_iter().map(|c| (c, None)).collect();
         return Ok(report);
+    }
+    // Ownership first: a crash after this leaves an account Roster will create, never one it
+    // would not know is its own.
+    for (dn, cluster) in &want.record {
+        let change =
+            crate::plan::AttrChange::Add("rosterSlurmAccount".into(), vec![cluster.clone()]);
+        dir.modify(dn, std::slice::from_ref(&change))
+            .await
+            .map_err(|(_, message)| SlurmError::Record {
+                dn: dn.clone(),
+                message,
+            })?;
     }
     let mut sacctmgr = apply::Sacctmgr {
         bin: cfg.sacctmgr.clone(),
