@@ -114,3 +114,37 @@ fn crd_prints_all_five_kinds() {
         assert!(text.contains(&format!("name: {name}.roster.io")), "{name}");
     }
 }
+
+#[test]
+fn an_unknown_slurm_cluster_is_refused_at_start_up() {
+    let dir = scratch("cfgcluster");
+    let text = std::fs::read_to_string(repo_root().join(".dev/roster.yaml")).unwrap();
+    let dev = repo_root().join(".dev");
+    let text = text
+        .replace("clusters: [dev]", "clusters: [nosuchcluster]")
+        .replace(
+            "bindPasswordFile: ldap-admin.pw",
+            &format!("bindPasswordFile: {}", dev.join("ldap-admin.pw").display()),
+        )
+        .replace(
+            "slurmConf: slurm/slurm.conf",
+            &format!("slurmConf: {}", dev.join("slurm/slurm.conf").display()),
+        )
+        .replace(
+            "databaseUrlFile: slurm/ro.url",
+            &format!("databaseUrlFile: {}", dev.join("slurm/ro.url").display()),
+        );
+    assert!(
+        text.contains("nosuchcluster"),
+        "the dev config has a slurm section"
+    );
+    let path = dir.join("roster.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = roster(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cluster \"nosuchcluster\" is not known to slurmdbd"),
+        "{err}"
+    );
+}

@@ -156,10 +156,10 @@ fn default_identity() -> String {
 }
 
 async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
-    let fail = |message: String| {
+    fn fail(message: impl std::fmt::Display) -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::FAILURE
-    };
+    }
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
@@ -177,6 +177,21 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
     }
     if let Err(e) = dir.check_containers(&config).await {
         return fail(e.to_string());
+    }
+    if let Some(slurm) = &config.slurm {
+        // Writes to a cluster slurmdbd does not know are silently dropped: check at start-up.
+        let url = match slurm.database_url(&config) {
+            Ok(Some(u)) => u,
+            Ok(None) => return fail(crate::slurm::SlurmError::NoDatabase),
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = crate::slurm::observe::observe(&url, &slurm.clusters).await {
+            return fail(e);
+        }
+        println!(
+            "slurm: clusters {} known to slurmdbd; accounting database readable",
+            slurm.clusters.join(", ")
+        );
     }
     println!(
         "config {}: valid; directory {} bound as {} has Roster's schema and containers",

@@ -132,6 +132,25 @@ pub fn desired(
                 message: format!("spec.slurm.clusters names clusters the configuration does not manage: {unknown:?}"),
             });
         }
+        // Defence in depth: admission already checked these, but nothing that could be read as
+        // a sacctmgr keyword or list ever reaches its argument vector.
+        let bad: Vec<&String> = std::iter::once(&group)
+            .chain(sl.qos.iter())
+            .chain(sl.default_qos.iter())
+            .chain(sl.parent.iter())
+            .filter(|n| !super::is_slurm_name(n))
+            .collect();
+        if !bad.is_empty() {
+            waiting.push(Waiting {
+                kind: Kind::Project,
+                key: key.clone(),
+                reason: "InvalidSlurmName",
+                message: format!(
+                    "{bad:?} cannot be used as Slurm names (lower-case a-z, 0-9, '.', '_', '-')"
+                ),
+            });
+            continue;
+        }
         let missing_qos: Vec<&String> = sl
             .qos
             .iter()
