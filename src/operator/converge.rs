@@ -522,6 +522,7 @@ impl Worker {
                 },
             );
         }
+        let mut events: Vec<(Target, EventType, &'static str, String)> = vec![];
         for (call, outcome) in &report.calls {
             let label = |o: &str| {
                 vec![
@@ -548,15 +549,49 @@ impl Worker {
                                 .filter_map(|a| by_group.get(a).cloned()),
                         );
                     for t in affected {
+                        let note = format!("sacctmgr {}: {message}", call.what);
+                        events.push((
+                            t.clone(),
+                            EventType::Warning,
+                            "SlurmWriteFailed",
+                            note.clone(),
+                        ));
                         conds.insert(
                             t,
                             Cond {
                                 type_: "SlurmSynced",
                                 status: false,
                                 reason: (*reason).into(),
-                                message: format!("sacctmgr {}: {message}", call.what),
+                                message: note,
                             },
                         );
+                    }
+                }
+                Some(crate::slurm::apply::Outcome::Done) => {
+                    self.metrics.inc(
+                        "roster_backend_operations_total",
+                        "Backend operations by backend, operation and outcome.",
+                        label("ok"),
+                        1.0,
+                    );
+                    // One Event per call, on the Project the call is about.
+                    let project = call
+                        .args
+                        .iter()
+                        .find_map(|a| {
+                            a.strip_prefix("account=").or_else(|| {
+                                a.strip_prefix("name=")
+                                    .filter(|_| call.args.get(1).is_some_and(|k| k == "account"))
+                            })
+                        })
+                        .and_then(|a| by_group.get(a.split(',').next().unwrap_or(a)).cloned());
+                    if let Some(t) = project {
+                        events.push((
+                            t,
+                            EventType::Normal,
+                            "SlurmUpdated",
+                            format!("sacctmgr: {}", call.what),
+                        ));
                     }
                 }
                 _ => self.metrics.inc(
@@ -565,6 +600,25 @@ impl Worker {
                     label("ok"),
                     1.0,
                 ),
+            }
+        }
+        for (t, type_, reason, note) in events {
+            let reference = match t.kind {
+                Kind::Account => site.accounts.get(&t.key).map(|o| o.object_ref(&())),
+                Kind::Project => site.projects.get(&t.key).map(|o| o.object_ref(&())),
+                Kind::Person => site.people.get(&t.key).map(|o| o.object_ref(&())),
+            };
+            if let Some(r) = reference {
+                let e = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(note),
+                    action: "Converge".into(),
+                    secondary: None,
+                };
+                if let Err(err) = self.recorder.publish(&e, &r).await {
+                    tracing::debug!(error = %err, "event not published");
+                }
             }
         }
         self.metrics.inc(
