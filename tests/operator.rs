@@ -795,8 +795,15 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
     });
     assert!(metric_where(port, "roster_backend_operations_total", "backend=\"slurm\"") > 0.0);
     wait_for("a SlurmUpdated Event on the project", || {
-        w.get(&["get", "events.events.k8s.io", "-n", "physics", "-o", "jsonpath={range .items[*]}{.reason}/{.regarding.name}{\" \"}{end}"])
-            .contains(&format!("SlurmUpdated/{p}"))
+        w.get(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}/{.regarding.name}{\" \"}{end}",
+        ])
+        .contains(&format!("SlurmUpdated/{p}"))
     });
     w.tree.cleanup().await;
 }

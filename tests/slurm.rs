@@ -417,3 +417,59 @@ async fn existing_slurm_accounts_are_left_alone_unless_adopted_and_unmanaged_use
     );
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn declared_partitions_get_one_association_each() {
+    let tree = TestTree::new("slurmpart").await;
+    let dir = scratch("slurmpart");
+    let c = cluster("part");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("r{}", std::process::id() % 100000);
+    let with = |parts: &str| {
+        site(&p, "").replace(
+            &format!("  groupName: {p}b\n"),
+            &format!("  groupName: {p}b\n  slurm:\n    partitions: [{parts}]\n"),
+        )
+    };
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, with("batch, gpu")).unwrap();
+    let f = f.display().to_string();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let show = || {
+        let (_, out) = sacctmgr(&[
+            "-nP",
+            "show",
+            "assoc",
+            &format!("cluster={c}"),
+            &format!("account={p}b"),
+            "format=User,Partition",
+        ]);
+        let mut rows: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with('|'))
+            .map(str::to_string)
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        show(),
+        [
+            format!("{p}u1|batch"),
+            format!("{p}u1|gpu"),
+            format!("{p}u3|batch"),
+            format!("{p}u3|gpu")
+        ]
+    );
+    assert!(
+        roster(&["apply", "-f", &f, "--config", &cfg])
+            .1
+            .contains("No changes")
+    );
+    std::fs::write(&f, with("batch")).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(show(), [format!("{p}u1|batch"), format!("{p}u3|batch")]);
+    tree.cleanup().await;
+}

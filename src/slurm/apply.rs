@@ -201,66 +201,56 @@ pub fn diff(
     }
 
     // 2. Associations: users new on a cluster come in with their default account.
-    let mut with_default: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut plain: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for (cluster, account, user) in want.assocs.keys() {
-        if have
-            .assocs
-            .contains_key(&(cluster.clone(), account.clone(), user.clone()))
-        {
+    let mut with_default: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    let mut plain: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for key in want.assocs.keys() {
+        if have.assocs.contains_key(key) {
             continue;
         }
+        let (cluster, account, user, partition) = key;
         let new_user = have.accounts_of(cluster, user).is_empty();
         let default = want.defaults.get(&(cluster.clone(), user.clone()));
+        let group = (cluster.clone(), account.clone(), partition.clone());
         if new_user && default == Some(account) {
-            with_default
-                .entry((cluster.clone(), account.clone()))
-                .or_default()
-                .push(user.clone());
+            with_default.entry(group).or_default().push(user.clone());
         } else {
-            plain
-                .entry((cluster.clone(), account.clone()))
-                .or_default()
-                .push(user.clone());
+            plain.entry(group).or_default().push(user.clone());
         }
     }
     // Users whose default association is created with them, first; then the others.
     let created: BTreeSet<(String, String)> = with_default
         .iter()
-        .flat_map(|((c, _), us)| us.iter().map(move |u| (c.clone(), u.clone())))
+        .flat_map(|((c, _, _), us)| us.iter().map(move |u| (c.clone(), u.clone())))
         .collect();
-    for ((cluster, account), users) in &with_default {
-        for list in chunks(users) {
-            calls.push(Call {
-                args: vec![
-                    "add".into(),
+    for (default, groups) in [(true, &with_default), (false, &plain)] {
+        for ((cluster, account, partition), users) in groups {
+            let mut users = users.clone();
+            users.sort();
+            users.dedup();
+            for list in chunks(&users) {
+                let mut args = vec![
+                    "add".to_string(),
                     "user".into(),
                     format!("name={list}"),
                     format!("account={account}"),
-                    format!("defaultaccount={account}"),
-                    format!("cluster={cluster}"),
-                ],
-                what: format!("add user(s) {list} to {account} on {cluster}"),
-                users: users.clone(),
-                accounts: vec![],
-            });
-        }
-    }
-    for ((cluster, account), users) in &plain {
-        // A user new on the cluster whose default comes later still needs a default now.
-        for list in chunks(users) {
-            calls.push(Call {
-                args: vec![
-                    "add".into(),
-                    "user".into(),
-                    format!("name={list}"),
-                    format!("account={account}"),
-                    format!("cluster={cluster}"),
-                ],
-                what: format!("add user(s) {list} to {account} on {cluster}"),
-                users: users.clone(),
-                accounts: vec![],
-            });
+                ];
+                if default {
+                    args.push(format!("defaultaccount={account}"));
+                }
+                args.push(format!("cluster={cluster}"));
+                if !partition.is_empty() {
+                    args.push(format!("partition={partition}"));
+                }
+                calls.push(Call {
+                    args,
+                    what: format!(
+                        "add user(s) {list} to {account}{} on {cluster}",
+                        in_partition(partition)
+                    ),
+                    users: users.clone(),
+                    accounts: vec![],
+                });
+            }
         }
     }
 
@@ -297,18 +287,17 @@ pub fn diff(
     }
 
     // 4. Association limits (deactivation sets MaxJobs=0 MaxSubmitJobs=0; reactivation restores).
-    let mut limits: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
-    for ((cluster, account, user), w) in &want.assocs {
-        let h = have
-            .assocs
-            .get(&(cluster.clone(), account.clone(), user.clone()))
-            .cloned()
-            .unwrap_or_default();
+    let mut limits: BTreeMap<(String, String, String, String, String), Vec<String>> =
+        BTreeMap::new();
+    for (key, w) in &want.assocs {
+        let h = have.assocs.get(key).cloned().unwrap_or_default();
         if &h != w {
+            let (cluster, account, user, partition) = key;
             limits
                 .entry((
                     cluster.clone(),
                     account.clone(),
+                    partition.clone(),
                     n(w.max_jobs),
                     n(w.max_submit_jobs),
                 ))
@@ -316,11 +305,30 @@ pub fn diff(
                 .push(user.clone());
         }
     }
-    for ((cluster, account, max_jobs, max_submit), users) in limits {
+    for ((cluster, account, partition, max_jobs, max_submit), users) in limits {
         for list in chunks(&users) {
+            let mut args = vec![
+                "modify".to_string(),
+                "user".into(),
+                "where".into(),
+                format!("name={list}"),
+                format!("account={account}"),
+                format!("cluster={cluster}"),
+            ];
+            if !partition.is_empty() {
+                args.push(format!("partition={partition}"));
+            }
+            args.extend([
+                "set".into(),
+                format!("maxjobs={max_jobs}"),
+                format!("maxsubmitjobs={max_submit}"),
+            ]);
             calls.push(Call {
-                args: vec!["modify".into(), "user".into(), "where".into(), format!("name={list}"), format!("account={account}"), format!("cluster={cluster}"), "set".into(), format!("maxjobs={max_jobs}"), format!("maxsubmitjobs={max_submit}")],
-                what: format!("limits maxjobs={max_jobs} maxsubmitjobs={max_submit} for {list} in {account} on {cluster}"),
+                args,
+                what: format!(
+                    "limits maxjobs={max_jobs} maxsubmitjobs={max_submit} for {list} in {account}{} on {cluster}",
+                    in_partition(&partition)
+                ),
                 users: users.clone(),
                 accounts: vec![],
             });
@@ -388,14 +396,11 @@ pub fn diff(
 
     // 6. Associations to remove: Roster's users in Roster's accounts only. A user's last
     //    association on a cluster removes the user there.
-    let mut remove: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut users_on: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (c, _, u) in have.assocs.keys() {
+    for (c, _, u, _) in have.assocs.keys() {
         *users_on.entry((c.clone(), u.clone())).or_default() += 1;
     }
-    let mut removing: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut stale: Vec<&(String, String, String)> = vec![];
+    let mut stale: Vec<&(String, String, String, String)> = vec![];
     for k in have
         .assocs
         .keys()
@@ -405,36 +410,49 @@ pub fn diff(
             stale.push(k);
         } else {
             unmanaged.push(format!(
-                "association of {} with {} on {} (not Roster's user; kept)",
-                k.2, k.1, k.0
+                "association of {} with {}{} on {} (not Roster's user; kept)",
+                k.2,
+                k.1,
+                in_partition(&k.3),
+                k.0
             ));
         }
     }
-    for (c, _, u) in &stale {
+    let mut removing: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (c, _, u, _) in &stale {
         *removing.entry((c.clone(), u.clone())).or_default() += 1;
     }
-    for (c, a, u) in stale {
+    let mut remove: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (c, a, u, p) in stale {
         if removing[&(c.clone(), u.clone())] == users_on[&(c.clone(), u.clone())] {
             gone.entry(c.clone()).or_default().push(u.clone());
         } else {
             remove
-                .entry((c.clone(), a.clone()))
+                .entry((c.clone(), a.clone(), p.clone()))
                 .or_default()
                 .push(u.clone());
         }
     }
-    for ((cluster, account), users) in remove {
+    for ((cluster, account, partition), users) in remove {
         for list in chunks(&users) {
+            let mut args = vec![
+                "delete".to_string(),
+                "user".into(),
+                "where".into(),
+                format!("name={list}"),
+                format!("account={account}"),
+                format!("cluster={cluster}"),
+            ];
+            if !partition.is_empty() {
+                args.push(format!("partition={partition}"));
+            }
             calls.push(Call {
-                args: vec![
-                    "delete".into(),
-                    "user".into(),
-                    "where".into(),
-                    format!("name={list}"),
-                    format!("account={account}"),
-                    format!("cluster={cluster}"),
-                ],
-                what: format!("remove {list} from {account} on {cluster}"),
+                args,
+                what: format!(
+                    "remove {list} from {account}{} on {cluster}",
+                    in_partition(&partition)
+                ),
                 users: users.clone(),
                 accounts: vec![],
             });
@@ -459,6 +477,14 @@ pub fn diff(
         }
     }
     calls
+}
+
+fn in_partition(partition: &str) -> String {
+    if partition.is_empty() {
+        String::new()
+    } else {
+        format!(" (partition {partition})")
+    }
 }
 
 /// How a call ended.
@@ -582,7 +608,7 @@ mod tests {
         }
         for (c, a, u) in assocs {
             s.assocs.insert(
-                (c.to_string(), a.to_string(), u.to_string()),
+                (c.to_string(), a.to_string(), u.to_string(), String::new()),
                 Assoc::default(),
             );
         }

@@ -285,9 +285,21 @@ pub fn desired(
                         max_submit_jobs: lim.max_submit_jobs,
                     }
                 };
-                state
-                    .assocs
-                    .insert((cluster.clone(), (*g).clone(), user.clone()), assoc);
+                // One association per declared partition, or one without a partition.
+                let partitions = projects[*g]
+                    .1
+                    .spec
+                    .slurm
+                    .as_ref()
+                    .map(|s| s.partitions.clone())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| vec![String::new()]);
+                for partition in partitions {
+                    state.assocs.insert(
+                        (cluster.clone(), (*g).clone(), user.clone(), partition),
+                        assoc.clone(),
+                    );
+                }
             }
             let default = default_group
                 .clone()
@@ -302,7 +314,7 @@ pub fn desired(
     let members: BTreeSet<(String, String)> = state
         .assocs
         .keys()
-        .map(|(_, a, u)| (a.clone(), u.clone()))
+        .map(|(_, a, u, _)| (a.clone(), u.clone()))
         .collect();
     state.coordinators.retain(|c| members.contains(c));
     Desired {

@@ -42,8 +42,8 @@ pub struct State {
     pub account_info: BTreeMap<String, (String, String)>,
     /// (cluster, account).
     pub accounts: BTreeMap<(String, String), Account>,
-    /// (cluster, account, user).
-    pub assocs: BTreeMap<(String, String, String), Assoc>,
+    /// (cluster, account, user, partition); partition `""` when the association has none.
+    pub assocs: BTreeMap<(String, String, String, String), Assoc>,
     /// (cluster, user) → default account.
     pub defaults: BTreeMap<(String, String), String>,
     /// (account, user): coordinators are global in Slurm.
@@ -55,8 +55,8 @@ impl State {
     pub fn accounts_of(&self, cluster: &str, user: &str) -> BTreeSet<String> {
         self.assocs
             .keys()
-            .filter(|(c, _, u)| c == cluster && u == user)
-            .map(|(_, a, _)| a.clone())
+            .filter(|(c, _, u, _)| c == cluster && u == user)
+            .map(|(_, a, _, _)| a.clone())
             .collect()
     }
 }

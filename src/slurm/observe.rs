@@ -90,7 +90,7 @@ pub async fn observe(url: &str, clusters: &[String]) -> Result<State, ObserveErr
     for c in clusters {
         debug_assert!(is_slurm_name(c));
         let sql = format!(
-            "SELECT user, acct, parent_acct, is_def, shares, max_jobs, max_submit_jobs, grp_jobs, grp_submit_jobs, grp_tres, max_wall_pj, qos, def_qos_id FROM `{c}_assoc_table` WHERE deleted = 0 AND `partition` = ''"
+            "SELECT user, acct, parent_acct, is_def, shares, max_jobs, max_submit_jobs, grp_jobs, grp_submit_jobs, grp_tres, max_wall_pj, qos, def_qos_id, `partition` FROM `{c}_assoc_table` WHERE deleted = 0"
         );
         let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
         for mut row in rows {
@@ -99,6 +99,7 @@ pub async fn observe(url: &str, clusters: &[String]) -> Result<State, ObserveErr
                     .and_then(Result::ok)
                     .flatten()
             };
+            let partition = text(13).unwrap_or_default();
             let (user, acct, parent) = (
                 text(0).unwrap_or_default(),
                 text(1).unwrap_or_default(),
@@ -152,7 +153,7 @@ pub async fn observe(url: &str, clusters: &[String]) -> Result<State, ObserveErr
                         .insert((c.clone(), user.clone()), acct.clone());
                 }
                 state.assocs.insert(
-                    (c.clone(), acct, user),
+                    (c.clone(), acct, user, partition),
                     Assoc {
                         max_jobs,
                         max_submit_jobs: max_submit,
