@@ -473,3 +473,86 @@ async fn declared_partitions_get_one_association_each() {
     assert_eq!(show(), [format!("{p}u1|batch"), format!("{p}u3|batch")]);
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn without_database_access_sacctmgr_show_observes_the_same_state() {
+    let tree = TestTree::new("slurmfb").await;
+    let dir = scratch("slurmfb");
+    let c = cluster("fb");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("f{}", std::process::id() % 100000);
+    let text = site(&p, "").replace(
+        &format!("  groupName: {p}b\n"),
+        &format!("  groupName: {p}b\n  slurm:\n    fairshare: 5\n    limits:\n      grpJobs: 10\n      grpTRES: {{cpu: 64}}\n      maxWall: 2d\n"),
+    );
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, text).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    let env = dev_env();
+    let clusters = vec![c.clone()];
+    let sql = roster::slurm::observe::observe(&env["SLURMDB_RO_URL"], &clusters)
+        .await
+        .unwrap();
+    let mut sacctmgr = roster::slurm::apply::Sacctmgr {
+        bin: "sacctmgr".into(),
+        slurm_conf: Some(env["SLURM_CONF"].clone().into()),
+        timeout: std::time::Duration::from_secs(60),
+        invocations: 0,
+    };
+    let shown = roster::slurm::observe::observe_with_sacctmgr(&mut sacctmgr, &clusters)
+        .await
+        .unwrap();
+    let ours = |s: &roster::slurm::State| {
+        let accounts: Vec<_> = s
+            .accounts
+            .iter()
+            .filter(|((_, a), _)| a.starts_with(&p))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let assocs: Vec<_> = s
+            .assocs
+            .iter()
+            .filter(|((_, a, _, _), _)| a.starts_with(&p))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let defaults: Vec<_> = s
+            .defaults
+            .iter()
+            .filter(|((_, u), _)| u.starts_with(&p))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let coords: Vec<_> = s
+            .coordinators
+            .iter()
+            .filter(|(a, _)| a.starts_with(&p))
+            .cloned()
+            .collect();
+        (accounts, assocs, defaults, coords)
+    };
+    assert_eq!(ours(&shown), ours(&sql));
+    assert!(!ours(&sql).1.is_empty());
+    assert_eq!(
+        ours(&sql)
+            .0
+            .iter()
+            .find(|((_, a), _)| a == &format!("{p}b"))
+            .unwrap()
+            .1
+            .limits
+            .max_wall,
+        Some(2880)
+    );
+    // And a config without database access converges with it: nothing left to do.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let no_db: String = text
+        .lines()
+        .filter(|l| !l.contains("databaseUrlFile"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&cfg, no_db).unwrap();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("No changes"), "{out}");
+    tree.cleanup().await;
+}

@@ -180,12 +180,20 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
     }
     if let Some(slurm) = &config.slurm {
         // Writes to a cluster slurmdbd does not know are silently dropped: check at start-up.
-        let url = match slurm.database_url(&config) {
-            Ok(Some(u)) => u,
-            Ok(None) => return fail(crate::slurm::SlurmError::NoDatabase),
+        let observed = match slurm.database_url(&config) {
+            Ok(Some(url)) => crate::slurm::observe::observe(&url, &slurm.clusters).await,
+            Ok(None) => {
+                let mut sacctmgr = crate::slurm::apply::Sacctmgr {
+                    bin: slurm.sacctmgr.clone(),
+                    slurm_conf: slurm.slurm_conf.as_ref().map(|p| config.resolve(p)),
+                    timeout: std::time::Duration::from_secs(slurm.timeout_seconds),
+                    invocations: 0,
+                };
+                crate::slurm::observe::observe_with_sacctmgr(&mut sacctmgr, &slurm.clusters).await
+            }
             Err(e) => return fail(e),
         };
-        if let Err(e) = crate::slurm::observe::observe(&url, &slurm.clusters).await {
+        if let Err(e) = observed {
             return fail(e);
         }
         println!(

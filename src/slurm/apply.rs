@@ -509,6 +509,29 @@ pub struct Sacctmgr {
 }
 
 impl Sacctmgr {
+    /// A read-only `sacctmgr -nP …` query; its output, or why it failed.
+    pub async fn query(&mut self, args: &[&str]) -> Result<String, String> {
+        self.invocations += 1;
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("-nP")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(conf) = &self.slurm_conf {
+            cmd.env("SLURM_CONF", conf);
+        }
+        match tokio::time::timeout(self.timeout, cmd.output()).await {
+            Err(_) => Err(format!("sacctmgr did not answer within {:?}", self.timeout)),
+            Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.bin)),
+            Ok(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Ok(Ok(o)) => Err(format!(
+                "sacctmgr {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+        }
+    }
+
     pub async fn run(&mut self, args: &[String]) -> Outcome {
         let mut delay = Duration::from_millis(500);
         for attempt in 0..4 {

@@ -115,8 +115,16 @@ pub async fn converge(
     let Some(cfg) = &config.slurm else {
         return Ok(Report::default());
     };
-    let url = cfg.database_url(config)?.ok_or(SlurmError::NoDatabase)?;
-    let have = observe::observe(&url, &cfg.clusters).await?;
+    let mut sacctmgr = apply::Sacctmgr {
+        bin: cfg.sacctmgr.clone(),
+        slurm_conf: cfg.slurm_conf.as_ref().map(|p| config.resolve(p)),
+        timeout: std::time::Duration::from_secs(cfg.timeout_seconds),
+        invocations: 0,
+    };
+    let have = match cfg.database_url(config)? {
+        Some(url) => observe::observe(&url, &cfg.clusters).await?,
+        None => observe::observe_with_sacctmgr(&mut sacctmgr, &cfg.clusters).await?,
+    };
     let want = desired::desired(site, ldap, plan, config, &have, now);
     let prefix = format!("{}/", config.manager_id);
     let managed: BTreeSet<String> = ldap
@@ -164,12 +172,6 @@ pub async fn converge(
                 message,
             })?;
     }
-    let mut sacctmgr = apply::Sacctmgr {
-        bin: cfg.sacctmgr.clone(),
-        slurm_conf: cfg.slurm_conf.as_ref().map(|p| config.resolve(p)),
-        timeout: std::time::Duration::from_secs(cfg.timeout_seconds),
-        invocations: 0,
-    };
     for call in calls {
         let outcome = sacctmgr.run(&call.args).await;
         report.calls.push((call, Some(outcome)));

@@ -189,3 +189,147 @@ pub async fn max_txn(url: &str) -> Result<u64, ObserveError> {
     conn.disconnect().await?;
     Ok(v.flatten().unwrap_or(0))
 }
+
+/// The fallback when no database access is configured: the same snapshot from
+/// `sacctmgr -nP show …` (a handful of calls, never one per object).
+pub async fn observe_with_sacctmgr(
+    sacctmgr: &mut super::apply::Sacctmgr,
+    clusters: &[String],
+) -> Result<State, ObserveError> {
+    let mut state = State::default();
+    let q = |out: Result<String, String>| out.map_err(ObserveError::Database);
+    let known: Vec<String> = q(sacctmgr.query(&["show", "cluster", "format=Cluster"]).await)?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    for c in clusters {
+        if !known.contains(c) {
+            return Err(ObserveError::UnknownCluster(c.clone()));
+        }
+        state.clusters.insert(c.clone());
+    }
+    state.qos = q(sacctmgr.query(&["show", "qos", "format=Name"]).await)?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    for line in q(sacctmgr
+        .query(&["show", "account", "format=Account,Descr,Org"])
+        .await)?
+    .lines()
+    {
+        let f: Vec<&str> = line.split('|').collect();
+        if f.len() == 3 {
+            state
+                .account_info
+                .insert(f[0].into(), (f[1].into(), f[2].into()));
+        }
+    }
+    for line in q(sacctmgr
+        .query(&["show", "user", "withcoord", "format=User,Coordinators"])
+        .await)?
+    .lines()
+    {
+        if let Some((user, coords)) = line.split_once('|') {
+            for a in coords.split(',').filter(|a| !a.is_empty()) {
+                state.coordinators.insert((a.to_string(), user.to_string()));
+            }
+        }
+    }
+    let num = |s: &str| s.trim().parse::<i64>().ok();
+    for c in clusters {
+        let args = [
+            "show".to_string(),
+            "assoc".into(),
+            format!("cluster={c}"),
+            "format=Account,User,Partition,ParentName,Fairshare,MaxJobs,MaxSubmit,GrpJobs,GrpSubmit,GrpTRES,MaxWall,QOS,DefaultQOS".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for line in q(sacctmgr.query(&args).await)?.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            if f.len() < 13 {
+                continue;
+            }
+            let (acct, user, partition) = (f[0].to_string(), f[1].to_string(), f[2].to_string());
+            if user.is_empty() {
+                let mut qos: std::collections::BTreeSet<String> = f[11]
+                    .split(',')
+                    .filter(|q| !q.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                // sacctmgr shows the inherited QOS too; only an explicit list differs from "normal".
+                if qos.len() == 1 && qos.contains("normal") {
+                    qos.clear();
+                }
+                state.accounts.insert(
+                    (c.clone(), acct),
+                    Account {
+                        parent: f[3].to_string(),
+                        fairshare: num(f[4]).filter(|s| *s != 1),
+                        qos,
+                        default_qos: Some(f[12].to_string()).filter(|q| !q.is_empty()),
+                        limits: Limits {
+                            grp_jobs: num(f[7]),
+                            grp_submit_jobs: num(f[8]),
+                            max_jobs: None,
+                            max_submit_jobs: None,
+                            grp_tres: Some(f[9].to_string()).filter(|t| !t.is_empty()).map(|t| {
+                                let mut p: Vec<&str> = t.split(',').collect();
+                                p.sort();
+                                p.join(",")
+                            }),
+                            max_wall: wall_minutes(f[10]),
+                        },
+                    },
+                );
+            } else {
+                state.assocs.insert(
+                    (c.clone(), acct, user, partition),
+                    Assoc {
+                        max_jobs: num(f[5]),
+                        max_submit_jobs: num(f[6]),
+                    },
+                );
+            }
+        }
+        let args = [
+            "show".to_string(),
+            "user".into(),
+            "withassoc".into(),
+            "format=User,Cluster,DefaultAccount".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for line in q(sacctmgr.query(&args).await)?.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            if f.len() == 3 && f[1] == c && !f[2].is_empty() {
+                state
+                    .defaults
+                    .insert((c.clone(), f[0].to_string()), f[2].to_string());
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// sacctmgr's MaxWall (`[days-]hours:minutes:seconds` or `minutes`) in minutes.
+fn wall_minutes(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<i64>().ok()?, r),
+        None => (0, s),
+    };
+    let parts: Vec<i64> = rest
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let minutes = match parts.as_slice() {
+        [m] => *m,
+        [h, m, _s] => h * 60 + m,
+        [m, _s] => *m,
+        _ => return None,
+    };
+    Some(days * 1440 + minutes)
+}
