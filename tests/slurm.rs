@@ -197,6 +197,31 @@ async fn locks_block_submission_and_removals_switch_the_default_first() {
         "{:?}",
         assocs(&c)
     );
+    // A locked Project blocks its account: GrpSubmitJobs=0; unlocking lifts it.
+    let grp = || {
+        let (_, out) = sacctmgr(&[
+            "-nP",
+            "show",
+            "assoc",
+            &format!("cluster={c}"),
+            &format!("account={p}a"),
+            "format=User,GrpSubmit",
+        ]);
+        out.lines()
+            .find(|l| l.starts_with('|'))
+            .unwrap_or("")
+            .to_string()
+    };
+    let project_locked = site(&p, "").replace(
+        &format!("  groupName: {p}a\n"),
+        &format!("  groupName: {p}a\n  locked: true\n"),
+    );
+    std::fs::write(&f, &project_locked).unwrap();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    assert_eq!(grp(), "|0");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    assert_eq!(grp(), "|");
 
     // u1 leaves project b, its default: the default moves to a first, then b's association goes.
     let moved = site(&p, "")
