@@ -183,12 +183,7 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
         let observed = match slurm.database_url(&config) {
             Ok(Some(url)) => crate::slurm::observe::observe(&url, &slurm.clusters).await,
             Ok(None) => {
-                let mut sacctmgr = crate::slurm::apply::Sacctmgr {
-                    bin: slurm.sacctmgr.clone(),
-                    slurm_conf: slurm.slurm_conf.as_ref().map(|p| config.resolve(p)),
-                    timeout: std::time::Duration::from_secs(slurm.timeout_seconds),
-                    invocations: 0,
-                };
+                let mut sacctmgr = crate::slurm::apply::Sacctmgr::from_config(&config, slurm);
                 crate::slurm::observe::observe_with_sacctmgr(&mut sacctmgr, &slurm.clusters).await
             }
             Err(e) => return fail(e),

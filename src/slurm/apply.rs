@@ -335,7 +335,8 @@ pub fn diff(
         }
     }
 
-    // 5. Coordinators.
+    // 5. Coordinators (only Roster's users are ever removed).
+    let wanted_accounts: BTreeSet<&String> = want.accounts.keys().map(|(_, a)| a).collect();
     let mut add_coord: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (account, user) in want.coordinators.difference(&have.coordinators) {
         add_coord
@@ -343,27 +344,6 @@ pub fn diff(
             .or_default()
             .push(user.clone());
     }
-    for (account, users) in add_coord {
-        let cluster = want
-            .accounts
-            .keys()
-            .find(|(_, a)| *a == account)
-            .map(|(c, _)| c.clone())
-            .unwrap_or_default();
-        calls.push(Call {
-            args: vec![
-                "add".into(),
-                "coordinator".into(),
-                format!("account={account}"),
-                format!("names={}", users.join(",")),
-                format!("cluster={cluster}"),
-            ],
-            what: format!("make {} coordinator(s) of {account}", users.join(",")),
-            users: users.clone(),
-            accounts: vec![],
-        });
-    }
-    let wanted_accounts: BTreeSet<&String> = want.accounts.keys().map(|(_, a)| a).collect();
     let mut del_coord: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (account, user) in have.coordinators.difference(&want.coordinators) {
         if managed.contains(user) && wanted_accounts.contains(account) {
@@ -373,25 +353,27 @@ pub fn diff(
                 .push(user.clone());
         }
     }
-    for (account, users) in del_coord {
-        let cluster = want
-            .accounts
-            .keys()
-            .find(|(_, a)| *a == account)
-            .map(|(c, _)| c.clone())
-            .unwrap_or_default();
-        calls.push(Call {
-            args: vec![
-                "delete".into(),
-                "coordinator".into(),
-                format!("account={account}"),
-                format!("names={}", users.join(",")),
-                format!("cluster={cluster}"),
-            ],
-            what: format!("remove coordinator(s) {} of {account}", users.join(",")),
-            users: users.clone(),
-            accounts: vec![],
-        });
+    for (verb, what, groups) in [("add", "make", add_coord), ("delete", "remove", del_coord)] {
+        for (account, users) in groups {
+            let cluster = want
+                .accounts
+                .keys()
+                .find(|(_, a)| *a == account)
+                .map(|(c, _)| c.clone())
+                .unwrap_or_default();
+            calls.push(Call {
+                args: vec![
+                    verb.into(),
+                    "coordinator".into(),
+                    format!("account={account}"),
+                    format!("names={}", users.join(",")),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("{what} {} coordinator(s) of {account}", users.join(",")),
+                users: users.clone(),
+                accounts: vec![],
+            });
+        }
     }
 
     // 6. Associations to remove: Roster's users in Roster's accounts only. A user's last
@@ -509,6 +491,19 @@ pub struct Sacctmgr {
 }
 
 impl Sacctmgr {
+    /// The sacctmgr a configuration names.
+    pub fn from_config(
+        config: &crate::config::Config,
+        slurm: &crate::config::SlurmConfig,
+    ) -> Sacctmgr {
+        Sacctmgr {
+            bin: slurm.sacctmgr.clone(),
+            slurm_conf: slurm.slurm_conf.as_ref().map(|p| config.resolve(p)),
+            timeout: Duration::from_secs(slurm.timeout_seconds),
+            invocations: 0,
+        }
+    }
+
     /// A read-only `sacctmgr -nP …` query; its output, or why it failed.
     pub async fn query(&mut self, args: &[&str]) -> Result<String, String> {
         self.invocations += 1;

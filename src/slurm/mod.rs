@@ -115,12 +115,7 @@ pub async fn converge(
     let Some(cfg) = &config.slurm else {
         return Ok(Report::default());
     };
-    let mut sacctmgr = apply::Sacctmgr {
-        bin: cfg.sacctmgr.clone(),
-        slurm_conf: cfg.slurm_conf.as_ref().map(|p| config.resolve(p)),
-        timeout: std::time::Duration::from_secs(cfg.timeout_seconds),
-        invocations: 0,
-    };
+    let mut sacctmgr = apply::Sacctmgr::from_config(config, cfg);
     let have = match cfg.database_url(config)? {
         Some(url) => observe::observe(&url, &cfg.clusters).await?,
         None => observe::observe_with_sacctmgr(&mut sacctmgr, &cfg.clusters).await?,
