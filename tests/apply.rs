@@ -464,3 +464,81 @@ async fn prune_touches_only_its_namespaces_and_its_manager_id() {
     assert!(!ada.attrs.contains_key("pwdAccountLockedTime"));
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_pruned_account_is_purged_at_its_time_and_its_name_returns_only_to_its_owner() {
+    let tree = TestTree::new("purge").await;
+    let dir = scratch("purge");
+    let cfg = site_config(&tree, &dir);
+    let both = write(
+        &dir,
+        "site.yaml",
+        &(person_account("physics", "ada", "") + "\n" + &person_account("physics", "bob", "")),
+    );
+    assert_eq!(roster(&["apply", "-f", &both, "--config", &cfg]).0, 0);
+    let mut ldap = admin().await;
+    let uid = entries(&mut ldap, &tree.dn, "(uid=ada)").await[0].attrs["uidNumber"][0].clone();
+    let only_bob = write(&dir, "bob.yaml", &person_account("physics", "bob", ""));
+    let t0 = "2030-01-01T00:00:00Z";
+    let (code, out, err) = roster(&[
+        "apply", "--prune", "-f", &only_bob, "--config", &cfg, "--now", t0,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ada = &entries(&mut ldap, &tree.dn, "(uid=ada)").await[0];
+    assert_eq!(ada.attrs["rosterDeactivatedAt"], ["20300101000000Z"]);
+    assert_eq!(
+        ada.attrs["rosterPurgeAt"],
+        ["20300401000000Z"],
+        "90 days of grace"
+    );
+    // A day before: nothing. At the time: purged behind a tombstone (no --prune needed).
+    let (_, out, _) = roster(&[
+        "apply",
+        "-f",
+        &only_bob,
+        "--config",
+        &cfg,
+        "--now",
+        "2030-03-31T00:00:00Z",
+    ]);
+    assert!(out.contains("No changes"), "{out}");
+    let (code, out, err) = roster(&[
+        "apply",
+        "-f",
+        &only_bob,
+        "--config",
+        &cfg,
+        "--now",
+        "2030-04-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        entries(&mut ldap, &tree.dn, "(uid=ada)")
+            .await
+            .iter()
+            .all(|e| e.attrs["objectClass"].contains(&"rosterTombstone".to_string()))
+    );
+    let tomb = entries(&mut ldap, &tree.config.tombstones_dn(), "(cn=Account:ada)").await;
+    assert_eq!(tomb[0].attrs["uidNumber"], std::slice::from_ref(&uid));
+    let (_, out, _) = roster(&[
+        "apply",
+        "-f",
+        &only_bob,
+        "--config",
+        &cfg,
+        "--now",
+        "2030-05-01T00:00:00Z",
+    ]);
+    assert!(out.contains("No changes"), "purged once: {out}");
+    // Someone else wants the name: Conflict, nothing written.
+    let eve = write(&dir, "eve.yaml", &person_account("chemistry", "ada", ""));
+    let (code, out, _) = roster(&["apply", "-f", &eve, "--config", &cfg]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("never reused"), "{out}");
+    // The same Person comes back: the same username and uid.
+    let (code, out, err) = roster(&["apply", "-f", &both, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let back = entries(&mut ldap, &tree.config.people_dn(), "(uid=ada)").await;
+    assert_eq!(back[0].attrs["uidNumber"], [uid]);
+    tree.cleanup().await;
+}

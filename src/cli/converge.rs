@@ -37,6 +37,9 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     output: Output,
+    /// Plan as if it were this instant (RFC 3339): for tests and rehearsals of the lifecycle.
+    #[arg(long, hide = true)]
+    now: Option<jiff::Timestamp>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +89,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
-    let now = jiff::Timestamp::now();
+    let now = args.now.unwrap_or_else(jiff::Timestamp::now);
     let first = plan(&site, &observed, now, &policy);
     if !apply {
         // Slurm is planned against the directory as the LDAP changes would leave it.
@@ -162,7 +165,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
 fn op_json(op: &Op) -> serde_json::Value {
     let t = op.target();
     json!({
-        "action": match op { Op::Add { .. } => "add", Op::Modify { .. } => "modify" },
+        "action": op.verb(),
         "kind": t.kind,
         "namespace": t.key.namespace,
         "name": t.key.name,

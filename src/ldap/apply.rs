@@ -142,6 +142,7 @@ impl Directory {
                     }
                 }
                 Op::Modify { dn, changes, .. } => self.modify(dn, changes).await.map(|()| None),
+                Op::Delete { dn, .. } => self.delete(dn).await.map(|()| None),
             };
             match result {
                 Ok(n) => report.done.push((i, n)),
@@ -309,6 +310,15 @@ impl Directory {
             Err(e) => Err((false, self.unreachable(e).to_string())),
             Ok(r) if r.rc == 0 => Ok(()),
             Ok(r) => Err((false, op_error("modify", dn, r.rc, &r.text).to_string())),
+        }
+    }
+
+    /// Deletes an entry; one already gone is fine (a purge interrupted earlier).
+    async fn delete(&mut self, dn: &str) -> Result<(), (bool, String)> {
+        match self.ldap.delete(dn).await {
+            Err(e) => Err((false, self.unreachable(e).to_string())),
+            Ok(r) if r.rc == 0 || r.rc == 32 => Ok(()),
+            Ok(r) => Err((false, op_error("delete", dn, r.rc, &r.text).to_string())),
         }
     }
 

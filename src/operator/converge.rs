@@ -673,10 +673,7 @@ impl Worker {
     fn count_operations(&self, first: &Plan, report: &crate::ldap::ApplyReport) {
         let help = "Backend operations by backend, operation and outcome.";
         let label = |op: &crate::plan::Op, outcome: &str| {
-            let operation = match op {
-                crate::plan::Op::Add { .. } => "add",
-                crate::plan::Op::Modify { .. } => "modify",
-            };
+            let operation = op.verb();
             vec![
                 ("backend", "ldap".to_string()),
                 ("operation", operation.to_string()),
@@ -797,6 +794,7 @@ impl Worker {
             let reason = match op {
                 crate::plan::Op::Add { .. } => "LdapEntryCreated",
                 crate::plan::Op::Modify { .. } => "LdapEntryUpdated",
+                crate::plan::Op::Delete { .. } => "LdapEntryPurged",
             };
             if let Some(r) = reference(op.target()) {
                 events.push((

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ldap3::dn_escape;
 
 use crate::api::{
-    Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until,
+    Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_duration,
+    parse_valid_until,
 };
 use crate::config::{Config, PrimaryGroup};
 use crate::ldap::{Entry, Observed};
@@ -221,9 +222,9 @@ impl<'a> Planner<'a> {
     fn run(&mut self) {
         let project_gids = self.plan_projects();
         let usable_accounts = self.plan_accounts(&project_gids);
-        self.plan_memberships(&usable_accounts);
+        let purged = self.plan_removals();
+        self.plan_memberships(&usable_accounts, &purged);
         self.plan_people();
-        self.plan_removals();
         let mut pending: BTreeMap<Target, usize> = BTreeMap::new();
         for op in self
             .ops_groups
@@ -937,6 +938,7 @@ impl<'a> Planner<'a> {
         set(&mut a, "rosterKind", ["Account".to_string()]);
         set(&mut a, "rosterIdentity", [identity.to_string()]);
         set(&mut a, "rosterGoneAt", None::<String>);
+        set(&mut a, "rosterPurgeAt", None::<String>);
         match deactivated {
             Some(_) => {
                 set(&mut a, "pwdAccountLockedTime", [LOCKED_FOREVER.to_string()]);
@@ -964,7 +966,7 @@ impl<'a> Planner<'a> {
     }
 
     /// memberUid of every project group = its effective members that exist or will exist.
-    fn plan_memberships(&mut self, usable: &BTreeSet<String>) {
+    fn plan_memberships(&mut self, usable: &BTreeSet<String>, purged: &BTreeSet<String>) {
         for (key, project) in &self.site.projects {
             let Some(status) = self.statuses.get(&Target {
                 kind: Kind::Project,
@@ -983,7 +985,8 @@ impl<'a> Planner<'a> {
             members.retain(|u| {
                 usable.contains(u)
                     || (!self.index.declared_usernames.contains(u.as_str())
-                        && self.observed.accounts.contains_key(u))
+                        && self.observed.accounts.contains_key(u)
+                        && !purged.contains(u))
             });
             let target = Target {
                 kind: Kind::Project,
@@ -1073,11 +1076,19 @@ impl<'a> Planner<'a> {
 
     /// Accounts gone from the declaration: `--prune` in file mode (Roster's accounts in the
     /// declared namespaces that are no longer declared) and deleted objects in operator mode.
-    /// They are deactivated (locked, `rosterGoneAt` recorded), never deleted here.
-    fn plan_removals(&mut self) {
+    /// They are deactivated at once with `purgeAt = max(goneAt + grace, deactivatedAt)` recorded
+    /// in the directory (which is authoritative for it), and purged when that time has come:
+    /// the tombstone first, so a crash can never free the name or the numbers, then the entries.
+    /// Returns the usernames purged by this plan.
+    fn plan_removals(&mut self) -> BTreeSet<String> {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
-        for e in self.observed.accounts.values() {
+        let grace = parse_duration(&cfg.grace_periods.account_purge_after)
+            .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+            .unwrap_or(jiff::SignedDuration::from_hours(90 * 24));
+        let mut purged = BTreeSet::new();
+        let entries: Vec<&'a Entry> = self.observed.accounts.values().collect();
+        for e in entries {
             let Some(o) = e.owner() else { continue };
             let parts: Vec<&str> = o.splitn(4, '/').collect();
             let [mgr, ns, kind, name] = parts[..] else {
@@ -1096,18 +1107,46 @@ impl<'a> Planner<'a> {
                     DeletionPolicy::Deactivate,
                     format!("Account {key} is no longer declared (--prune)"),
                 ),
+                // Removed earlier (by either mode): its lifecycle goes on from the directory.
+                None if e.first("rosterGoneAt").is_some() => (
+                    DeletionPolicy::Deactivate,
+                    format!("Account {key} was removed"),
+                ),
                 None => continue,
             };
             if policy == DeletionPolicy::Orphan {
                 continue;
             }
+            let grace = if policy == DeletionPolicy::PurgeImmediately {
+                jiff::SignedDuration::ZERO
+            } else {
+                grace
+            };
             let target = Target {
                 kind: Kind::Account,
                 key: key.clone(),
             };
-            let now = generalized_time(self.now);
+            let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
+            let deactivated = e.first("rosterState") == Some("Deactivated");
+            let gone_at = time("rosterGoneAt").unwrap_or(self.now);
+            let deactivated_at = if deactivated {
+                time("rosterDeactivatedAt").unwrap_or(self.now)
+            } else {
+                self.now
+            };
+            let computed = gone_at
+                .checked_add(grace)
+                .unwrap_or(jiff::Timestamp::MAX)
+                .max(deactivated_at);
+            let purge_at = time("rosterPurgeAt").unwrap_or(computed);
+            let username = e.first("uid").unwrap_or("").to_string();
+            if deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now {
+                self.plan_purge(&target, e, &username, o);
+                purged.insert(username);
+                continue;
+            }
             let mut changes = vec![];
-            if e.first("rosterState") != Some("Deactivated") {
+            if !deactivated {
                 changes.push(AttrChange::Replace(
                     "pwdAccountLockedTime".into(),
                     vec![LOCKED_FOREVER.into()],
@@ -1119,26 +1158,116 @@ impl<'a> Planner<'a> {
                 ));
                 changes.push(AttrChange::Replace(
                     "rosterDeactivatedAt".into(),
-                    vec![now.clone()],
+                    vec![generalized_time(self.now)],
                 ));
             }
             if e.first("rosterGoneAt").is_none() {
-                changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
+                changes.push(AttrChange::Replace(
+                    "rosterGoneAt".into(),
+                    vec![generalized_time(self.now)],
+                ));
+            }
+            if e.first("rosterPurgeAt").is_none() {
+                changes.push(AttrChange::Replace(
+                    "rosterPurgeAt".into(),
+                    vec![generalized_time(purge_at)],
+                ));
             }
             if !changes.is_empty() {
                 self.ops_prune.push(Op::Modify {
                     target,
                     dn: e.dn.clone(),
                     changes,
-                    what: format!("removed account {}", e.first("uid").unwrap_or("")),
+                    what: format!("removed account {username}"),
                 });
             }
+            self.wake_at(purge_at);
             let s = self.status(Kind::Account, &key);
             s.phase = Phase::Deactivated;
             s.dn = Some(e.dn.clone());
             s.uid_number = e.number("uidNumber");
+            s.next_transition = Some(("Purge", purge_at));
             s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
+        purged
+    }
+
+    /// Tombstone first, then the account and its personal group.
+    fn plan_purge(&mut self, target: &Target, e: &Entry, username: &str, owner: &str) {
+        let cfg = self.config();
+        let cn = format!("Account:{username}");
+        if !self.observed.tombstones.contains_key(&cn) {
+            let mut attrs = Attrs::new();
+            set(&mut attrs, "objectClass", ["rosterTombstone".to_string()]);
+            set(&mut attrs, "cn", [cn.clone()]);
+            set(&mut attrs, "uid", [username.to_string()]);
+            set(
+                &mut attrs,
+                "uidNumber",
+                e.first("uidNumber").map(str::to_string),
+            );
+            set(
+                &mut attrs,
+                "gidNumber",
+                e.first("gidNumber").map(str::to_string),
+            );
+            set(&mut attrs, "rosterOwner", [owner.to_string()]);
+            set(&mut attrs, "rosterKind", ["Account".to_string()]);
+            set(
+                &mut attrs,
+                "rosterIdentity",
+                e.first("rosterIdentity").map(str::to_string),
+            );
+            set(
+                &mut attrs,
+                "rosterDeactivatedAt",
+                e.first("rosterDeactivatedAt").map(str::to_string),
+            );
+            set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
+            set(
+                &mut attrs,
+                "description",
+                [format!(
+                    "purged account {username}; its name and numbers are never reused"
+                )],
+            );
+            self.ops_prune.push(Op::Add {
+                target: target.clone(),
+                dn: format!("cn={},{}", dn_escape(cn.as_str()), cfg.tombstones_dn()),
+                attrs,
+                uid: None,
+                gid: None,
+                what: format!("tombstone of {username}"),
+            });
+        }
+        self.ops_prune.push(Op::Delete {
+            target: target.clone(),
+            dn: e.dn.clone(),
+            what: format!("purge account {username}"),
+        });
+        if let Some(g) = self.observed.groups.get(username)
+            && g.owner() == Some(owner)
+            && g.first("rosterKind") == Some("PersonalGroup")
+        {
+            self.ops_prune.push(Op::Delete {
+                target: target.clone(),
+                dn: g.dn.clone(),
+                what: format!("purge personal group {username}"),
+            });
+        }
+        let s = self.status(target.kind, &target.key);
+        s.phase = Phase::Purged;
+        s.dn = None;
+        s.uid_number = e.number("uidNumber");
+        s.conditions.push(cond(
+            "Deactivated",
+            true,
+            "Purged",
+            format!(
+                "{} was purged; a tombstone keeps its name and numbers reserved",
+                target.key
+            ),
+        ));
     }
 }
 

@@ -81,17 +81,34 @@ pub enum Op {
         changes: Vec<AttrChange>,
         what: String,
     },
+    /// Remove an entry (purge; its tombstone is written first).
+    Delete {
+        target: Target,
+        dn: String,
+        what: String,
+    },
 }
 
 impl Op {
     pub fn target(&self) -> &Target {
         match self {
-            Op::Add { target, .. } | Op::Modify { target, .. } => target,
+            Op::Add { target, .. } | Op::Modify { target, .. } | Op::Delete { target, .. } => {
+                target
+            }
         }
     }
+    /// `add`, `modify` or `delete`: the directory operation, for metrics and JSON.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Add { .. } => "add",
+            Op::Modify { .. } => "modify",
+            Op::Delete { .. } => "delete",
+        }
+    }
+
     pub fn dn(&self) -> &str {
         match self {
-            Op::Add { dn, .. } | Op::Modify { dn, .. } => dn,
+            Op::Add { dn, .. } | Op::Modify { dn, .. } | Op::Delete { dn, .. } => dn,
         }
     }
 }
@@ -101,6 +118,7 @@ impl Op {
         match self {
             Op::Add { .. } => "+",
             Op::Modify { .. } => "~",
+            Op::Delete { .. } => "-",
         }
     }
 
@@ -143,6 +161,7 @@ impl Op {
                     .collect();
                 format!("{} {target}: {what}: {}", self.symbol(), attrs.join(", "))
             }
+            Op::Delete { target, what, .. } => format!("- {target}: {what}"),
         }
     }
 }

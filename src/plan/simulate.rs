@@ -46,6 +46,10 @@ pub fn simulate(
                 }
                 insert(&mut out, e);
             }
+            Op::Delete { dn, .. } => {
+                out.accounts.retain(|_, e| &e.dn != dn);
+                out.groups.retain(|_, e| &e.dn != dn);
+            }
             Op::Modify { dn, changes, .. } => {
                 let Some(e) = find(&mut out, dn) else {
                     continue;
@@ -107,7 +111,10 @@ fn resolve(
 }
 
 fn insert(out: &mut Observed, e: Entry) {
-    if e.has_class("posixAccount") {
+    if e.has_class("rosterTombstone") {
+        out.tombstones
+            .insert(e.first("cn").unwrap_or_default().to_string(), e);
+    } else if e.has_class("posixAccount") {
         out.accounts
             .insert(e.first("uid").unwrap_or_default().to_string(), e);
     } else if e.has_class("posixGroup") {

@@ -663,3 +663,123 @@ fn a_username_held_by_two_entries_is_a_conflict_not_a_guess() {
     assert!(s.message().unwrap().contains("uid=ada,ou=old,dc=test"));
     assert!(p.ops.iter().all(|o| o.target().key.name != "ada"));
 }
+
+#[test]
+fn a_removed_account_is_deactivated_then_purged_behind_a_tombstone_and_its_name_kept() {
+    let c = config();
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    account(&mut site, "physics", "bob", |_| {});
+    project(&mut site, "physics", "optics", |p| {
+        p.members = vec!["ada".into(), "bob".into()]
+    });
+    let dir = converge(&site, &Observed::default());
+    let ada_uid = dir.accounts["ada"].number("uidNumber").unwrap();
+    // ada is removed (file mode --prune).
+    let mut without = site.clone();
+    without.accounts.remove(&Key::new("physics", "ada"));
+    without
+        .projects
+        .get_mut(&Key::new("physics", "optics"))
+        .unwrap()
+        .spec
+        .members = vec!["bob".into()];
+    let prune = Policy {
+        prune: true,
+        ..Policy::new(&c)
+    };
+    let p = plan(&without, &dir, now(), &prune);
+    let s = status(&p, Kind::Account, "physics", "ada");
+    assert_eq!(s.phase, Phase::Deactivated);
+    let purge_at = now()
+        .checked_add(jiff::SignedDuration::from_hours(90 * 24))
+        .unwrap();
+    assert_eq!(s.next_transition, Some(("Purge", purge_at)));
+    assert_eq!(p.next_wakeup, Some(purge_at));
+    let deactivated = simulate(&dir, &p, c.uid_range, c.gid_range);
+    assert_eq!(
+        deactivated.accounts["ada"].first("rosterPurgeAt"),
+        Some(generalized_time(purge_at).as_str())
+    );
+    // Nothing more happens before purgeAt, even without --prune (the directory remembers).
+    let before = jiff::Timestamp::from_second(purge_at.as_second() - 1).unwrap();
+    assert_eq!(
+        plan(&without, &deactivated, before, &Policy::new(&c)).ops,
+        []
+    );
+    // At purgeAt: the tombstone, then the entries.
+    let p = plan(&without, &deactivated, purge_at, &Policy::new(&c));
+    let verbs: Vec<(&str, &str)> = p.ops.iter().map(|o| (o.verb(), o.dn())).collect();
+    assert_eq!(
+        verbs,
+        [
+            ("add", "cn=Account:ada,ou=tombstones,dc=test"),
+            ("delete", "uid=ada,ou=people,dc=test"),
+            ("delete", "cn=ada,ou=groups,dc=test"),
+        ]
+    );
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Purged
+    );
+    let purged = simulate(&deactivated, &p, c.uid_range, c.gid_range);
+    assert!(!purged.accounts.contains_key("ada"));
+    assert_eq!(
+        purged.tombstones["Account:ada"].number("uidNumber"),
+        Some(ada_uid)
+    );
+    assert_eq!(
+        plan(&without, &purged, purge_at, &Policy::new(&c)).ops,
+        [],
+        "a purge is done once"
+    );
+    // The same Person declares the account again: same username, same uid.
+    let back = plan(&site, &purged, purge_at, &Policy::new(&c));
+    let Op::Add { uid, .. } = back
+        .ops
+        .iter()
+        .find(|o| o.dn() == "uid=ada,ou=people,dc=test")
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(uid, &Some(Number::Fixed(ada_uid)));
+    // Anyone else asking for the name: Conflict.
+    let mut other = without.clone();
+    account(&mut other, "chemistry", "ada", |_| {});
+    let p = plan(&other, &purged, purge_at, &Policy::new(&c));
+    assert_eq!(
+        status(&p, Kind::Account, "chemistry", "ada").phase,
+        Phase::Conflict
+    );
+    // A new account never gets ada's number, not even from a fresh counter.
+    let mut fresh = without.clone();
+    account(&mut fresh, "physics", "cyd", |_| {});
+    let p = plan(&fresh, &purged, purge_at, &Policy::new(&c));
+    let next = simulate(&purged, &p, c.uid_range, c.gid_range);
+    assert_ne!(next.accounts["cyd"].number("uidNumber"), Some(ada_uid));
+}
+
+#[test]
+fn purge_immediately_still_deactivates_first() {
+    let c = config();
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let dir = converge(&site, &Observed::default());
+    let mut removed = Policy::new(&c);
+    removed
+        .removed
+        .insert(Key::new("physics", "ada"), DeletionPolicy::PurgeImmediately);
+    let empty = Site::default();
+    let p = plan(&empty, &dir, now(), &removed);
+    assert!(
+        p.ops.iter().all(|o| o.verb() == "modify"),
+        "deactivation first"
+    );
+    let dir = simulate(&dir, &p, c.uid_range, c.gid_range);
+    let p = plan(&empty, &dir, now(), &removed);
+    assert!(
+        p.ops.iter().any(|o| o.verb() == "delete"),
+        "then the purge, with no grace"
+    );
+}

@@ -127,6 +127,13 @@ pub async fn converge(
         .iter()
         .filter(|(_, e)| e.owner().is_some_and(|o| o.starts_with(&prefix)))
         .map(|(u, _)| u.clone())
+        // Purged accounts stay Roster's: their associations go with them.
+        .chain(
+            ldap.tombstones
+                .values()
+                .filter(|t| t.owner().is_some_and(|o| o.starts_with(&prefix)))
+                .filter_map(|t| t.first("uid").map(str::to_string)),
+        )
         .collect();
     let mut report = Report {
         waiting: want.waiting.clone(),
