@@ -174,6 +174,25 @@ fn op_json(op: &Op) -> serde_json::Value {
     })
 }
 
+/// "⏲ Account physics/ada: Purge at … (in 93 days)", soonest first.
+fn upcoming(plan: &Plan) -> Vec<String> {
+    let now = plan.now;
+    let mut items: Vec<(jiff::Timestamp, String)> = plan
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let (action, at) = o.next_transition?;
+            let days = (at.as_second() - now.as_second()).div_euclid(86_400);
+            Some((
+                at,
+                format!("⏲ {}: {action} at {at} (in {days} days)", o.target),
+            ))
+        })
+        .collect();
+    items.sort();
+    items.into_iter().map(|(_, l)| l).collect()
+}
+
 fn slurm_json(slurm: &SlurmReport) -> serde_json::Value {
     json!({
         "calls": slurm.calls.iter().map(|(c, o)| {
@@ -209,6 +228,7 @@ fn objects_json(plan: &Plan) -> Vec<serde_json::Value> {
                 "uidNumber": o.uid_number,
                 "gidNumber": o.gid_number,
                 "dn": o.dn,
+                "nextTransition": o.next_transition.map(|(action, at)| json!({"action": action, "at": at.to_string()})),
                 "conditions": o.conditions.iter().filter(|c| c.type_ != "Ready" || !c.status).collect::<Vec<_>>(),
             })
         })
@@ -267,6 +287,9 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
             }
             for w in &slurm.waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
+            }
+            for line in upcoming(plan) {
+                println!("{line}");
             }
             for u in &slurm.unmanaged {
                 println!("? slurm: {u}");

@@ -211,6 +211,7 @@ pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Pol
         ops,
         objects: p.statuses.into_values().collect(),
         next_wakeup: p.wakeup,
+        now,
     }
 }
 
@@ -735,6 +736,22 @@ impl<'a> Planner<'a> {
                 }
                 _ => None,
             };
+            // Announce expiry ahead of time (gracePeriods.expiryWarning).
+            let expiring = match next_transition {
+                Some((_, e)) => {
+                    let warn = parse_duration(&cfg.grace_periods.expiry_warning)
+                        .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+                        .unwrap_or(jiff::SignedDuration::from_hours(14 * 24));
+                    let from = e.checked_sub(warn).unwrap_or(self.now);
+                    if from <= self.now {
+                        Some(e)
+                    } else {
+                        self.wake_at(from);
+                        None
+                    }
+                }
+                None => None,
+            };
             let existing_entry = match &claim {
                 Claim::Managed(e) | Claim::Adopt(e) => Some(*e),
                 Claim::New { .. } => None,
@@ -814,12 +831,22 @@ impl<'a> Planner<'a> {
                 self.plan_personal_group(key, &username, &identity, uid_number, personal_existing);
             }
             usable.insert(username.clone());
+            let now = self.now;
             let s = self.status(Kind::Account, key);
             s.dn = Some(dn);
             s.uid_number = uid_number;
             s.gid_number = gid_number;
             s.projects = memberships.into_iter().collect();
             s.next_transition = next_transition;
+            if let Some(e) = expiring {
+                let days = (e.as_second() - now.as_second()).div_euclid(86_400);
+                s.conditions.push(cond(
+                    "Expiring",
+                    true,
+                    "ValidUntilSoon",
+                    format!("Account {key} expires at {e} (in {days} days); extend validUntil to keep it"),
+                ));
+            }
             if let Some(r) = reason {
                 s.phase = Phase::Deactivated;
                 s.conditions

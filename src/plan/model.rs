@@ -226,6 +226,8 @@ pub struct Plan {
     pub ops: Vec<Op>,
     pub objects: Vec<ObjectStatus>,
     pub next_wakeup: Option<jiff::Timestamp>,
+    /// The instant the plan was made for.
+    pub now: jiff::Timestamp,
 }
 
 impl Plan {

@@ -252,7 +252,13 @@ fn validity_sets_shadow_expire_and_the_wakeup_then_deactivates() {
     };
     // Valid through 2026-12-31: expires on 2027-01-01 = day 20819.
     assert_eq!(attrs["shadowExpire"], ["20819"]);
-    assert_eq!(p.next_wakeup, Some("2027-01-01T00:00:00Z".parse().unwrap()));
+    // The next wake-up announces the expiry 14 days ahead (gracePeriods.expiryWarning).
+    assert_eq!(p.next_wakeup, Some("2026-12-18T00:00:00Z".parse().unwrap()));
+    let s = status(&p, Kind::Account, "physics", "ada");
+    assert_eq!(
+        s.next_transition,
+        Some(("Expire", "2027-01-01T00:00:00Z".parse().unwrap()))
+    );
     site.accounts
         .get_mut(&Key::new("physics", "ada"))
         .unwrap()
@@ -781,5 +787,42 @@ fn purge_immediately_still_deactivates_first() {
     assert!(
         p.ops.iter().any(|o| o.verb() == "delete"),
         "then the purge, with no grace"
+    );
+}
+
+#[test]
+fn expiry_is_announced_ahead_and_the_wakeup_comes_for_the_announcement() {
+    let mut site = Site::default();
+    account(&mut site, "physics", "soon", |a| {
+        a.valid_until = Some("2026-11-30".into())
+    });
+    account(&mut site, "physics", "later", |a| {
+        a.valid_until = Some("2027-06-30".into())
+    });
+    let p = run(&site, &Observed::default());
+    let soon = status(&p, Kind::Account, "physics", "soon");
+    let expiring = soon
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Expiring")
+        .expect("Expiring");
+    assert!(
+        expiring.message.contains("in 7 days"),
+        "{}",
+        expiring.message
+    );
+    let later = status(&p, Kind::Account, "physics", "later");
+    assert!(later.conditions.iter().all(|c| c.type_ != "Expiring"));
+    // The next wake-up is the earlier of soon's expiry and later's announcement; soon's comes first.
+    assert_eq!(p.next_wakeup, Some("2026-12-01T00:00:00Z".parse().unwrap()));
+    let mut only_later = Site::default();
+    account(&mut only_later, "physics", "later", |a| {
+        a.valid_until = Some("2027-06-30".into())
+    });
+    let p = run(&only_later, &Observed::default());
+    assert_eq!(
+        p.next_wakeup,
+        Some("2027-06-17T00:00:00Z".parse().unwrap()),
+        "14 days before 2027-07-01"
     );
 }
