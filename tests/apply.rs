@@ -542,3 +542,72 @@ async fn a_pruned_account_is_purged_at_its_time_and_its_name_returns_only_to_its
     assert_eq!(back[0].attrs["uidNumber"], [uid]);
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn deleting_most_of_a_site_is_held_by_the_guard_until_approved() {
+    let tree = TestTree::new("guard").await;
+    let dir = scratch("guard");
+    let cfg = site_config(&tree, &dir);
+    let mut all = String::new();
+    for i in 0..10 {
+        all.push_str(&person_account("physics", &format!("g{i}"), ""));
+        all.push('\n');
+    }
+    let all = write(&dir, "all.yaml", &all);
+    assert_eq!(roster(&["apply", "-f", &all, "--config", &cfg]).0, 0);
+    // 80 % of the accounts disappear from the manifests at once.
+    let two = write(
+        &dir,
+        "two.yaml",
+        &(person_account("physics", "g0", "") + "\n" + &person_account("physics", "g1", "")),
+    );
+    let (code, out, err) = roster(&["apply", "--prune", "-f", &two, "--config", &cfg]);
+    assert_eq!(code, 3, "held by the guard: {out}{err}");
+    assert_eq!(out.matches("Guarded").count(), 7, "{out}");
+    let mut ldap = admin().await;
+    let locked = |es: &[ldap3::SearchEntry]| {
+        es.iter()
+            .filter(|e| e.attrs.contains_key("pwdAccountLockedTime"))
+            .count()
+    };
+    assert_eq!(
+        locked(
+            &entries(
+                &mut ldap,
+                &tree.config.people_dn(),
+                "(objectClass=posixAccount)"
+            )
+            .await
+        ),
+        1,
+        "10 % of 10: one at most"
+    );
+    let (code, out, _) = roster(&["guard", "status", "--config", &cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 of 1 removal-caused"), "{out}");
+    // Rejected (or simply left), the next run holds them again and changes nothing.
+    assert_eq!(roster(&["guard", "reject", "--config", &cfg]).0, 0);
+    let before = fingerprint(&tree.dn).await;
+    assert_eq!(
+        roster(&["apply", "--prune", "-f", &two, "--config", &cfg]).0,
+        3
+    );
+    assert_eq!(fingerprint(&tree.dn).await, before);
+    // Approved: the held removals go ahead.
+    let (code, out, _) = roster(&["guard", "approve", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = roster(&["apply", "--prune", "-f", &two, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        locked(
+            &entries(
+                &mut ldap,
+                &tree.config.people_dn(),
+                "(objectClass=posixAccount)"
+            )
+            .await
+        ),
+        8
+    );
+    tree.cleanup().await;
+}

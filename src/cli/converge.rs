@@ -238,8 +238,17 @@ fn objects_json(plan: &Plan) -> Vec<serde_json::Value> {
 fn blocked_lines(plan: &Plan) -> Vec<String> {
     plan.objects
         .iter()
-        .filter(|o| o.is_blocked())
+        .filter(|o| o.is_blocked() || o.is_guarded())
         .map(|o| {
+            if o.is_guarded() && !o.is_blocked() {
+                let m = o
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Guarded")
+                    .map(|c| c.message.as_str())
+                    .unwrap_or("");
+                return format!("⏸ {}: Guarded: {m}", o.target);
+            }
             let sign = if o.phase == crate::api::Phase::Conflict {
                 "!"
             } else {

@@ -57,10 +57,33 @@ pub enum Command {
         #[arg(long, default_value = "json")]
         log_format: String,
     },
+    /// The mass-deactivation guard: see what it holds, approve or reject.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+        /// The configuration file.
+        #[arg(long, env = "ROSTER_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GuardCommand {
+    /// The limit, what the current window has used, and any approval in force.
+    Status,
+    /// Let the held removals proceed: lifts the guard for one window.
+    Approve,
+    /// Keep the held identities: withdraws any approval, and with `--kubernetes` releases the
+    /// finalizers of deleted Accounts whose removal is held, without touching any backend.
+    Reject {
+        /// Also release held finalizers in the cluster (operator mode).
+        #[arg(long)]
+        kubernetes: bool,
     },
 }
 
@@ -143,8 +166,87 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Guard { command, config } => guard(command, config).await,
         Command::Plan(args) => converge::run(args, false).await,
         Command::Apply(args) => converge::run(args, true).await,
+    }
+}
+
+async fn guard(command: GuardCommand, config: Option<PathBuf>) -> ExitCode {
+    fn fail(message: impl std::fmt::Display) -> ExitCode {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    }
+    let Some(path) = config else {
+        return fail("--config (or ROSTER_CONFIG) is required");
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut dir = match Directory::connect(&config).await {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let observed = match dir
+        .observe(&config.ldap.base_dn, config.ldap.page_size)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let now = jiff::Timestamp::now();
+    let status = crate::plan::guard_status(&config, &observed, now);
+    let counter = format!(
+        "cn={},{}",
+        crate::plan::GUARD_APPROVAL,
+        config.counters_dn()
+    );
+    match command {
+        GuardCommand::Status => {
+            let limit = if status.limit == usize::MAX {
+                "unlimited".to_string()
+            } else {
+                status.limit.to_string()
+            };
+            println!(
+                "guard: {} of {limit} removal-caused deactivations/purges used in the last {} ({} managed accounts)",
+                status.used, status.window, status.managed
+            );
+            match status.approved_until {
+                Some(t) => println!("approved: removals are not limited until {t}"),
+                None => println!("not approved: removals beyond the limit are held"),
+            }
+            ExitCode::SUCCESS
+        }
+        GuardCommand::Approve => {
+            let until = now.checked_add(status.window).unwrap_or(now);
+            if let Err(e) = dir
+                .set_counter(&counter, crate::plan::GUARD_APPROVAL, until.as_second())
+                .await
+            {
+                return fail(e);
+            }
+            println!("approved until {until}: held removals proceed on the next run or pass");
+            ExitCode::SUCCESS
+        }
+        GuardCommand::Reject { kubernetes } => {
+            if let Err(e) = dir.remove_entry(&counter).await {
+                return fail(e);
+            }
+            if kubernetes {
+                match crate::operator::release_held(&config, &observed).await {
+                    Ok(n) => {
+                        println!("released {n} held finalizer(s); those identities stay Active")
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            println!(
+                "rejected: held removals stay held; the identities stay Active until declared again or approved"
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -313,6 +313,59 @@ impl Directory {
         }
     }
 
+    /// Sets a counter entry to `value` (created when missing); for records, not allocation.
+    pub async fn set_counter(
+        &mut self,
+        dn: &str,
+        cn: &str,
+        value: i64,
+    ) -> Result<(), DirectoryError> {
+        let v = value.to_string();
+        let r = self
+            .ldap
+            .modify(
+                dn,
+                vec![Mod::Replace(
+                    "rosterCounterValue",
+                    HashSet::from([v.as_str()]),
+                )],
+            )
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match r.rc {
+            0 => Ok(()),
+            32 => {
+                let attrs = vec![
+                    ("objectClass", HashSet::from(["rosterCounter"])),
+                    ("cn", HashSet::from([cn])),
+                    ("rosterCounterValue", HashSet::from([v.as_str()])),
+                ];
+                let r = self
+                    .ldap
+                    .add(dn, attrs)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                if r.rc == 0 {
+                    Ok(())
+                } else {
+                    Err(op_error("add", dn, r.rc, &r.text))
+                }
+            }
+            rc => Err(op_error("modify", dn, rc, &r.text)),
+        }
+    }
+
+    /// Removes an entry if it exists.
+    pub async fn remove_entry(&mut self, dn: &str) -> Result<(), DirectoryError> {
+        self.delete(dn)
+            .await
+            .map_err(|(_, m)| DirectoryError::Operation {
+                operation: "delete",
+                dn: dn.to_string(),
+                message: m,
+            })
+    }
+
     /// Deletes an entry; one already gone is fine (a purge interrupted earlier).
     async fn delete(&mut self, dn: &str) -> Result<(), (bool, String)> {
         match self.ldap.delete(dn).await {

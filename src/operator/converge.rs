@@ -379,6 +379,11 @@ impl Worker {
                 kind,
                 key: key.clone(),
             };
+            // A removal the guard holds keeps its finalizer until approved or rejected.
+            if last.status_of(kind, &key).is_some_and(|s| s.is_guarded()) {
+                outcome.objects.insert((kind, key), ObjectResult::default());
+                continue;
+            }
             if let Some(m) = failed.get(&target) {
                 outcome.objects.insert(
                     (kind, key),

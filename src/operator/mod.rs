@@ -236,6 +236,44 @@ fn meaningful<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// `roster guard reject --kubernetes`: releases the finalizers of deleted Accounts whose
+/// directory entry is still Active (their removal is held by the guard), without touching any
+/// backend. The identities stay Active and are re-claimed when their manifests come back.
+pub async fn release_held(
+    config: &Config,
+    observed: &crate::ldap::Observed,
+) -> Result<usize, kube::Error> {
+    let client = Client::try_default().await?;
+    let api: Api<Account> = Api::all(client.clone());
+    let mut released = 0;
+    for a in api.list(&Default::default()).await?.items {
+        if a.metadata.deletion_timestamp.is_none() || !a.finalizers().iter().any(|f| f == FINALIZER)
+        {
+            continue;
+        }
+        let key = Key::of(&a);
+        let owner = crate::plan::owner(config, Kind::Account, &key);
+        let active = observed.accounts.values().any(|e| {
+            e.owner() == Some(owner.as_str()) && e.first("rosterState") != Some("Deactivated")
+        });
+        if !active {
+            continue;
+        }
+        let finalizers: Vec<String> = a
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let ns: Api<Account> = Api::namespaced(client.clone(), &key.namespace);
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": a.resource_version()}});
+        ns.patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        released += 1;
+    }
+    Ok(released)
+}
+
 async fn drain<T, E: std::fmt::Display>(name: &'static str, r: Result<T, E>) {
     if let Err(e) = r {
         tracing::debug!(controller = name, error = %e, "reconcile error");

@@ -184,6 +184,8 @@ struct Planner<'a> {
     ops_prune: Vec<Op>,
     statuses: BTreeMap<Target, ObjectStatus>,
     wakeup: Option<jiff::Timestamp>,
+    /// Removal-caused transitions the guard still allows in this plan (`None`: unlimited).
+    budget: Option<usize>,
 }
 
 /// Plans the convergence of `site` into the directory as `observed`.
@@ -201,7 +203,9 @@ pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Pol
         ops_prune: vec![],
         statuses: BTreeMap::new(),
         wakeup: None,
+        budget: None,
     };
+    p.budget = guard_budget(policy.config, observed, now);
     p.run();
     let mut ops = p.ops_groups;
     ops.extend(p.ops_accounts);
@@ -1167,7 +1171,30 @@ impl<'a> Planner<'a> {
                 .max(deactivated_at);
             let purge_at = time("rosterPurgeAt").unwrap_or(computed);
             let username = e.first("uid").unwrap_or("").to_string();
-            if deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now {
+            let purge_due =
+                deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now;
+            // One identity counts once per window: a purge right after a deactivation that the
+            // window already counted takes nothing more from the budget.
+            let window_start = guard_window_start(cfg, self.now);
+            let counted = time("rosterGoneAt").is_some_and(|t| t >= window_start);
+            let guarded = !deactivated || (purge_due && !counted);
+            if guarded && !self.guard_allows() {
+                let what = if purge_due { "purge" } else { "deactivation" };
+                let s = self.status(Kind::Account, &key);
+                s.dn = Some(e.dn.clone());
+                s.uid_number = e.number("uidNumber");
+                if !deactivated {
+                    s.phase = Phase::Active;
+                }
+                s.conditions.push(cond(
+                    "Guarded",
+                    true,
+                    "MassDeactivationGuard",
+                    format!("the {what} of {key} is held: more removals than the guard allows in one window ({why}); approve with `roster guard approve`, or bring the declaration back"),
+                ));
+                continue;
+            }
+            if purge_due {
                 self.plan_purge(&target, e, &username, o);
                 purged.insert(username);
                 continue;
@@ -1217,6 +1244,18 @@ impl<'a> Planner<'a> {
             s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
         purged
+    }
+
+    /// Takes one removal-caused transition from the guard's budget, if any is left.
+    fn guard_allows(&mut self) -> bool {
+        match &mut self.budget {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
     }
 
     /// Tombstone first, then the account and its personal group.
@@ -1295,6 +1334,91 @@ impl<'a> Planner<'a> {
                 target.key
             ),
         ));
+    }
+}
+
+/// The mass-deactivation guard (DESIGN.md §5.5): how many removal-caused deactivations and
+/// purges may still happen in the current window, from what the directory records (so both
+/// modes share it). `None` while an approval (`roster guard approve`) is in force.
+pub fn guard_budget(config: &Config, observed: &Observed, now: jiff::Timestamp) -> Option<usize> {
+    let status = guard_status(config, observed, now);
+    if status.approved_until.is_some() {
+        return None;
+    }
+    Some(status.limit.saturating_sub(status.used))
+}
+
+/// What the guard sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardStatus {
+    /// Removal-caused transitions allowed per window.
+    pub limit: usize,
+    /// Those already made in the current window.
+    pub used: usize,
+    /// Accounts Roster manages (the base of the percentage).
+    pub managed: usize,
+    /// An approval in force until then.
+    pub approved_until: Option<jiff::Timestamp>,
+    pub window: jiff::SignedDuration,
+}
+
+fn guard_window(config: &Config) -> jiff::SignedDuration {
+    parse_duration(&config.guard.window)
+        .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+        .unwrap_or(jiff::SignedDuration::from_hours(24))
+}
+
+fn guard_window_start(config: &Config, now: jiff::Timestamp) -> jiff::Timestamp {
+    now.checked_sub(guard_window(config)).unwrap_or(now)
+}
+
+/// The counter entry that records an approval (`roster guard approve`): unix seconds.
+pub const GUARD_APPROVAL: &str = "guard-approved";
+
+pub fn guard_status(config: &Config, observed: &Observed, now: jiff::Timestamp) -> GuardStatus {
+    let prefix = format!("{}/", config.manager_id);
+    let ours = |e: &&Entry| e.owner().is_some_and(|o| o.starts_with(&prefix));
+    let window = guard_window(config);
+    let since = guard_window_start(config, now);
+    let after = |e: &Entry, attr: &str| {
+        e.first(attr)
+            .and_then(parse_generalized_time)
+            .is_some_and(|t| t >= since)
+    };
+    let managed = observed.accounts.values().filter(ours).count();
+    let used = observed
+        .accounts
+        .values()
+        .filter(ours)
+        .filter(|e| e.first("rosterState") == Some("Deactivated") && after(e, "rosterGoneAt"))
+        .count()
+        + observed
+            .tombstones
+            .values()
+            .filter(ours)
+            .filter(|e| after(e, "rosterPurgeAt"))
+            .count();
+    let mut limit = usize::MAX;
+    if let Some(c) = config.guard.max_count {
+        limit = c as usize;
+    }
+    if let Some(p) = config.guard.max_percent {
+        // At least one, so a small site is not frozen by rounding.
+        let pct = (managed * p as usize).div_ceil(100).max(1);
+        limit = limit.min(pct);
+    }
+    let approved_until = observed
+        .counters
+        .get(GUARD_APPROVAL)
+        .and_then(|e| e.number("rosterCounterValue"))
+        .and_then(|s| jiff::Timestamp::from_second(s as i64).ok())
+        .filter(|t| *t > now);
+    GuardStatus {
+        limit,
+        used,
+        managed,
+        approved_until,
+        window,
     }
 }
 

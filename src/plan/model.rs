@@ -211,6 +211,13 @@ impl ObjectStatus {
         matches!(self.phase, Phase::Invalid | Phase::Conflict)
     }
 
+    /// Held by the mass-deactivation guard.
+    pub fn is_guarded(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == "Guarded" && c.status)
+    }
+
     pub fn message(&self) -> Option<&str> {
         self.conditions
             .iter()
@@ -237,8 +244,10 @@ impl Plan {
             .find(|o| o.target.kind == kind && &o.target.key == key)
     }
 
-    /// True when some object is Invalid or in Conflict.
+    /// True when some object is Invalid, in Conflict, or held by the guard.
     pub fn has_blocked(&self) -> bool {
-        self.objects.iter().any(ObjectStatus::is_blocked)
+        self.objects
+            .iter()
+            .any(|o| o.is_blocked() || o.is_guarded())
     }
 }

@@ -826,3 +826,72 @@ fn expiry_is_announced_ahead_and_the_wakeup_comes_for_the_announcement() {
         "14 days before 2027-07-01"
     );
 }
+
+#[test]
+fn the_guard_holds_removals_beyond_its_limit_until_approved() {
+    let mut c = config();
+    c.guard.max_count = Some(25);
+    c.guard.max_percent = Some(25);
+    let mut site = Site::default();
+    for i in 0..10 {
+        account(&mut site, "physics", &format!("u{i}"), |_| {});
+    }
+    let dir = converge(&site, &Observed::default());
+    let mut two = Site::default();
+    for i in 0..2 {
+        account(&mut two, "physics", &format!("u{i}"), |_| {});
+    }
+    let prune = Policy {
+        prune: true,
+        ..Policy::new(&c)
+    };
+    let p = plan(&two, &dir, now(), &prune);
+    // 25 % of 10 managed accounts: 3 (rounded up) may go in this window; 5 are held.
+    let deactivated = p
+        .objects
+        .iter()
+        .filter(|o| o.phase == Phase::Deactivated)
+        .count();
+    let held: Vec<&ObjectStatus> = p.objects.iter().filter(|o| o.is_guarded()).collect();
+    assert_eq!((deactivated, held.len()), (3, 5));
+    assert!(p.has_blocked(), "guarded objects make the plan exit 3");
+    assert!(
+        held[0]
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("roster guard approve"))
+    );
+    let after = simulate(&dir, &p, c.uid_range, c.gid_range);
+    // The window remembers what it used: nothing more goes now.
+    let again = plan(&two, &after, now(), &prune);
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    assert_eq!(guard_status(&c, &after, now()).used, 3);
+    // An approval lifts the limit.
+    let mut approved = after.clone();
+    let until = now().as_second() + 3600;
+    approved.counters.insert(
+        GUARD_APPROVAL.into(),
+        entry(
+            "cn=guard-approved,ou=counters,dc=test",
+            &[
+                ("objectClass", &["rosterCounter"]),
+                ("rosterCounterValue", &[&until.to_string()]),
+            ],
+        ),
+    );
+    let go = plan(&two, &approved, now(), &prune);
+    assert_eq!(go.objects.iter().filter(|o| o.is_guarded()).count(), 0);
+    let done = simulate(&approved, &go, c.uid_range, c.gid_range);
+    assert_eq!(
+        done.accounts
+            .values()
+            .filter(|e| e.first("rosterState") == Some("Deactivated"))
+            .count(),
+        8
+    );
+    // A window later the budget is back.
+    let later = now()
+        .checked_add(jiff::SignedDuration::from_hours(25))
+        .unwrap();
+    assert_eq!(guard_status(&c, &after, later).used, 0);
+}
