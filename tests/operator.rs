@@ -807,3 +807,145 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
     });
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_and_comes_back_with_its_uid()
+ {
+    // A short grace so the real timers can be watched; the planner's arithmetic is the same.
+    let w = world("op-purge", "gracePeriods:\n  accountPurgeAfter: 4s\n").await;
+    let (op, _) = w.operator(&w.config, "first", false);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    let uid = ldap_entries(&w.tree, "(uid=zdubois)").await[0].attrs["uidNumber"][0].clone();
+    let d = w.kubectl(
+        &[
+            "delete",
+            "account",
+            "zdubois",
+            "-n",
+            "physics",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(d.status.success());
+    let e = &ldap_entries(&w.tree, "(uid=zdubois)").await[0];
+    assert_eq!(e.attrs["pwdAccountLockedTime"], ["000001010000Z"]);
+    let purge_at = e.attrs["rosterPurgeAt"][0].clone();
+    // The operator dies during the grace period and comes back: the directory remembers.
+    drop(op);
+    let (_op, _) = w.operator(&w.config, "second", false);
+    wait_ldap(&w.tree, "the purge", "(uid=zdubois)", |e| {
+        e.iter().all(|e| {
+            e.attrs["objectClass"]
+                .iter()
+                .any(|c| c == "rosterTombstone")
+        })
+    })
+    .await;
+    let tomb = ldap_entries(&w.tree, "(cn=Account:zdubois)").await;
+    assert_eq!(tomb.len(), 1, "purged once");
+    assert_eq!(tomb[0].attrs["uidNumber"], [uid.clone()]);
+    let purged_at = tomb[0].attrs["rosterPurgeAt"][0].clone();
+    assert!(
+        purged_at >= purge_at,
+        "not before the recorded time: {purged_at} < {purge_at}"
+    );
+    // Declared again by the same Person: the same username and uid.
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    let back = ldap_entries(&w.tree, "(&(uid=zdubois)(objectClass=posixAccount))").await;
+    assert_eq!(back[0].attrs["uidNumber"], [uid]);
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_them() {
+    let w = world("op-guard", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    // 80 % of the accounts are deleted at once.
+    let victims = ["ada", "jmueller", "sodegard", "zdubois"]
+        .iter()
+        .map(|n| ("physics", *n))
+        .chain(
+            ["amunoz", "bastrom", "cnguyen", "flefevre"]
+                .iter()
+                .map(|n| ("chemistry", *n)),
+        );
+    for (ns, name) in victims {
+        assert!(
+            w.kubectl(&["delete", "account", name, "-n", ns, "--wait=false"], None)
+                .status
+                .success()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let locked = ldap_entries(
+        &w.tree,
+        "(&(objectClass=posixAccount)(pwdAccountLockedTime=*)(rosterGoneAt=*))",
+    )
+    .await
+    .len();
+    assert_eq!(
+        locked, 1,
+        "the guard allows one removal (10 % of 10) per window"
+    );
+    let deleting = w.get(&[
+        "get",
+        "accounts",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {end}",
+    ]);
+    assert_eq!(
+        deleting.split_whitespace().count(),
+        2 + 7,
+        "the held ones keep their finalizer: {deleting}"
+    );
+    // Reject: the held finalizers go, nothing is written, the identities stay Active.
+    let before = fingerprint(&w.tree.dn).await;
+    let reject = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["guard", "reject", "--kubernetes", "--config"])
+        .arg(&w.config)
+        .env("KUBECONFIG", &w.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        reject.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reject.stderr)
+    );
+    assert!(String::from_utf8_lossy(&reject.stdout).contains("released 7 held finalizer(s)"));
+    wait_for("the held objects gone", || {
+        w.get(&[
+            "get",
+            "accounts",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {end}",
+        ])
+        .split_whitespace()
+        .count()
+            == 2
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fingerprint(&w.tree.dn).await,
+        before,
+        "a rejection writes nothing to the directory"
+    );
+    // The manifests come back: the same identities are re-claimed, Active.
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    let active = ldap_entries(&w.tree, "(&(objectClass=posixAccount)(rosterState=Active))")
+        .await
+        .len();
+    assert_eq!(
+        active, 9,
+        "everyone is Active again but lwei, who is locked"
+    );
+    w.tree.cleanup().await;
+}
