@@ -846,7 +846,7 @@ async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_
     .await;
     let tomb = ldap_entries(&w.tree, "(cn=Account:zdubois)").await;
     assert_eq!(tomb.len(), 1, "purged once");
-    assert_eq!(tomb[0].attrs["uidNumber"], [uid.clone()]);
+    assert_eq!(tomb[0].attrs["uidNumber"], std::slice::from_ref(&uid));
     let purged_at = tomb[0].attrs["rosterPurgeAt"][0].clone();
     assert!(
         purged_at >= purge_at,
