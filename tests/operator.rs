@@ -863,7 +863,7 @@ async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_
 #[tokio::test]
 async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_them() {
     let w = world("op-guard", "").await;
-    let (_op, _) = w.operator(&w.config, "solo", false);
+    let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 10);
     // 80 % of the accounts are deleted at once.
@@ -905,6 +905,31 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
         2 + 7,
         "the held ones keep their finalizer: {deleting}"
     );
+    let held = [
+        ("physics", "ada"),
+        ("physics", "jmueller"),
+        ("physics", "sodegard"),
+        ("physics", "zdubois"),
+        ("chemistry", "amunoz"),
+        ("chemistry", "bastrom"),
+        ("chemistry", "cnguyen"),
+        ("chemistry", "flefevre"),
+    ]
+    .iter()
+    .filter(|(ns, n)| {
+        w.get(&[
+            "get",
+            "account",
+            n,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Guarded\")].reason}",
+        ]) == "MassDeactivationGuard"
+    })
+    .count();
+    assert_eq!(held, 7, "the Guarded condition is on each held object");
+    assert!(metric(port, "roster_guard_held") >= 7.0);
     // Reject: the held finalizers go, nothing is written, the identities stay Active.
     let before = fingerprint(&w.tree.dn).await;
     let reject = Command::new(env!("CARGO_BIN_EXE_roster"))

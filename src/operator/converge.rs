@@ -374,13 +374,43 @@ impl Worker {
             outcome.objects.insert((Kind::Person, key), ctx.result(&s));
         }
         // Deletions whose directory work is done release their finalizer.
+        let mut guarded = 0usize;
         for (kind, key) in deleting {
             let target = Target {
                 kind,
                 key: key.clone(),
             };
             // A removal the guard holds keeps its finalizer until approved or rejected.
-            if last.status_of(kind, &key).is_some_and(|s| s.is_guarded()) {
+            if let Some(held) = last.status_of(kind, &key).filter(|s| s.is_guarded()) {
+                guarded += 1;
+                if kind == Kind::Account
+                    && let Some(a) = accounts.iter().find(|a| Key::of(a.as_ref()) == key)
+                {
+                    // Say so where the user looks: on the object being deleted, and in an Event.
+                    let existing = a
+                        .status
+                        .as_ref()
+                        .map(|s| s.conditions.clone())
+                        .unwrap_or_default();
+                    let mut st = a.status.clone().unwrap_or_default();
+                    st.conditions = ctx.conditions(held, &existing, a.metadata.generation);
+                    self.write_status(a.as_ref(), a.status.as_ref(), &st).await;
+                    let note = held
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Guarded")
+                        .map(|c| c.message.clone());
+                    let e = Event {
+                        type_: EventType::Warning,
+                        reason: "Guarded".into(),
+                        note,
+                        action: "Deactivate".into(),
+                        secondary: None,
+                    };
+                    if let Err(err) = self.recorder.publish(&e, &a.object_ref(&())).await {
+                        tracing::debug!(error = %err, "event not published");
+                    }
+                }
                 outcome.objects.insert((kind, key), ObjectResult::default());
                 continue;
             }
@@ -414,6 +444,16 @@ impl Worker {
                 },
             );
         }
+        self.metrics.set(
+            "roster_guard_held",
+            "Removal-caused transitions the mass-deactivation guard is holding.",
+            vec![],
+            last.objects
+                .iter()
+                .filter(|o| o.is_guarded())
+                .count()
+                .max(guarded) as f64,
+        );
         self.count_phases(&last);
         outcome
     }
