@@ -974,3 +974,63 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     );
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn validity_ends_on_time_through_the_requeue_timer() {
+    let w = world("op-expiry", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    let until = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(5))
+        .unwrap();
+    let until = until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let docs = person_account("physics", "tempo", &format!("  validUntil: \"{until}\"\n"));
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 1);
+    let e = &ldap_entries(&w.tree, "(uid=tempo)").await[0];
+    assert!(
+        !e.attrs.contains_key("pwdAccountLockedTime"),
+        "valid until {until}"
+    );
+    assert!(e.attrs.contains_key("shadowExpire"));
+    let expiring = w.get(&[
+        "get",
+        "account",
+        "tempo",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Expiring\")].status}",
+    ]);
+    assert_eq!(expiring, "True", "announced ahead of time");
+    // Nothing changes in Kubernetes: the timer alone deactivates it.
+    wait_ldap(&w.tree, "expiry", "(uid=tempo)", |e| {
+        e[0].attrs.contains_key("pwdAccountLockedTime")
+    })
+    .await;
+    wait_for("phase Deactivated", || {
+        w.get(&[
+            "get",
+            "account",
+            "tempo",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Deactivated"
+    });
+    let reason = w.get(&[
+        "get",
+        "account",
+        "tempo",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.deactivationReason}",
+    ]);
+    assert_eq!(reason, "Expired");
+    w.tree.cleanup().await;
+}
