@@ -184,6 +184,7 @@ impl Worker {
         let people = self.stores.people.state();
         let mut site = Site::default();
         let mut removed = BTreeMap::new();
+        let mut purge_after = BTreeMap::new();
         let mut deleting: Vec<(Kind, Key)> = vec![];
         let ours =
             |m: &kube::api::ObjectMeta| m.finalizers.iter().flatten().any(|f| f == FINALIZER);
@@ -192,6 +193,14 @@ impl Worker {
             if a.meta().deletion_timestamp.is_some() {
                 if ours(a.meta()) {
                     removed.insert(key.clone(), a.spec.deletion_policy);
+                    if let Some(d) = a
+                        .spec
+                        .purge_after
+                        .as_deref()
+                        .and_then(|v| crate::api::parse_duration(v).ok())
+                    {
+                        purge_after.insert(key.clone(), d);
+                    }
                     deleting.push((Kind::Account, key));
                 }
             } else {
@@ -226,6 +235,7 @@ impl Worker {
         let config = self.config.clone();
         let policy = Policy {
             removed,
+            purge_after,
             ..Policy::new(&config)
         };
         let first = plan(&site, &observed, now, &policy);

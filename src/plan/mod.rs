@@ -33,6 +33,8 @@ pub struct Policy<'a> {
     /// Accounts being deleted (operator mode: a deletionTimestamp and Roster's finalizer), with
     /// their deletion policy.
     pub removed: BTreeMap<Key, DeletionPolicy>,
+    /// Per-object `purgeAfter` of the removed accounts (clamped to the configured bounds).
+    pub purge_after: BTreeMap<Key, std::time::Duration>,
 }
 
 impl<'a> Policy<'a> {
@@ -41,6 +43,7 @@ impl<'a> Policy<'a> {
             config,
             prune: false,
             removed: BTreeMap::new(),
+            purge_after: BTreeMap::new(),
         }
     }
 }
@@ -1150,6 +1153,15 @@ impl<'a> Planner<'a> {
             }
             let grace = if policy == DeletionPolicy::PurgeImmediately {
                 jiff::SignedDuration::ZERO
+            } else if let Some(own) = self.policy.purge_after.get(&key) {
+                // An object's own purgeAfter, within the site's bounds.
+                let bound = |v: &str, d: std::time::Duration| parse_duration(v).unwrap_or(d);
+                let min = bound(
+                    &cfg.grace_periods.min_purge_after,
+                    std::time::Duration::ZERO,
+                );
+                let max = bound(&cfg.grace_periods.max_purge_after, *own);
+                jiff::SignedDuration::from_secs((*own).clamp(min, max.max(min)).as_secs() as i64)
             } else {
                 grace
             };

@@ -895,3 +895,30 @@ fn the_guard_holds_removals_beyond_its_limit_until_approved() {
         .unwrap();
     assert_eq!(guard_status(&c, &after, later).used, 0);
 }
+
+#[test]
+fn an_objects_own_purge_after_applies_within_the_site_bounds() {
+    let mut c = config();
+    c.grace_periods.min_purge_after = "7d".into();
+    c.grace_periods.max_purge_after = "30d".into();
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let dir = converge(&site, &Observed::default());
+    let purge_in = |own: &str| {
+        let mut p = Policy::new(&c);
+        p.removed
+            .insert(Key::new("physics", "ada"), DeletionPolicy::Deactivate);
+        p.purge_after.insert(
+            Key::new("physics", "ada"),
+            crate::api::parse_duration(own).unwrap(),
+        );
+        let plan = plan(&Site::default(), &dir, now(), &p);
+        let (_, at) = status(&plan, Kind::Account, "physics", "ada")
+            .next_transition
+            .unwrap();
+        (at.as_second() - now().as_second()) / 86_400
+    };
+    assert_eq!(purge_in("10d"), 10);
+    assert_eq!(purge_in("1d"), 7, "raised to the minimum");
+    assert_eq!(purge_in("400d"), 30, "capped at the maximum");
+}
