@@ -185,6 +185,7 @@ impl Worker {
         let mut site = Site::default();
         let mut removed = BTreeMap::new();
         let mut purge_after = BTreeMap::new();
+        let mut removed_projects = BTreeMap::new();
         let mut deleting: Vec<(Kind, Key)> = vec![];
         let ours =
             |m: &kube::api::ObjectMeta| m.finalizers.iter().flatten().any(|f| f == FINALIZER);
@@ -211,6 +212,7 @@ impl Worker {
             let key = Key::of(p.as_ref());
             if p.meta().deletion_timestamp.is_some() {
                 if ours(p.meta()) {
+                    removed_projects.insert(key.clone(), p.spec.deletion_policy);
                     deleting.push((Kind::Project, key));
                 }
             } else {
@@ -236,6 +238,7 @@ impl Worker {
         let policy = Policy {
             removed,
             purge_after,
+            removed_projects,
             ..Policy::new(&config)
         };
         let first = plan(&site, &observed, now, &policy);

@@ -35,6 +35,8 @@ pub struct Policy<'a> {
     pub removed: BTreeMap<Key, DeletionPolicy>,
     /// Per-object `purgeAfter` of the removed accounts (clamped to the configured bounds).
     pub purge_after: BTreeMap<Key, std::time::Duration>,
+    /// Projects being deleted (operator mode), with their deletion policy.
+    pub removed_projects: BTreeMap<Key, DeletionPolicy>,
 }
 
 impl<'a> Policy<'a> {
@@ -44,6 +46,7 @@ impl<'a> Policy<'a> {
             prune: false,
             removed: BTreeMap::new(),
             purge_after: BTreeMap::new(),
+            removed_projects: BTreeMap::new(),
         }
     }
 }
@@ -231,6 +234,7 @@ impl<'a> Planner<'a> {
         let project_gids = self.plan_projects();
         let usable_accounts = self.plan_accounts(&project_gids);
         let purged = self.plan_removals();
+        self.plan_project_removals();
         self.plan_memberships(&usable_accounts, &purged);
         self.plan_people();
         let mut pending: BTreeMap<Target, usize> = BTreeMap::new();
@@ -462,6 +466,10 @@ impl<'a> Planner<'a> {
             set(&mut attrs, "rosterKind", ["Project".to_string()]);
             set(&mut attrs, "rosterIdentity", [identity.clone()]);
             set(&mut attrs, "rosterState", ["Active".to_string()]);
+            // Declared again before its purge: the removal is undone.
+            set(&mut attrs, "rosterGoneAt", None::<String>);
+            set(&mut attrs, "rosterDeactivatedAt", None::<String>);
+            set(&mut attrs, "rosterPurgeAt", None::<String>);
             let target = Target {
                 kind: Kind::Project,
                 key: key.clone(),
@@ -1256,6 +1264,154 @@ impl<'a> Planner<'a> {
             s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
         purged
+    }
+
+    /// Projects gone from the declaration: their group is deactivated with a purge time
+    /// (`gracePeriods.projectPurgeAfter`) and purged behind a `Project:<group>` tombstone, so the
+    /// group name and gid are never handed to anyone else.
+    fn plan_project_removals(&mut self) {
+        let cfg = self.config();
+        let namespaces = self.site.namespaces();
+        let grace = parse_duration(&cfg.grace_periods.project_purge_after)
+            .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+            .unwrap_or(jiff::SignedDuration::from_hours(90 * 24));
+        let declared: BTreeSet<String> = self.site.projects.values().map(group_name).collect();
+        let groups: Vec<&'a Entry> = self.observed.groups.values().collect();
+        for e in groups {
+            let Some(o) = e.owner() else { continue };
+            let parts: Vec<&str> = o.splitn(4, '/').collect();
+            let [mgr, ns, kind, name] = parts[..] else {
+                continue;
+            };
+            let group = e.first("cn").unwrap_or("").to_string();
+            if mgr != cfg.manager_id || kind != "Project" || declared.contains(&group) {
+                continue;
+            }
+            let key = Key::new(ns, name);
+            let policy = match self.policy.removed_projects.get(&key) {
+                Some(p) => *p,
+                None if self.policy.prune && namespaces.contains(ns) => DeletionPolicy::Deactivate,
+                None if e.first("rosterGoneAt").is_some() => DeletionPolicy::Deactivate,
+                None => continue,
+            };
+            if policy == DeletionPolicy::Orphan {
+                continue;
+            }
+            let grace = if policy == DeletionPolicy::PurgeImmediately {
+                jiff::SignedDuration::ZERO
+            } else {
+                grace
+            };
+            let target = Target {
+                kind: Kind::Project,
+                key: key.clone(),
+            };
+            let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
+            let deactivated = e.first("rosterState") == Some("Deactivated");
+            let gone_at = time("rosterGoneAt").unwrap_or(self.now);
+            let deactivated_at = if deactivated {
+                time("rosterDeactivatedAt").unwrap_or(self.now)
+            } else {
+                self.now
+            };
+            let purge_at = time("rosterPurgeAt").unwrap_or(
+                gone_at
+                    .checked_add(grace)
+                    .unwrap_or(jiff::Timestamp::MAX)
+                    .max(deactivated_at),
+            );
+            if deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now {
+                let cn = format!("Project:{group}");
+                if !self.observed.tombstones.contains_key(&cn) {
+                    let mut attrs = Attrs::new();
+                    set(&mut attrs, "objectClass", ["rosterTombstone".to_string()]);
+                    set(&mut attrs, "cn", [cn.clone()]);
+                    set(
+                        &mut attrs,
+                        "gidNumber",
+                        e.first("gidNumber").map(str::to_string),
+                    );
+                    set(&mut attrs, "rosterOwner", [o.to_string()]);
+                    set(&mut attrs, "rosterKind", ["Project".to_string()]);
+                    set(
+                        &mut attrs,
+                        "rosterIdentity",
+                        e.first("rosterIdentity").map(str::to_string),
+                    );
+                    set(
+                        &mut attrs,
+                        "rosterDeactivatedAt",
+                        e.first("rosterDeactivatedAt").map(str::to_string),
+                    );
+                    set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
+                    set(
+                        &mut attrs,
+                        "description",
+                        [format!(
+                            "purged group {group}; its name and gid are never reused"
+                        )],
+                    );
+                    self.ops_prune.push(Op::Add {
+                        target: target.clone(),
+                        dn: format!("cn={},{}", dn_escape(cn.as_str()), cfg.tombstones_dn()),
+                        attrs,
+                        uid: None,
+                        gid: None,
+                        what: format!("tombstone of group {group}"),
+                    });
+                }
+                self.ops_prune.push(Op::Delete {
+                    target: target.clone(),
+                    dn: e.dn.clone(),
+                    what: format!("purge group {group}"),
+                });
+                let s = self.status(Kind::Project, &key);
+                s.phase = Phase::Purged;
+                s.gid_number = e.number("gidNumber");
+                continue;
+            }
+            let now = generalized_time(self.now);
+            let mut changes = vec![];
+            if !deactivated {
+                changes.push(AttrChange::Replace(
+                    "rosterState".into(),
+                    vec!["Deactivated".into()],
+                ));
+                changes.push(AttrChange::Replace(
+                    "rosterDeactivatedAt".into(),
+                    vec![now.clone()],
+                ));
+            }
+            if e.first("rosterGoneAt").is_none() {
+                changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
+            }
+            if e.first("rosterPurgeAt").is_none() {
+                changes.push(AttrChange::Replace(
+                    "rosterPurgeAt".into(),
+                    vec![generalized_time(purge_at)],
+                ));
+            }
+            if !changes.is_empty() {
+                self.ops_prune.push(Op::Modify {
+                    target,
+                    dn: e.dn.clone(),
+                    changes,
+                    what: format!("removed group {group}"),
+                });
+            }
+            self.wake_at(purge_at);
+            let s = self.status(Kind::Project, &key);
+            s.phase = Phase::Deactivated;
+            s.dn = Some(e.dn.clone());
+            s.gid_number = e.number("gidNumber");
+            s.next_transition = Some(("Purge", purge_at));
+            s.conditions.push(cond(
+                "Deactivated",
+                true,
+                "Removed",
+                format!("Project {key} was removed"),
+            ));
+        }
     }
 
     /// Takes one removal-caused transition from the guard's budget, if any is left.

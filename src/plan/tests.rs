@@ -922,3 +922,68 @@ fn an_objects_own_purge_after_applies_within_the_site_bounds() {
     assert_eq!(purge_in("1d"), 7, "raised to the minimum");
     assert_eq!(purge_in("400d"), 30, "capped at the maximum");
 }
+
+#[test]
+fn a_removed_project_is_deactivated_purged_behind_a_tombstone_and_keeps_its_gid_for_its_owner() {
+    let c = config();
+    let mut site = Site::default();
+    project(&mut site, "physics", "optics", |p| {
+        p.description = Some("x".into())
+    });
+    let dir = converge(&site, &Observed::default());
+    let gid = dir.groups["optics"].number("gidNumber").unwrap();
+    let prune = Policy {
+        prune: true,
+        ..Policy::new(&c)
+    };
+    let mut other = Site::default();
+    account(&mut other, "physics", "ada", |_| {});
+    let p = plan(&other, &dir, now(), &prune);
+    assert_eq!(
+        status(&p, Kind::Project, "physics", "optics").phase,
+        Phase::Deactivated
+    );
+    let deactivated = simulate(&dir, &p, c.uid_range, c.gid_range);
+    // Declared again before the purge: Active again, the removal undone.
+    let back = simulate(
+        &deactivated,
+        &plan(&site, &deactivated, now(), &Policy::new(&c)),
+        c.uid_range,
+        c.gid_range,
+    );
+    assert_eq!(back.groups["optics"].first("rosterState"), Some("Active"));
+    assert!(back.groups["optics"].first("rosterPurgeAt").is_none());
+    // Not declared: purged at its time.
+    let later = now()
+        .checked_add(jiff::SignedDuration::from_hours(91 * 24))
+        .unwrap();
+    let p = plan(&other, &deactivated, later, &Policy::new(&c));
+    assert_eq!(
+        status(&p, Kind::Project, "physics", "optics").phase,
+        Phase::Purged
+    );
+    let purged = simulate(&deactivated, &p, c.uid_range, c.gid_range);
+    assert!(!purged.groups.contains_key("optics"));
+    assert_eq!(
+        purged.tombstones["Project:optics"].number("gidNumber"),
+        Some(gid)
+    );
+    // The same Project again: the same gid; another namespace: Conflict.
+    let again = plan(&site, &purged, later, &Policy::new(&c));
+    let Op::Add { gid: g, .. } = &again.ops[0] else {
+        panic!("{:?}", again.ops)
+    };
+    assert_eq!(g, &Some(Number::Fixed(gid)));
+    let mut thief = Site::default();
+    project(&mut thief, "chemistry", "optics", |_| {});
+    assert_eq!(
+        status(
+            &plan(&thief, &purged, later, &Policy::new(&c)),
+            Kind::Project,
+            "chemistry",
+            "optics"
+        )
+        .phase,
+        Phase::Conflict
+    );
+}
