@@ -581,3 +581,70 @@ async fn without_database_access_sacctmgr_show_observes_the_same_state() {
     assert!(out.contains("No changes"), "{out}");
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_purged_account_leaves_slurm_and_a_deactivated_one_cannot_submit() {
+    let tree = TestTree::new("slurmpurge").await;
+    let dir = scratch("slurmpurge");
+    let c = cluster("purge");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("x{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    // u3 disappears from the manifests (and from project b's members).
+    let without = site(&p, "")
+        .replace(
+            &format!("  members: [{p}u1, {p}u3]\n"),
+            &format!("  members: [{p}u1]\n"),
+        )
+        .replace(&person_account("physics", &format!("{p}u3"), ""), "");
+    let g = dir.join("without.yaml");
+    std::fs::write(&g, without).unwrap();
+    let g = g.display().to_string();
+    let (code, out, err) = roster(&[
+        "apply",
+        "--prune",
+        "-f",
+        &g,
+        "--config",
+        &cfg,
+        "--now",
+        "2031-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        assocs(&c).contains(&format!("{p}b|{p}u3|0|0")),
+        "deactivated: no new jobs: {:?}",
+        assocs(&c)
+    );
+    // Purged at its time: the Slurm user goes with it.
+    let (code, out, err) = roster(&[
+        "apply",
+        "-f",
+        &g,
+        "--config",
+        &cfg,
+        "--now",
+        "2031-04-02T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("{p}u3"))),
+        "{:?}",
+        assocs(&c)
+    );
+    let mut ldap = admin().await;
+    assert_eq!(
+        entries(
+            &mut ldap,
+            &tree.config.tombstones_dn(),
+            &format!("(cn=Account:{p}u3)")
+        )
+        .await
+        .len(),
+        1
+    );
+    tree.cleanup().await;
+}

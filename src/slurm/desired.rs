@@ -310,6 +310,37 @@ pub fn desired(
                 .insert((cluster.clone(), user.clone()), default);
         }
     }
+    // Removed accounts that are deactivated but not purged yet keep their associations,
+    // blocked (MaxJobs=0, MaxSubmitJobs=0): nothing is deleted before the purge.
+    let declared: BTreeSet<&str> = site
+        .accounts
+        .values()
+        .map(|a| a.spec.username.as_str())
+        .collect();
+    for (user, e) in &ldap.accounts {
+        let removed = e.owner().is_some_and(|o| o.starts_with(&mine))
+            && e.first("rosterState") == Some("Deactivated")
+            && e.first("rosterGoneAt").is_some();
+        if !removed || declared.contains(user.as_str()) {
+            continue;
+        }
+        for key in have
+            .assocs
+            .keys()
+            .filter(|k| &k.2 == user && cfg.clusters.contains(&k.0))
+        {
+            state.assocs.insert(
+                key.clone(),
+                Assoc {
+                    max_jobs: Some(0),
+                    max_submit_jobs: Some(0),
+                },
+            );
+        }
+        for (k, a) in have.defaults.iter().filter(|((_, u), _)| u == user) {
+            state.defaults.insert(k.clone(), a.clone());
+        }
+    }
     // Coordinators must be members (leaders are, by effective membership).
     let members: BTreeSet<(String, String)> = state
         .assocs
