@@ -1034,3 +1034,75 @@ async fn validity_ends_on_time_through_the_requeue_timer() {
     assert_eq!(reason, "Expired");
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_approval_lets_the_held_deletions_through() {
+    let w = world("op-approve", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 10);
+    for (ns, name) in [
+        ("physics", "ada"),
+        ("physics", "jmueller"),
+        ("physics", "sodegard"),
+        ("chemistry", "amunoz"),
+        ("chemistry", "bastrom"),
+    ] {
+        assert!(
+            w.kubectl(&["delete", "account", name, "-n", ns, "--wait=false"], None)
+                .status
+                .success()
+        );
+    }
+    wait_for("four held by the guard", || {
+        w.get(&[
+            "get",
+            "accounts",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Guarded\")].status} {end}",
+        ])
+        .split_whitespace()
+        .filter(|s| *s == "True")
+        .count()
+            == 4
+    });
+    assert_eq!(
+        ldap_entries(&w.tree, "(&(objectClass=posixAccount)(rosterGoneAt=*))")
+            .await
+            .len(),
+        1,
+        "one removal allowed before the approval"
+    );
+    let approve = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["guard", "approve", "--config"])
+        .arg(&w.config)
+        .output()
+        .unwrap();
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    // The approval is read from the directory on the next pass (the resync here runs every 2 s).
+    wait_for("the held deletions done", || {
+        w.get(&[
+            "get",
+            "accounts",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {end}",
+        ])
+        .split_whitespace()
+        .count()
+            == 5
+    });
+    let gone = ldap_entries(
+        &w.tree,
+        "(&(objectClass=posixAccount)(rosterGoneAt=*)(pwdAccountLockedTime=*))",
+    )
+    .await
+    .len();
+    assert_eq!(gone, 5);
+    w.tree.cleanup().await;
+}
