@@ -301,7 +301,6 @@ impl Worker {
         };
         let ctx = StatusCtx {
             last: &last,
-            after: &after,
             failed: &failed,
             repaired: &repaired,
             slurm: &slurm,
@@ -315,7 +314,7 @@ impl Worker {
             let s = ctx.object(Kind::Account, &key);
             let entry =
                 s.dn.as_ref()
-                    .and_then(|dn| after.accounts.values().find(|e| &e.dn == dn));
+                    .and_then(|dn| after.accounts.get(&a.spec.username).filter(|e| &e.dn == dn));
             let existing = a
                 .status
                 .as_ref()
@@ -357,6 +356,14 @@ impl Worker {
             self.write_status(p.as_ref(), p.status.as_ref(), &st).await;
             outcome.objects.insert((Kind::Project, key), ctx.result(&s));
         }
+        // Person → its Accounts' names (sorted), built once.
+        let mut accounts_of: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+        for (k, a) in &site.accounts {
+            accounts_of
+                .entry(Key::new(&k.namespace, &a.spec.person))
+                .or_default()
+                .push(k.name.clone());
+        }
         for h in &people {
             let key = Key::of(h.as_ref());
             if h.meta().deletion_timestamp.is_some() {
@@ -368,13 +375,7 @@ impl Worker {
                 .as_ref()
                 .map(|s| s.conditions.clone())
                 .unwrap_or_default();
-            let mut names: Vec<String> = site
-                .accounts
-                .iter()
-                .filter(|(k, a)| k.namespace == key.namespace && a.spec.person == key.name)
-                .map(|(k, _)| k.name.clone())
-                .collect();
-            names.sort();
+            let names = accounts_of.remove(&key).unwrap_or_default();
             let st = PersonStatus {
                 observed_generation: h.metadata.generation,
                 phase: Some(s.phase),
@@ -826,26 +827,51 @@ impl Worker {
         projects: &[Arc<Project>],
         people: &[Arc<Person>],
     ) {
-        let reference = |t: &Target| -> Option<ObjectReference> {
-            let find = |m: &kube::api::ObjectMeta| {
-                m.name.as_deref() == Some(&t.key.name)
-                    && m.namespace.as_deref() == Some(&t.key.namespace)
-            };
-            match t.kind {
-                Kind::Account => accounts
-                    .iter()
-                    .find(|a| find(a.meta()))
-                    .map(|a| a.object_ref(&())),
-                Kind::Project => projects
-                    .iter()
-                    .find(|a| find(a.meta()))
-                    .map(|a| a.object_ref(&())),
-                Kind::Person => people
-                    .iter()
-                    .find(|a| find(a.meta()))
-                    .map(|a| a.object_ref(&())),
-            }
-        };
+        // Each object's reference and current conditions, looked up once per pass.
+        let mut index: BTreeMap<Target, (ObjectReference, Vec<Condition>)> = BTreeMap::new();
+        for a in accounts {
+            let conds = a
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            index.insert(
+                Target {
+                    kind: Kind::Account,
+                    key: Key::of(a.as_ref()),
+                },
+                (a.object_ref(&()), conds),
+            );
+        }
+        for p in projects {
+            let conds = p
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            index.insert(
+                Target {
+                    kind: Kind::Project,
+                    key: Key::of(p.as_ref()),
+                },
+                (p.object_ref(&()), conds),
+            );
+        }
+        for h in people {
+            let conds = h
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            index.insert(
+                Target {
+                    kind: Kind::Person,
+                    key: Key::of(h.as_ref()),
+                },
+                (h.object_ref(&()), conds),
+            );
+        }
+        let reference = |t: &Target| index.get(t).map(|(r, _)| r.clone());
         let mut events: Vec<(ObjectReference, Event)> = vec![];
         for (i, _) in &report.done {
             let op = &first.ops[*i];
@@ -884,23 +910,9 @@ impl Worker {
         }
         // Newly Invalid or in Conflict: tell once, when the condition appears.
         for o in first.objects.iter().filter(|o| o.is_blocked()) {
-            let already = match o.target.kind {
-                Kind::Account => accounts
-                    .iter()
-                    .find(|a| Key::of(a.as_ref()) == o.target.key)
-                    .and_then(|a| a.status.as_ref())
-                    .map(|s| has_condition(&s.conditions, o)),
-                Kind::Project => projects
-                    .iter()
-                    .find(|a| Key::of(a.as_ref()) == o.target.key)
-                    .and_then(|a| a.status.as_ref())
-                    .map(|s| has_condition(&s.conditions, o)),
-                Kind::Person => people
-                    .iter()
-                    .find(|a| Key::of(a.as_ref()) == o.target.key)
-                    .and_then(|a| a.status.as_ref())
-                    .map(|s| has_condition(&s.conditions, o)),
-            };
+            let already = index
+                .get(&o.target)
+                .map(|(_, conds)| has_condition(conds, o));
             if already == Some(true) {
                 continue;
             }
@@ -984,7 +996,6 @@ fn has_condition(existing: &[Condition], o: &ObjectStatus) -> bool {
 /// What status building needs from a pass.
 struct StatusCtx<'a> {
     last: &'a Plan,
-    after: &'a Observed,
     failed: &'a BTreeMap<Target, String>,
     repaired: &'a BTreeMap<Target, Vec<String>>,
     /// `SlurmSynced` per object, when Slurm is configured.
@@ -994,7 +1005,6 @@ struct StatusCtx<'a> {
 
 impl StatusCtx<'_> {
     fn object(&self, kind: Kind, key: &Key) -> ObjectStatus {
-        let _ = self.after;
         self.last.status_of(kind, key).cloned().unwrap_or_else(|| {
             ObjectStatus::new(Target {
                 kind,

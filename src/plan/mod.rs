@@ -754,9 +754,7 @@ impl<'a> Planner<'a> {
             // Announce expiry ahead of time (gracePeriods.expiryWarning).
             let expiring = match next_transition {
                 Some((_, e)) => {
-                    let warn = parse_duration(&cfg.grace_periods.expiry_warning)
-                        .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-                        .unwrap_or(jiff::SignedDuration::from_hours(14 * 24));
+                    let warn = signed(&cfg.grace_periods.expiry_warning, 14);
                     let from = e.checked_sub(warn).unwrap_or(self.now);
                     if from <= self.now {
                         Some(e)
@@ -1125,15 +1123,11 @@ impl<'a> Planner<'a> {
     fn plan_removals(&mut self) -> BTreeSet<String> {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
-        let grace = parse_duration(&cfg.grace_periods.account_purge_after)
-            .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-            .unwrap_or(jiff::SignedDuration::from_hours(90 * 24));
+        let site_grace = signed(&cfg.grace_periods.account_purge_after, 90);
         let mut purged = BTreeSet::new();
         let entries: Vec<&'a Entry> = self.observed.accounts.values().collect();
         for e in entries {
-            let Some(o) = e.owner() else { continue };
-            let parts: Vec<&str> = o.splitn(4, '/').collect();
-            let [mgr, ns, kind, name] = parts[..] else {
+            let Some((o, [mgr, ns, kind, name])) = parse_owner(e) else {
                 continue;
             };
             if mgr != cfg.manager_id || kind != "Account" {
@@ -1156,54 +1150,40 @@ impl<'a> Planner<'a> {
                 ),
                 None => continue,
             };
-            if policy == DeletionPolicy::Orphan {
-                continue;
-            }
-            let grace = if policy == DeletionPolicy::PurgeImmediately {
-                jiff::SignedDuration::ZERO
-            } else if let Some(own) = self.policy.purge_after.get(&key) {
+            let grace = match (policy, self.policy.purge_after.get(&key)) {
+                (DeletionPolicy::Orphan, _) => continue,
+                (DeletionPolicy::PurgeImmediately, _) => jiff::SignedDuration::ZERO,
                 // An object's own purgeAfter, within the site's bounds.
-                let bound = |v: &str, d: std::time::Duration| parse_duration(v).unwrap_or(d);
-                let min = bound(
-                    &cfg.grace_periods.min_purge_after,
-                    std::time::Duration::ZERO,
-                );
-                let max = bound(&cfg.grace_periods.max_purge_after, *own);
-                jiff::SignedDuration::from_secs((*own).clamp(min, max.max(min)).as_secs() as i64)
-            } else {
-                grace
+                (_, Some(own)) => {
+                    let bound = |v: &str, d: std::time::Duration| parse_duration(v).unwrap_or(d);
+                    let min = bound(
+                        &cfg.grace_periods.min_purge_after,
+                        std::time::Duration::ZERO,
+                    );
+                    let max = bound(&cfg.grace_periods.max_purge_after, *own);
+                    jiff::SignedDuration::from_secs((*own).clamp(min, max.max(min)).as_secs() as i64)
+                }
+                (_, None) => site_grace,
             };
             let target = Target {
                 kind: Kind::Account,
                 key: key.clone(),
             };
-            let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
-            let deactivated = e.first("rosterState") == Some("Deactivated");
-            let gone_at = time("rosterGoneAt").unwrap_or(self.now);
-            let deactivated_at = if deactivated {
-                time("rosterDeactivatedAt").unwrap_or(self.now)
-            } else {
-                self.now
-            };
-            let computed = gone_at
-                .checked_add(grace)
-                .unwrap_or(jiff::Timestamp::MAX)
-                .max(deactivated_at);
-            let purge_at = time("rosterPurgeAt").unwrap_or(computed);
+            let r = Removal::of(e, self.now, grace);
             let username = e.first("uid").unwrap_or("").to_string();
-            let purge_due =
-                deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now;
             // One identity counts once per window: a purge right after a deactivation that the
             // window already counted takes nothing more from the budget.
-            let window_start = guard_window_start(cfg, self.now);
-            let counted = time("rosterGoneAt").is_some_and(|t| t >= window_start);
-            let guarded = !deactivated || (purge_due && !counted);
+            let counted = e
+                .first("rosterGoneAt")
+                .and_then(parse_generalized_time)
+                .is_some_and(|t| t >= guard_window_start(cfg, self.now));
+            let guarded = !r.deactivated || (r.purge_due && !counted);
             if guarded && !self.guard_allows() {
-                let what = if purge_due { "purge" } else { "deactivation" };
+                let what = if r.purge_due { "purge" } else { "deactivation" };
                 let s = self.status(Kind::Account, &key);
                 s.dn = Some(e.dn.clone());
                 s.uid_number = e.number("uidNumber");
-                if !deactivated {
+                if !r.deactivated {
                     s.phase = Phase::Active;
                 }
                 s.conditions.push(cond(
@@ -1214,53 +1194,14 @@ impl<'a> Planner<'a> {
                 ));
                 continue;
             }
-            if purge_due {
+            if r.purge_due {
                 self.plan_purge(&target, e, &username, o);
                 purged.insert(username);
                 continue;
             }
-            let mut changes = vec![];
-            if !deactivated {
-                changes.push(AttrChange::Replace(
-                    "pwdAccountLockedTime".into(),
-                    vec![LOCKED_FOREVER.into()],
-                ));
-                changes.push(AttrChange::Replace("shadowExpire".into(), vec!["1".into()]));
-                changes.push(AttrChange::Replace(
-                    "rosterState".into(),
-                    vec!["Deactivated".into()],
-                ));
-                changes.push(AttrChange::Replace(
-                    "rosterDeactivatedAt".into(),
-                    vec![generalized_time(self.now)],
-                ));
-            }
-            if e.first("rosterGoneAt").is_none() {
-                changes.push(AttrChange::Replace(
-                    "rosterGoneAt".into(),
-                    vec![generalized_time(self.now)],
-                ));
-            }
-            if e.first("rosterPurgeAt").is_none() {
-                changes.push(AttrChange::Replace(
-                    "rosterPurgeAt".into(),
-                    vec![generalized_time(purge_at)],
-                ));
-            }
-            if !changes.is_empty() {
-                self.ops_prune.push(Op::Modify {
-                    target,
-                    dn: e.dn.clone(),
-                    changes,
-                    what: format!("removed account {username}"),
-                });
-            }
-            self.wake_at(purge_at);
+            self.record_removal(&target, e, &r, true, format!("removed account {username}"));
             let s = self.status(Kind::Account, &key);
-            s.phase = Phase::Deactivated;
-            s.dn = Some(e.dn.clone());
             s.uid_number = e.number("uidNumber");
-            s.next_transition = Some(("Purge", purge_at));
             s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
         purged
@@ -1272,15 +1213,11 @@ impl<'a> Planner<'a> {
     fn plan_project_removals(&mut self) {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
-        let grace = parse_duration(&cfg.grace_periods.project_purge_after)
-            .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-            .unwrap_or(jiff::SignedDuration::from_hours(90 * 24));
+        let site_grace = signed(&cfg.grace_periods.project_purge_after, 90);
         let declared: BTreeSet<String> = self.site.projects.values().map(group_name).collect();
         let groups: Vec<&'a Entry> = self.observed.groups.values().collect();
         for e in groups {
-            let Some(o) = e.owner() else { continue };
-            let parts: Vec<&str> = o.splitn(4, '/').collect();
-            let [mgr, ns, kind, name] = parts[..] else {
+            let Some((o, [mgr, ns, kind, name])) = parse_owner(e) else {
                 continue;
             };
             let group = e.first("cn").unwrap_or("").to_string();
@@ -1294,72 +1231,27 @@ impl<'a> Planner<'a> {
                 None if e.first("rosterGoneAt").is_some() => DeletionPolicy::Deactivate,
                 None => continue,
             };
-            if policy == DeletionPolicy::Orphan {
-                continue;
-            }
-            let grace = if policy == DeletionPolicy::PurgeImmediately {
-                jiff::SignedDuration::ZERO
-            } else {
-                grace
+            let grace = match policy {
+                DeletionPolicy::Orphan => continue,
+                DeletionPolicy::PurgeImmediately => jiff::SignedDuration::ZERO,
+                DeletionPolicy::Deactivate => site_grace,
             };
             let target = Target {
                 kind: Kind::Project,
                 key: key.clone(),
             };
-            let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
-            let deactivated = e.first("rosterState") == Some("Deactivated");
-            let gone_at = time("rosterGoneAt").unwrap_or(self.now);
-            let deactivated_at = if deactivated {
-                time("rosterDeactivatedAt").unwrap_or(self.now)
-            } else {
-                self.now
-            };
-            let purge_at = time("rosterPurgeAt").unwrap_or(
-                gone_at
-                    .checked_add(grace)
-                    .unwrap_or(jiff::Timestamp::MAX)
-                    .max(deactivated_at),
-            );
-            if deactivated && e.first("rosterPurgeAt").is_some() && purge_at <= self.now {
-                let cn = format!("Project:{group}");
-                if !self.observed.tombstones.contains_key(&cn) {
-                    let mut attrs = Attrs::new();
-                    set(&mut attrs, "objectClass", ["rosterTombstone".to_string()]);
-                    set(&mut attrs, "cn", [cn.clone()]);
-                    set(
-                        &mut attrs,
-                        "gidNumber",
-                        e.first("gidNumber").map(str::to_string),
-                    );
-                    set(&mut attrs, "rosterOwner", [o.to_string()]);
-                    set(&mut attrs, "rosterKind", ["Project".to_string()]);
-                    set(
-                        &mut attrs,
-                        "rosterIdentity",
-                        e.first("rosterIdentity").map(str::to_string),
-                    );
-                    set(
-                        &mut attrs,
-                        "rosterDeactivatedAt",
-                        e.first("rosterDeactivatedAt").map(str::to_string),
-                    );
-                    set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
-                    set(
-                        &mut attrs,
-                        "description",
-                        [format!(
-                            "purged group {group}; its name and gid are never reused"
-                        )],
-                    );
-                    self.ops_prune.push(Op::Add {
-                        target: target.clone(),
-                        dn: format!("cn={},{}", dn_escape(cn.as_str()), cfg.tombstones_dn()),
-                        attrs,
-                        uid: None,
-                        gid: None,
-                        what: format!("tombstone of group {group}"),
-                    });
-                }
+            let r = Removal::of(e, self.now, grace);
+            if r.purge_due {
+                let description =
+                    format!("purged group {group}; its name and gid are never reused");
+                self.push_tombstone(
+                    &target,
+                    e,
+                    &format!("Project:{group}"),
+                    o,
+                    &["gidNumber"],
+                    description,
+                );
                 self.ops_prune.push(Op::Delete {
                     target: target.clone(),
                     dn: e.dn.clone(),
@@ -1370,41 +1262,9 @@ impl<'a> Planner<'a> {
                 s.gid_number = e.number("gidNumber");
                 continue;
             }
-            let now = generalized_time(self.now);
-            let mut changes = vec![];
-            if !deactivated {
-                changes.push(AttrChange::Replace(
-                    "rosterState".into(),
-                    vec!["Deactivated".into()],
-                ));
-                changes.push(AttrChange::Replace(
-                    "rosterDeactivatedAt".into(),
-                    vec![now.clone()],
-                ));
-            }
-            if e.first("rosterGoneAt").is_none() {
-                changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
-            }
-            if e.first("rosterPurgeAt").is_none() {
-                changes.push(AttrChange::Replace(
-                    "rosterPurgeAt".into(),
-                    vec![generalized_time(purge_at)],
-                ));
-            }
-            if !changes.is_empty() {
-                self.ops_prune.push(Op::Modify {
-                    target,
-                    dn: e.dn.clone(),
-                    changes,
-                    what: format!("removed group {group}"),
-                });
-            }
-            self.wake_at(purge_at);
+            self.record_removal(&target, e, &r, false, format!("removed group {group}"));
             let s = self.status(Kind::Project, &key);
-            s.phase = Phase::Deactivated;
-            s.dn = Some(e.dn.clone());
             s.gid_number = e.number("gidNumber");
-            s.next_transition = Some(("Purge", purge_at));
             s.conditions.push(cond(
                 "Deactivated",
                 true,
@@ -1412,6 +1272,103 @@ impl<'a> Planner<'a> {
                 format!("Project {key} was removed"),
             ));
         }
+    }
+
+    /// Records a removal on the entry (deactivated now, gone, purge time; accounts are also
+    /// locked), schedules the purge and marks the object Deactivated.
+    fn record_removal(
+        &mut self,
+        target: &Target,
+        e: &Entry,
+        r: &Removal,
+        lock: bool,
+        what: String,
+    ) {
+        let now = generalized_time(self.now);
+        let mut changes = vec![];
+        if !r.deactivated {
+            if lock {
+                changes.push(AttrChange::Replace(
+                    "pwdAccountLockedTime".into(),
+                    vec![LOCKED_FOREVER.into()],
+                ));
+                changes.push(AttrChange::Replace("shadowExpire".into(), vec!["1".into()]));
+            }
+            changes.push(AttrChange::Replace(
+                "rosterState".into(),
+                vec!["Deactivated".into()],
+            ));
+            changes.push(AttrChange::Replace(
+                "rosterDeactivatedAt".into(),
+                vec![now.clone()],
+            ));
+        }
+        if e.first("rosterGoneAt").is_none() {
+            changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
+        }
+        if e.first("rosterPurgeAt").is_none() {
+            changes.push(AttrChange::Replace(
+                "rosterPurgeAt".into(),
+                vec![generalized_time(r.purge_at)],
+            ));
+        }
+        if !changes.is_empty() {
+            self.ops_prune.push(Op::Modify {
+                target: target.clone(),
+                dn: e.dn.clone(),
+                changes,
+                what,
+            });
+        }
+        self.wake_at(r.purge_at);
+        let s = self.status(target.kind, &target.key);
+        s.phase = Phase::Deactivated;
+        s.dn = Some(e.dn.clone());
+        s.next_transition = Some(("Purge", r.purge_at));
+    }
+
+    /// Adds the tombstone `cn=<cn>` for a purged entry (unless it exists), carrying `numbers`
+    /// and the identity, so the name and the numbers stay reserved forever.
+    fn push_tombstone(
+        &mut self,
+        target: &Target,
+        e: &Entry,
+        cn: &str,
+        owner: &str,
+        numbers: &[&str],
+        description: String,
+    ) {
+        if self.observed.tombstones.contains_key(cn) {
+            return;
+        }
+        let mut attrs = Attrs::new();
+        set(&mut attrs, "objectClass", ["rosterTombstone".to_string()]);
+        set(&mut attrs, "cn", [cn.to_string()]);
+        if target.kind == Kind::Account {
+            set(&mut attrs, "uid", e.first("uid").map(str::to_string));
+        }
+        for n in numbers {
+            set(&mut attrs, n, e.first(n).map(str::to_string));
+        }
+        set(&mut attrs, "rosterOwner", [owner.to_string()]);
+        set(&mut attrs, "rosterKind", [target.kind.to_string()]);
+        for a in ["rosterIdentity", "rosterDeactivatedAt"] {
+            set(&mut attrs, a, e.first(a).map(str::to_string));
+        }
+        set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
+        set(&mut attrs, "description", [description]);
+        let name = cn.split_once(':').map(|(_, n)| n).unwrap_or(cn).to_string();
+        self.ops_prune.push(Op::Add {
+            target: target.clone(),
+            dn: format!("cn={},{}", dn_escape(cn), self.config().tombstones_dn()),
+            attrs,
+            uid: None,
+            gid: None,
+            what: format!(
+                "tombstone of {} {name}",
+                target.kind.to_string().to_lowercase()
+            ),
+        });
     }
 
     /// Takes one removal-caused transition from the guard's budget, if any is left.
@@ -1428,52 +1385,16 @@ impl<'a> Planner<'a> {
 
     /// Tombstone first, then the account and its personal group.
     fn plan_purge(&mut self, target: &Target, e: &Entry, username: &str, owner: &str) {
-        let cfg = self.config();
-        let cn = format!("Account:{username}");
-        if !self.observed.tombstones.contains_key(&cn) {
-            let mut attrs = Attrs::new();
-            set(&mut attrs, "objectClass", ["rosterTombstone".to_string()]);
-            set(&mut attrs, "cn", [cn.clone()]);
-            set(&mut attrs, "uid", [username.to_string()]);
-            set(
-                &mut attrs,
-                "uidNumber",
-                e.first("uidNumber").map(str::to_string),
-            );
-            set(
-                &mut attrs,
-                "gidNumber",
-                e.first("gidNumber").map(str::to_string),
-            );
-            set(&mut attrs, "rosterOwner", [owner.to_string()]);
-            set(&mut attrs, "rosterKind", ["Account".to_string()]);
-            set(
-                &mut attrs,
-                "rosterIdentity",
-                e.first("rosterIdentity").map(str::to_string),
-            );
-            set(
-                &mut attrs,
-                "rosterDeactivatedAt",
-                e.first("rosterDeactivatedAt").map(str::to_string),
-            );
-            set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
-            set(
-                &mut attrs,
-                "description",
-                [format!(
-                    "purged account {username}; its name and numbers are never reused"
-                )],
-            );
-            self.ops_prune.push(Op::Add {
-                target: target.clone(),
-                dn: format!("cn={},{}", dn_escape(cn.as_str()), cfg.tombstones_dn()),
-                attrs,
-                uid: None,
-                gid: None,
-                what: format!("tombstone of {username}"),
-            });
-        }
+        let description =
+            format!("purged account {username}; its name and numbers are never reused");
+        self.push_tombstone(
+            target,
+            e,
+            &format!("Account:{username}"),
+            owner,
+            &["uidNumber", "gidNumber"],
+            description,
+        );
         self.ops_prune.push(Op::Delete {
             target: target.clone(),
             dn: e.dn.clone(),
@@ -1530,10 +1451,57 @@ pub struct GuardStatus {
     pub window: jiff::SignedDuration,
 }
 
-fn guard_window(config: &Config) -> jiff::SignedDuration {
-    parse_duration(&config.guard.window)
+/// Where a removed entry stands, read from what the directory records.
+struct Removal {
+    deactivated: bool,
+    purge_at: jiff::Timestamp,
+    /// Deactivated with a recorded purge time that has come.
+    purge_due: bool,
+}
+
+impl Removal {
+    fn of(e: &Entry, now: jiff::Timestamp, grace: jiff::SignedDuration) -> Removal {
+        let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
+        let deactivated = e.first("rosterState") == Some("Deactivated");
+        let gone_at = time("rosterGoneAt").unwrap_or(now);
+        let deactivated_at = if deactivated {
+            time("rosterDeactivatedAt").unwrap_or(now)
+        } else {
+            now
+        };
+        let computed = gone_at
+            .checked_add(grace)
+            .unwrap_or(jiff::Timestamp::MAX)
+            .max(deactivated_at);
+        let recorded = time("rosterPurgeAt");
+        let purge_at = recorded.unwrap_or(computed);
+        Removal {
+            deactivated,
+            purge_at,
+            purge_due: deactivated && recorded.is_some() && purge_at <= now,
+        }
+    }
+}
+
+/// `rosterOwner` split into `[managerId, namespace, kind, name]`, with the whole value.
+fn parse_owner(e: &Entry) -> Option<(&str, [&str; 4])> {
+    let o = e.owner()?;
+    let parts: Vec<&str> = o.splitn(4, '/').collect();
+    let [mgr, ns, kind, name] = parts[..] else {
+        return None;
+    };
+    Some((o, [mgr, ns, kind, name]))
+}
+
+/// A configured duration as a signed one (validated at load; `default_days` otherwise).
+fn signed(value: &str, default_days: i64) -> jiff::SignedDuration {
+    parse_duration(value)
         .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-        .unwrap_or(jiff::SignedDuration::from_hours(24))
+        .unwrap_or(jiff::SignedDuration::from_hours(default_days * 24))
+}
+
+fn guard_window(config: &Config) -> jiff::SignedDuration {
+    signed(&config.guard.window, 1)
 }
 
 fn guard_window_start(config: &Config, now: jiff::Timestamp) -> jiff::Timestamp {
