@@ -648,3 +648,102 @@ async fn a_purged_account_leaves_slurm_and_a_deactivated_one_cannot_submit() {
     );
     tree.cleanup().await;
 }
+
+/// `account|grpsubmit` of an account's own association on a cluster (empty when it is gone).
+fn account_row(cluster: &str, account: &str) -> String {
+    let (_, out) = sacctmgr(&[
+        "-nP",
+        "show",
+        "assoc",
+        &format!("cluster={cluster}"),
+        &format!("account={account}"),
+        "format=Account,User,GrpSubmit",
+    ]);
+    out.lines()
+        .find(|l| l.split('|').nth(1) == Some(""))
+        .map(|l| l.replace("||", "|"))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_removed_project_is_locked_in_slurm_and_leaves_it_at_its_purge_after_its_users_moved() {
+    let tree = TestTree::new("slurmprojpurge").await;
+    let dir = scratch("slurmprojpurge");
+    let c = cluster("projpurge");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("q{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &cfg]).0, 0);
+    // u2 is only in project a (default a); u1 is in both (default b).
+    assert_eq!(defaults(&c, &format!("{p}u2")), format!("{p}a"));
+    assert_eq!(account_row(&c, &format!("{p}a")), format!("{p}a|"));
+    // Project a disappears from the manifests.
+    let text = site(&p, "");
+    let start = text
+        .find("---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {name: ")
+        .unwrap();
+    let end = text[start + 4..].find("---\n").unwrap() + start + 4;
+    let without = format!("{}{}", &text[..start], &text[end..]);
+    assert!(!without.contains(&format!("groupName: {p}a\n")));
+    let g = dir.join("without.yaml");
+    std::fs::write(&g, &without).unwrap();
+    let g = g.display().to_string();
+    let apply = |now: &'static str, prune: bool| {
+        let mut args = vec!["apply", "-f", &g, "--config", &cfg, "--now", now];
+        if prune {
+            args.push("--prune");
+        }
+        roster(&args)
+    };
+    let (code, out, err) = apply("2031-01-01T00:00:00Z", true);
+    assert_eq!(code, 0, "{out}{err}");
+    // Deactivated: nothing new can be submitted to the account; every association stays.
+    assert_eq!(account_row(&c, &format!("{p}a")), format!("{p}a|0"));
+    let rows = assocs(&c);
+    for u in ["u1", "u2"] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("{p}a|{p}{u}|"))),
+            "{u} kept in a: {rows:?}"
+        );
+    }
+    // At the purge: u2's only membership goes (and u2 with it), u1 leaves a, a leaves Slurm.
+    let (code, out, err) = apply("2031-04-02T00:00:00Z", false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(account_row(&c, &format!("{p}a")), "");
+    let rows = assocs(&c);
+    assert!(
+        !rows.iter().any(|r| r.starts_with(&format!("{p}a|"))),
+        "{rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.contains(&format!("|{p}u2|"))),
+        "{rows:?}"
+    );
+    assert_eq!(defaults(&c, &format!("{p}u1")), format!("{p}b"));
+    let mut ldap = admin().await;
+    let tomb = entries(
+        &mut ldap,
+        &tree.config.tombstones_dn(),
+        &format!("(cn=Project:{p}a)"),
+    )
+    .await;
+    assert_eq!(tomb.len(), 1);
+    assert_eq!(
+        tomb[0].attrs["rosterSlurmAccount"],
+        std::slice::from_ref(&c)
+    );
+    // Nothing left to do.
+    let (code, out, err) = roster(&[
+        "plan",
+        "-f",
+        &g,
+        "--config",
+        &cfg,
+        "--now",
+        "2031-04-03T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    tree.cleanup().await;
+}

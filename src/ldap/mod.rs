@@ -61,7 +61,7 @@ pub enum DirectoryError {
     #[error("TLS setup for {uri}: {message}")]
     Tls { uri: String, message: String },
     #[error(
-        "the directory lacks Roster's LDAP schema (missing: {}); print it with `roster ldap-schema` and load it, e.g. `roster ldap-schema | ldapadd -Y EXTERNAL -H ldapi:///`",
+        "the directory lacks Roster's LDAP schema (missing: {}); print it with `roster ldap-schema` and load it, e.g. `roster ldap-schema | ldapadd -Y EXTERNAL -H ldapi:///` (an outdated one: replace its olcAttributeTypes and olcObjectClasses in cn=config with ldapmodify)",
         .missing.join(", ")
     )]
     SchemaMissing { missing: Vec<String> },
@@ -131,6 +131,11 @@ impl Directory {
 
     /// Names of every object class and attribute type the directory knows, lower-cased.
     pub async fn schema_names(&mut self) -> Result<BTreeSet<String>, DirectoryError> {
+        Ok(self.schema().await?.0)
+    }
+
+    /// Every name the directory's schema knows (lower-cased), and its object class definitions.
+    async fn schema(&mut self) -> Result<(BTreeSet<String>, Vec<String>), DirectoryError> {
         let root = self.search_base("", &["subschemaSubentry"]).await?;
         let subschema = root
             .and_then(|e| {
@@ -153,17 +158,52 @@ impl Directory {
                 names.extend(definition_names(def).map(|n| n.to_ascii_lowercase()));
             }
         }
-        Ok(names)
+        let classes = entry
+            .attrs
+            .get("objectClasses")
+            .cloned()
+            .unwrap_or_default();
+        Ok((names, classes))
     }
 
     /// Fails unless the directory knows Roster's schema and the standard classes it writes.
     pub async fn check_schema(&mut self) -> Result<(), DirectoryError> {
-        let known = self.schema_names().await?;
-        let missing: Vec<String> = declared_names(ROSTER_SCHEMA)
+        let (known, classes) = self.schema().await?;
+        let mut missing: Vec<String> = declared_names(ROSTER_SCHEMA)
             .into_iter()
             .chain(STANDARD_CLASSES.iter().map(|s| s.to_string()))
             .filter(|n| !known.contains(&n.to_ascii_lowercase()))
             .collect();
+        // A schema loaded from an older Roster: its classes allow fewer attributes.
+        for ours in ROSTER_SCHEMA
+            .replace("\n ", "")
+            .split("olcObjectClasses: ")
+            .skip(1)
+        {
+            let Some(name) = definition_names(ours).next() else {
+                continue;
+            };
+            let Some(theirs) = classes
+                .iter()
+                .find(|d| definition_names(d).any(|n| n.eq_ignore_ascii_case(name)))
+            else {
+                continue;
+            };
+            let have: BTreeSet<String> = class_attributes(theirs)
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect();
+            let lacking: Vec<String> = class_attributes(ours)
+                .into_iter()
+                .filter(|a| !have.contains(&a.to_ascii_lowercase()))
+                .collect();
+            if !lacking.is_empty() {
+                missing.push(format!(
+                    "{name} is outdated and lacks {}",
+                    lacking.join(", ")
+                ));
+            }
+        }
         if missing.is_empty() {
             Ok(())
         } else {
@@ -228,6 +268,24 @@ fn definition_names(def: &str) -> impl Iterator<Item = &str> {
     list.split('\'').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The attributes an object class definition allows (MUST and MAY).
+fn class_attributes(def: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut listing = false;
+    for token in def.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '$')) {
+        match token {
+            "" => {}
+            "MUST" | "MAY" => listing = true,
+            t if t.chars().all(|c| c.is_ascii_uppercase() || c == '-') => listing = false,
+            t if listing => {
+                out.insert(t.to_string());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A rustls client configuration trusting exactly the CAs in `ca_file`.
 fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -284,5 +342,14 @@ mod tests {
         assert_eq!(definition_names(one).collect::<Vec<_>>(), ["cn"]);
         let two = "( 2.5.4.4 NAME ( 'sn' 'surname' ) SUP name )";
         assert_eq!(definition_names(two).collect::<Vec<_>>(), ["sn", "surname"]);
+    }
+
+    #[test]
+    fn class_attributes_reads_must_and_may_lists() {
+        let def = "( 1.2 NAME 'x' SUP top STRUCTURAL MUST ( cn $ rosterOwner ) MAY description X-ORIGIN 'y' )";
+        assert_eq!(
+            class_attributes(def).into_iter().collect::<Vec<_>>(),
+            ["cn", "description", "rosterOwner"]
+        );
     }
 }

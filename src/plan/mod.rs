@@ -1347,6 +1347,11 @@ impl<'a> Planner<'a> {
         if target.kind == Kind::Account {
             set(&mut attrs, "uid", e.first("uid").map(str::to_string));
         }
+        // Where the project's Slurm account was Roster's: it leaves those clusters after the purge.
+        let slurm = e.values("rosterSlurmAccount");
+        if !slurm.is_empty() {
+            set(&mut attrs, "rosterSlurmAccount", slurm.to_vec());
+        }
         for n in numbers {
             set(&mut attrs, n, e.first(n).map(str::to_string));
         }

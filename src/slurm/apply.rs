@@ -113,6 +113,7 @@ pub fn diff(
     want: &State,
     managed: &BTreeSet<String>,
     prune: &BTreeSet<String>,
+    retire: &BTreeSet<(String, String)>,
     batch: usize,
     unmanaged: &mut Vec<String>,
 ) -> Vec<Call> {
@@ -383,11 +384,10 @@ pub fn diff(
         *users_on.entry((c.clone(), u.clone())).or_default() += 1;
     }
     let mut stale: Vec<&(String, String, String, String)> = vec![];
-    for k in have
-        .assocs
-        .keys()
-        .filter(|k| !want.assocs.contains_key(*k) && wanted_accounts.contains(&k.1))
-    {
+    for k in have.assocs.keys().filter(|k| {
+        !want.assocs.contains_key(*k)
+            && (wanted_accounts.contains(&k.1) || retire.contains(&(k.0.clone(), k.1.clone())))
+    }) {
         if managed.contains(&k.2) || prune.contains(&k.1) {
             stale.push(k);
         } else {
@@ -455,6 +455,30 @@ pub fn diff(
                 what: format!("remove user(s) {list} from {cluster} (no memberships left)"),
                 users: users.clone(),
                 accounts: vec![],
+            });
+        }
+    }
+
+    // 7. Accounts of purged projects, now empty, leave their clusters.
+    let mut retiring: BTreeMap<&String, Vec<String>> = BTreeMap::new();
+    for (c, a) in retire {
+        if have.accounts.contains_key(&(c.clone(), a.clone())) {
+            retiring.entry(c).or_default().push(a.clone());
+        }
+    }
+    for (cluster, accounts) in retiring {
+        for list in chunks(&accounts) {
+            calls.push(Call {
+                args: vec![
+                    "delete".into(),
+                    "account".into(),
+                    "where".into(),
+                    format!("name={list}"),
+                    format!("cluster={cluster}"),
+                ],
+                what: format!("remove account(s) {list} from {cluster} (project purged)"),
+                users: vec![],
+                accounts: accounts.clone(),
             });
         }
     }
@@ -657,6 +681,7 @@ mod tests {
             &want,
             &managed(&["ada", "bob"]),
             &BTreeSet::new(),
+            &BTreeSet::new(),
             1000,
             &mut vec![],
         );
@@ -676,10 +701,66 @@ mod tests {
                 &want,
                 &managed(&["ada", "bob"]),
                 &BTreeSet::new(),
+                &BTreeSet::new(),
                 1000,
                 &mut vec![]
             ),
             []
+        );
+    }
+
+    #[test]
+    fn a_retired_account_goes_after_its_users_defaults_moved_and_its_last_users_left() {
+        let have = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[
+                ("c", "optics", "ada"),
+                ("c", "cosmo", "ada"),
+                ("c", "optics", "bob"),
+            ],
+            &[("c", "ada", "optics"), ("c", "bob", "optics")],
+        );
+        // What desired() makes of it: optics is neither wanted nor kept; ada's default moved.
+        let want = state(
+            &[("c", "cosmo")],
+            &[("c", "cosmo", "ada")],
+            &[("c", "ada", "cosmo")],
+        );
+        let retire: BTreeSet<(String, String)> = [("c".to_string(), "optics".to_string())].into();
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["ada", "bob"]),
+            &BTreeSet::new(),
+            &retire,
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
+        assert_eq!(
+            args,
+            [
+                "modify user where name=ada cluster=c set defaultaccount=cosmo",
+                "delete user where name=ada account=optics cluster=c",
+                "delete user where name=bob cluster=c",
+                "delete account where name=optics cluster=c",
+            ]
+        );
+        // Without the retirement, an account Roster no longer wants is left alone.
+        assert_eq!(
+            diff(
+                &have,
+                &want,
+                &managed(&["ada", "bob"]),
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                1000,
+                &mut vec![]
+            )
+            .len(),
+            1
         );
     }
 
@@ -704,6 +785,7 @@ mod tests {
             &want,
             &managed(&["ada", "bob"]),
             &BTreeSet::new(),
+            &BTreeSet::new(),
             1000,
             &mut vec![],
         )
@@ -723,6 +805,7 @@ mod tests {
             &have,
             &want,
             &managed(&["ada"]),
+            &BTreeSet::new(),
             &BTreeSet::new(),
             1000,
             &mut vec![],
@@ -756,6 +839,7 @@ mod tests {
             &have,
             &want,
             &managed(&["u1", "u2", "u3"]),
+            &BTreeSet::new(),
             &BTreeSet::new(),
             2,
             &mut vec![],

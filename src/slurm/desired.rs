@@ -31,6 +31,69 @@ pub struct Desired {
     pub record: Vec<(String, String)>,
     /// Accounts whose associations of unmanaged users are removed too (`pruneUnmanaged`).
     pub prune_unmanaged: BTreeSet<String>,
+    /// Roster's users (accounts in the directory and purged ones behind their tombstones): the
+    /// only users whose associations Roster ever removes.
+    pub managed: BTreeSet<String>,
+    /// (cluster, account): accounts of purged projects that leave Slurm, after their users'
+    /// defaults moved elsewhere and the users left.
+    pub retire: BTreeSet<(String, String)>,
+    /// What Roster leaves in Slurm and why (purged projects' accounts that still hold users
+    /// Roster does not manage).
+    pub kept: Vec<String>,
+}
+
+/// Copies an account as it is in Slurm (settings, description, associations, coordinators),
+/// locked against new submissions when `lock`.
+fn keep_account(state: &mut State, have: &State, cluster: &str, name: &str, lock: bool) {
+    let key = (cluster.to_string(), name.to_string());
+    let Some(a) = have.accounts.get(&key) else {
+        return;
+    };
+    let mut a = a.clone();
+    if lock {
+        a.limits.grp_submit_jobs = Some(0);
+    }
+    state.accounts.insert(key, a);
+    if let Some(info) = have.account_info.get(name) {
+        state.account_info.insert(name.to_string(), info.clone());
+    }
+    for (k, v) in have
+        .assocs
+        .iter()
+        .filter(|(k, _)| k.0 == cluster && k.1 == name)
+    {
+        state.assocs.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for c in have.coordinators.iter().filter(|(a, _)| a == name) {
+        state.coordinators.insert(c.clone());
+    }
+}
+
+/// Copies a user's associations and defaults on the managed clusters as they are in Slurm,
+/// blocked (MaxJobs=0, MaxSubmitJobs=0) when `block`.
+fn keep_user(state: &mut State, have: &State, clusters: &[String], user: &str, block: bool) {
+    for (k, v) in have
+        .assocs
+        .iter()
+        .filter(|(k, _)| k.2 == user && clusters.contains(&k.0))
+    {
+        let assoc = if block {
+            Assoc {
+                max_jobs: Some(0),
+                max_submit_jobs: Some(0),
+            }
+        } else {
+            v.clone()
+        };
+        state.assocs.insert(k.clone(), assoc);
+    }
+    for (k, a) in have
+        .defaults
+        .iter()
+        .filter(|((c, u), _)| u == user && clusters.contains(c))
+    {
+        state.defaults.insert(k.clone(), a.clone());
+    }
 }
 
 /// The desired state, plus the objects that wait for something. A Slurm account that exists
@@ -53,6 +116,7 @@ pub fn desired(
     let mut record = vec![];
     let mut prune_unmanaged = BTreeSet::new();
     let mine = format!("{}/", config.manager_id);
+    let owned = |e: &crate::ldap::Entry| e.owner().is_some_and(|o| o.starts_with(&mine));
     state.clusters = cfg.clusters.iter().cloned().collect();
     // Projects that are fine in LDAP become Slurm accounts on their clusters.
     let mut projects: BTreeMap<String, (&Key, &Project, Vec<String>)> = BTreeMap::new();
@@ -60,16 +124,18 @@ pub fn desired(
         let Some(s) = plan.status_of(Kind::Project, key) else {
             continue;
         };
+        let group = group_name(p);
         if s.is_blocked() {
+            // Invalid or in conflict: Slurm keeps what it has of a group that is Roster's.
+            if let Some(e) = ldap.groups.get(&group).filter(|e| owned(e)) {
+                for c in e.values("rosterSlurmAccount") {
+                    keep_account(&mut state, have, c, &group, false);
+                }
+            }
             continue;
         }
-        let group = group_name(p);
         let sl = p.spec.slurm.clone().unwrap_or_default();
-        let Some(entry) = ldap
-            .groups
-            .get(&group)
-            .filter(|e| e.owner().is_some_and(|o| o.starts_with(&mine)))
-        else {
+        let Some(entry) = ldap.groups.get(&group).filter(|e| owned(e)) else {
             waiting.push(Waiting {
                 kind: Kind::Project,
                 key: key.clone(),
@@ -230,10 +296,14 @@ pub fn desired(
         let Some(s) = plan.status_of(Kind::Account, key) else {
             continue;
         };
+        let user = &a.spec.username;
         if s.is_blocked() {
+            // Invalid or in conflict: nothing of a user that is Roster's is taken away.
+            if ldap.accounts.get(user).is_some_and(&owned) {
+                keep_user(&mut state, have, &cfg.clusters, user, false);
+            }
             continue;
         }
-        let user = &a.spec.username;
         let Some(entry) = ldap.accounts.get(user) else {
             if !s.projects.is_empty() {
                 waiting.push(Waiting {
@@ -317,29 +387,101 @@ pub fn desired(
         .values()
         .map(|a| a.spec.username.as_str())
         .collect();
-    for (user, e) in &ldap.accounts {
-        let removed = e.owner().is_some_and(|o| o.starts_with(&mine))
+    let removed = |e: &crate::ldap::Entry| {
+        owned(e)
             && e.first("rosterState") == Some("Deactivated")
-            && e.first("rosterGoneAt").is_some();
-        if !removed || declared.contains(user.as_str()) {
+            && e.first("rosterGoneAt").is_some()
+    };
+    for (user, e) in &ldap.accounts {
+        if removed(e) && !declared.contains(user.as_str()) {
+            keep_user(&mut state, have, &cfg.clusters, user, true);
+        }
+    }
+    let managed: BTreeSet<String> = ldap
+        .accounts
+        .iter()
+        .filter(|(_, e)| owned(e))
+        .map(|(u, _)| u.clone())
+        // Purged accounts stay Roster's: their associations go with them.
+        .chain(
+            ldap.tombstones
+                .values()
+                .filter(|t| owned(t))
+                .filter_map(|t| t.first("uid").map(str::to_string)),
+        )
+        .collect();
+    // Removed projects, deactivated but not purged yet: their accounts stay with every
+    // association, locked (GrpSubmitJobs=0). Purged ones leave Slurm (on the clusters where the
+    // account was Roster's) once their users' defaults moved elsewhere — unless users Roster
+    // does not manage are still in them: those accounts stay, locked, and are reported.
+    let declared_groups: BTreeSet<String> = site.projects.values().map(group_name).collect();
+    let mut retire = BTreeSet::new();
+    let mut kept = vec![];
+    let removed_groups = ldap
+        .groups
+        .iter()
+        .filter(|(g, e)| removed(e) && !declared_groups.contains(*g))
+        .map(|(g, e)| (g.clone(), e, false));
+    let purged_groups = ldap
+        .tombstones
+        .values()
+        .filter(|t| owned(t) && t.first("rosterKind") == Some("Project"))
+        .filter_map(|t| {
+            let g = t.first("cn")?.strip_prefix("Project:")?;
+            (!declared_groups.contains(g) && !ldap.groups.contains_key(g))
+                .then(|| (g.to_string(), t, true))
+        });
+    for (group, e, purged) in removed_groups.chain(purged_groups).collect::<Vec<_>>() {
+        for c in e
+            .values("rosterSlurmAccount")
+            .iter()
+            .filter(|c| cfg.clusters.contains(c))
+        {
+            if !have.accounts.contains_key(&(c.clone(), group.clone())) {
+                continue;
+            }
+            let strangers: BTreeSet<&String> = have
+                .assocs
+                .keys()
+                .filter(|k| &k.0 == c && k.1 == group && !managed.contains(&k.2))
+                .map(|k| &k.2)
+                .collect();
+            if purged && strangers.is_empty() {
+                retire.insert((c.clone(), group.clone()));
+                continue;
+            }
+            if purged {
+                kept.push(format!(
+                    "account {group} on {c} (its project was purged; kept, locked, while users Roster does not manage are in it: {})",
+                    strangers.into_iter().cloned().collect::<Vec<_>>().join(",")
+                ));
+            }
+            keep_account(&mut state, have, c, &group, true);
+        }
+    }
+    // Nothing stays in a retiring account, and no default points at one: a user with other
+    // associations gets one of those as default first; a user with none leaves the cluster.
+    state
+        .assocs
+        .retain(|k, _| !retire.contains(&(k.0.clone(), k.1.clone())));
+    let mut moves = vec![];
+    for ((c, u), d) in have.defaults.iter().chain(state.defaults.iter()) {
+        if !retire.contains(&(c.clone(), d.clone())) {
             continue;
         }
-        for key in have
+        let other = state
             .assocs
             .keys()
-            .filter(|k| &k.2 == user && cfg.clusters.contains(&k.0))
-        {
-            state.assocs.insert(
-                key.clone(),
-                Assoc {
-                    max_jobs: Some(0),
-                    max_submit_jobs: Some(0),
-                },
-            );
-        }
-        for (k, a) in have.defaults.iter().filter(|((_, u), _)| u == user) {
-            state.defaults.insert(k.clone(), a.clone());
-        }
+            .chain(have.assocs.keys())
+            .find(|k| &k.0 == c && &k.2 == u && !retire.contains(&(k.0.clone(), k.1.clone())))
+            .map(|k| k.1.clone());
+        moves.push(((c.clone(), u.clone()), other));
+    }
+    for (k, other) in moves {
+        match other {
+            Some(a) => state.defaults.insert(k, a),
+            None => state.defaults.remove(&k),
+        };
     }
     // Coordinators must be members (leaders are, by effective membership).
     let members: BTreeSet<(String, String)> = state
@@ -353,5 +495,8 @@ pub fn desired(
         waiting,
         record,
         prune_unmanaged,
+        managed,
+        retire,
+        kept,
     }
 }

@@ -69,8 +69,6 @@ mod tests {
     }
 }
 
-use std::collections::BTreeSet;
-
 use crate::config::Config;
 use crate::ldap::Observed;
 use crate::plan::Plan;
@@ -121,20 +119,6 @@ pub async fn converge(
         None => observe::observe_with_sacctmgr(&mut sacctmgr, &cfg.clusters).await?,
     };
     let want = desired::desired(site, ldap, plan, config, &have, now);
-    let prefix = format!("{}/", config.manager_id);
-    let managed: BTreeSet<String> = ldap
-        .accounts
-        .iter()
-        .filter(|(_, e)| e.owner().is_some_and(|o| o.starts_with(&prefix)))
-        .map(|(u, _)| u.clone())
-        // Purged accounts stay Roster's: their associations go with them.
-        .chain(
-            ldap.tombstones
-                .values()
-                .filter(|t| t.owner().is_some_and(|o| o.starts_with(&prefix)))
-                .filter_map(|t| t.first("uid").map(str::to_string)),
-        )
-        .collect();
     let mut report = Report {
         waiting: want.waiting.clone(),
         ..Default::default()
@@ -150,11 +134,13 @@ pub async fn converge(
             ));
         }
     }
+    report.unmanaged.extend(want.kept.iter().cloned());
     let calls = apply::diff(
         &have,
         &want.state,
-        &managed,
+        &want.managed,
         &want.prune_unmanaged,
+        &want.retire,
         cfg.batch_size,
         &mut report.unmanaged,
     );
