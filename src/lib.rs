@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod ldap;
 pub mod operator;

@@ -94,6 +94,16 @@ impl World {
     }
 
     fn operator(&self, config: &Path, identity: &str, leader_election: bool) -> (Proc, u16) {
+        self.operator_with(config, identity, leader_election, &[])
+    }
+
+    fn operator_with(
+        &self,
+        config: &Path,
+        identity: &str,
+        leader_election: bool,
+        extra: &[&str],
+    ) -> (Proc, u16) {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
         cmd.args(["run", "--config"])
@@ -113,6 +123,7 @@ impl World {
         if !leader_election {
             cmd.arg("--no-leader-election");
         }
+        cmd.args(extra);
         (Proc(cmd.spawn().unwrap()), port)
     }
 
@@ -712,17 +723,17 @@ async fn with_two_replicas_only_the_leader_writes() {
     w.tree.cleanup().await;
 }
 
-#[tokio::test]
-async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
+/// A cluster of the test's own in slurmdbd and the config lines for it.
+fn slurm_cluster(name: &str) -> (String, String) {
     let env = dev_env();
-    let cluster = format!("top{}", std::process::id());
+    let cluster = format!("{name}{}", std::process::id());
     let add = Command::new("sacctmgr")
         .args(["-i", "add", "cluster", &cluster])
         .env("SLURM_CONF", &env["SLURM_CONF"])
         .output()
         .unwrap();
     assert!(add.status.success() || String::from_utf8_lossy(&add.stdout).contains("Nothing new"));
-    let dir = scratch("op-slurm-url");
+    let dir = scratch(&format!("op-{name}-url"));
     let url = dir.join("ro.url");
     std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
     let extra = format!(
@@ -730,6 +741,28 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
         env["SLURM_CONF"],
         url.display()
     );
+    (cluster, extra)
+}
+
+/// `account|user|maxjobs|maxsubmit` lines of a cluster's associations.
+fn slurm_assocs(cluster: &str) -> String {
+    let out = Command::new("sacctmgr")
+        .args([
+            "-nP",
+            "show",
+            "assoc",
+            &format!("cluster={cluster}"),
+            "format=Account,User,MaxJobs,MaxSubmit",
+        ])
+        .env("SLURM_CONF", &dev_env()["SLURM_CONF"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
+    let (cluster, extra) = slurm_cluster("top");
     let w = world("op-slurm", &extra).await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     // Unique project names: Slurm accounts are global across clusters.
@@ -756,20 +789,7 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
         "jsonpath={.status.conditions[?(@.type==\"SlurmSynced\")].status}",
     ]);
     assert_eq!(synced, "True");
-    let show = || {
-        let out = Command::new("sacctmgr")
-            .args([
-                "-nP",
-                "show",
-                "assoc",
-                &format!("cluster={cluster}"),
-                "format=Account,User,MaxJobs,MaxSubmit",
-            ])
-            .env("SLURM_CONF", &env["SLURM_CONF"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let show = || slurm_assocs(&cluster);
     assert!(show().contains(&format!("{p}|{p}u2||")), "{}", show());
     // Locking in Kubernetes blocks submission in Slurm.
     assert!(
@@ -1104,5 +1124,219 @@ async fn an_approval_lets_the_held_deletions_through() {
     .await
     .len();
     assert_eq!(gone, 5);
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_account_walks_every_transition_in_ldap_and_slurm_with_an_injected_clock() {
+    let (cluster, slurm) = slurm_cluster("twalk");
+    // The guard is tested on its own; here one account's removals must not trip it.
+    let extra = format!("{slurm}guard:\n  maxCount: 10\n  maxPercent: 100\n");
+    let w = world("op-walk", &extra).await;
+    let offset = w.dir.join("clock-offset");
+    let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
+    set_clock(0);
+    let (_op, port) = w.operator_with(
+        &w.config,
+        "solo",
+        false,
+        &["--clock-offset-file", &offset.display().to_string()],
+    );
+    let p = format!("w{}", std::process::id() % 100000);
+    let user = format!("{p}u");
+    let day = |d: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * d))
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let project = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: physics}}\nspec:\n  members: [{user}]\n"
+    );
+    let account =
+        |valid: &str| person_account("physics", &user, &format!("  validUntil: \"{valid}\"\n"));
+    let apply = |docs: &str| {
+        let out = w.kubectl(&["apply", "-f", "-"], Some(docs));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let phase = || {
+        w.get(&[
+            "get",
+            "account",
+            &user,
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])
+    };
+    let active_in_slurm = format!("{p}|{user}||");
+    let blocked_in_slurm = format!("{p}|{user}|0|0");
+    let slurm_has = |row: &str| slurm_assocs(&cluster).lines().any(|l| l == row);
+    let ldap_locked = async || {
+        ldap_entries(
+            &w.tree,
+            &format!("(&(uid={user})(objectClass=posixAccount))"),
+        )
+        .await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    };
+
+    // Pending → Active.
+    apply(&(project.clone() + &account(&day(30))));
+    w.wait_ready("accounts", 1);
+    let uid =
+        ldap_entries(&w.tree, &format!("(uid={user})")).await[0].attrs["uidNumber"][0].clone();
+    assert!(!ldap_locked().await);
+    wait_for("the association", || slurm_has(&active_in_slurm));
+
+    // Expiry: 31 days later by the clock, nothing changed in Kubernetes.
+    set_clock(31);
+    wait_for("expiry", || phase() == "Deactivated");
+    assert!(ldap_locked().await);
+    wait_for("blocked in Slurm", || slurm_has(&blocked_in_slurm));
+    // Extended: active again.
+    apply(&account(&day(90)));
+    wait_for("extension", || phase() == "Active");
+    assert!(!ldap_locked().await);
+    wait_for("unblocked in Slurm", || slurm_has(&active_in_slurm));
+
+    // Lock and unlock.
+    let lock = |on: bool| {
+        let patch = format!(r#"{{"spec":{{"locked":{on}}}}}"#);
+        let out = w.kubectl(
+            &[
+                "patch", "account", &user, "-n", "physics", "--type", "merge", "-p", &patch,
+            ],
+            None,
+        );
+        assert!(out.status.success());
+    };
+    lock(true);
+    wait_for("lock", || phase() == "Deactivated");
+    assert!(ldap_locked().await);
+    wait_for("locked in Slurm", || slurm_has(&blocked_in_slurm));
+    lock(false);
+    wait_for("unlock", || phase() == "Active");
+    assert!(!ldap_locked().await);
+    wait_for("unlocked in Slurm", || slurm_has(&active_in_slurm));
+
+    // Deleted → Deactivated (the association stays, blocked) → declared again → Active, same uid.
+    let delete = || {
+        let out = w.kubectl(
+            &[
+                "delete",
+                "account",
+                &user,
+                "-n",
+                "physics",
+                "--wait=true",
+                "--timeout=30s",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    delete();
+    let e = &ldap_entries(&w.tree, &format!("(uid={user})")).await[0];
+    assert_eq!(e.attrs["pwdAccountLockedTime"], ["000001010000Z"]);
+    assert!(e.attrs.contains_key("rosterGoneAt"));
+    wait_for("blocked after deletion", || slurm_has(&blocked_in_slurm));
+    apply(&account(&day(90)));
+    wait_for("reactivation", || phase() == "Active");
+    let e = &ldap_entries(&w.tree, &format!("(uid={user})")).await[0];
+    assert_eq!(e.attrs["uidNumber"], std::slice::from_ref(&uid));
+    assert!(!e.attrs.contains_key("rosterGoneAt"));
+    assert!(!ldap_locked().await);
+    wait_for("unblocked after reactivation", || {
+        slurm_has(&active_in_slurm)
+    });
+
+    // Deleted → purged at its time (90 days of grace by default): tombstone, gone from Slurm.
+    delete();
+    let purge_at =
+        ldap_entries(&w.tree, &format!("(uid={user})")).await[0].attrs["rosterPurgeAt"][0].clone();
+    set_clock(31 + 89);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        ldap_entries(
+            &w.tree,
+            &format!("(&(uid={user})(objectClass=posixAccount))")
+        )
+        .await
+        .len()
+            == 1,
+        "not purged before {purge_at}"
+    );
+    set_clock(31 + 91);
+    wait_ldap(&w.tree, "the purge", &format!("(uid={user})"), |e| {
+        e.len() == 1
+            && e[0].attrs["objectClass"]
+                .iter()
+                .any(|c| c == "rosterTombstone")
+    })
+    .await;
+    wait_for("gone from Slurm", || {
+        !slurm_assocs(&cluster).contains(&format!("|{user}|"))
+    });
+
+    // Someone else asks for the purged username: Conflict, nothing written.
+    let stranger = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: {p}x, namespace: chemistry}}\nspec: {{givenName: Other, familyName: Person}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: {user}, namespace: chemistry}}\nspec:\n  person: {p}x\n  username: {user}\n"
+    );
+    apply(&stranger);
+    wait_for("Conflict", || {
+        w.get(&[
+            "get",
+            "account",
+            &user,
+            "-n",
+            "chemistry",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Conflict"
+    });
+    assert!(
+        ldap_entries(
+            &w.tree,
+            &format!("(&(uid={user})(objectClass=posixAccount))")
+        )
+        .await
+        .is_empty()
+    );
+    let out = w.kubectl(
+        &[
+            "delete",
+            "account",
+            &user,
+            "-n",
+            "chemistry",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+
+    // Declared again by the same Person: the same username and uid, back in Slurm.
+    apply(&account(&day(200)));
+    wait_for("re-creation", || phase() == "Active");
+    let back = ldap_entries(
+        &w.tree,
+        &format!("(&(uid={user})(objectClass=posixAccount))"),
+    )
+    .await;
+    assert_eq!(back[0].attrs["uidNumber"], [uid]);
+    wait_for("back in Slurm", || slurm_has(&active_in_slurm));
+    // Transitions that came due are no drift: nobody wrote behind Roster's back.
+    assert_eq!(metric(port, "roster_drift_repairs_total"), 0.0);
     w.tree.cleanup().await;
 }

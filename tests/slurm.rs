@@ -747,3 +747,145 @@ async fn a_removed_project_is_locked_in_slurm_and_leaves_it_at_its_purge_after_i
     assert_eq!(code, 0, "{out}{err}");
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn in_file_mode_an_account_walks_every_transition_in_ldap_and_slurm() {
+    let tree = TestTree::new("slurmwalk").await;
+    let dir = scratch("slurmwalk");
+    let c = cluster("walk");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("guard:\n  maxCount: 10\n  maxPercent: 100\n");
+    std::fs::write(&cfg, text).unwrap();
+    let p = format!("k{}", std::process::id() % 100000);
+    let user = format!("{p}u");
+    let project = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: physics}}\nspec:\n  members: [{user}]\n"
+    );
+    // The site as of some step: the project, plus the account when declared.
+    let step = |name: &str, account: Option<&str>| -> String {
+        let f = dir.join(format!("{name}.yaml"));
+        let mut docs = project.clone();
+        if let Some(spec) = account {
+            docs.push_str(&person_account("physics", &user, spec));
+        }
+        std::fs::write(&f, docs).unwrap();
+        f.display().to_string()
+    };
+    let run = |file: &str, now: &str, extra: &[&str]| -> (i32, String) {
+        let mut args = vec!["apply", "-f", file, "--config", &cfg, "--now", now];
+        args.extend(extra);
+        let (code, out, err) = roster(&args);
+        (code, format!("{out}{err}"))
+    };
+    let active = format!("{p}|{user}||");
+    let blocked = format!("{p}|{user}|0|0");
+    let slurm_has = |row: &str| assocs(&c).iter().any(|r| r == row);
+    let mut ldap = admin().await;
+    let people = tree.config.people_dn();
+    let filter = format!("(uid={user})");
+
+    // Pending → Active, valid until 2030-02-01.
+    let valid = step("valid", Some("  validUntil: \"2030-02-01T00:00:00Z\"\n"));
+    assert_eq!(run(&valid, "2030-01-01T00:00:00Z", &[]).0, 0);
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    let uid = e.attrs["uidNumber"].clone();
+    assert!(!e.attrs.contains_key("pwdAccountLockedTime"));
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    // Expiry.
+    assert_eq!(run(&valid, "2030-02-02T00:00:00Z", &[]).0, 0);
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    assert_eq!(e.attrs["rosterState"], ["Deactivated"]);
+    assert!(e.attrs.contains_key("pwdAccountLockedTime"));
+    assert!(slurm_has(&blocked), "{:?}", assocs(&c));
+    // Extended.
+    let extended = step("extended", Some("  validUntil: \"2031-01-01T00:00:00Z\"\n"));
+    assert_eq!(run(&extended, "2030-02-02T00:00:00Z", &[]).0, 0);
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    assert_eq!(e.attrs["rosterState"], ["Active"]);
+    assert!(!e.attrs.contains_key("pwdAccountLockedTime"));
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    // Locked, unlocked.
+    let locked = step(
+        "locked",
+        Some("  validUntil: \"2031-01-01T00:00:00Z\"\n  locked: true\n"),
+    );
+    assert_eq!(run(&locked, "2030-02-02T00:00:00Z", &[]).0, 0);
+    assert!(
+        entries(&mut ldap, &people, &filter).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    assert!(slurm_has(&blocked), "{:?}", assocs(&c));
+    assert_eq!(run(&extended, "2030-02-02T00:00:00Z", &[]).0, 0);
+    assert!(
+        !entries(&mut ldap, &people, &filter).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    // Removed (--prune) → Deactivated, the association kept and blocked → declared again.
+    let gone = step("gone", None);
+    let (code, out) = run(&gone, "2030-02-03T00:00:00Z", &["--prune"]);
+    assert_eq!(code, 0, "{out}");
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    assert_eq!(e.attrs["rosterState"], ["Deactivated"]);
+    assert_eq!(e.attrs["rosterGoneAt"], ["20300203000000Z"]);
+    assert!(slurm_has(&blocked), "{:?}", assocs(&c));
+    assert_eq!(run(&extended, "2030-02-04T00:00:00Z", &[]).0, 0);
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    assert_eq!(e.attrs["rosterState"], ["Active"]);
+    assert_eq!(e.attrs["uidNumber"], uid);
+    assert!(!e.attrs.contains_key("rosterGoneAt"));
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    // Removed again → purged 90 days later, not before: tombstone, and out of Slurm.
+    assert_eq!(run(&gone, "2030-02-05T00:00:00Z", &["--prune"]).0, 0);
+    assert_eq!(run(&gone, "2030-05-05T00:00:00Z", &[]).0, 0);
+    assert_eq!(
+        entries(&mut ldap, &people, &filter).await.len(),
+        1,
+        "not before purgeAt"
+    );
+    assert_eq!(run(&gone, "2030-05-06T00:00:00Z", &[]).0, 0);
+    assert!(entries(&mut ldap, &people, &filter).await.is_empty());
+    let tomb = entries(
+        &mut ldap,
+        &tree.config.tombstones_dn(),
+        &format!("(cn=Account:{user})"),
+    )
+    .await;
+    assert_eq!(tomb[0].attrs["uidNumber"], uid);
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("|{user}|"))),
+        "{:?}",
+        assocs(&c)
+    );
+    // Someone else asks for the name: Conflict (exit 3), nothing written.
+    let stranger = dir.join("stranger.yaml");
+    std::fs::write(
+        &stranger,
+        format!(
+            "---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: other, namespace: chemistry}}\nspec: {{givenName: O, familyName: P}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: {user}, namespace: chemistry}}\nspec:\n  person: other\n  username: {user}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = run(&stranger.display().to_string(), "2030-05-07T00:00:00Z", &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Conflict"), "{out}");
+    assert!(entries(&mut ldap, &people, &filter).await.is_empty());
+    // The same Person declares it again: same username and uid, back in Slurm.
+    assert_eq!(run(&extended, "2030-05-07T00:00:00Z", &[]).0, 0);
+    let e = &entries(&mut ldap, &people, &filter).await[0];
+    assert_eq!(e.attrs["uidNumber"], uid);
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    // A bad edit (Invalid) loses nothing in Slurm either.
+    let bad = step(
+        "bad",
+        Some("  validUntil: \"2031-01-01T00:00:00Z\"\n  defaultProject: nowhere\n"),
+    );
+    let (code, out) = run(&bad, "2030-05-08T00:00:00Z", &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Invalid"), "{out}");
+    assert!(slurm_has(&active), "{:?}", assocs(&c));
+    tree.cleanup().await;
+}

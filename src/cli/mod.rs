@@ -56,6 +56,9 @@ pub enum Command {
         /// Log format: json (default) or text.
         #[arg(long, default_value = "json")]
         log_format: String,
+        /// Tests only: add the seconds written in this file to the clock (read at every use).
+        #[arg(long, hide = true)]
+        clock_offset_file: Option<PathBuf>,
     },
     /// The mass-deactivation guard: see what it holds, approve or reject.
     Guard {
@@ -133,6 +136,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             metrics_address,
             no_leader_election,
             log_format,
+            clock_offset_file,
         } => {
             crate::telemetry::init_logging(log_format != "text");
             let config = match Config::load(&config) {
@@ -156,6 +160,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 identity,
                 metrics_address,
                 leader_election: !no_leader_election,
+                clock: match clock_offset_file {
+                    Some(f) => crate::clock::Clock::offset_by_file(f),
+                    None => crate::clock::Clock::system(),
+                },
             };
             match crate::operator::run(opts).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -55,6 +56,7 @@ type Waiter = oneshot::Sender<Arc<PassOutcome>>;
 /// The handle reconciles use.
 pub struct Converger {
     pub client: Client,
+    pub clock: Clock,
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
@@ -69,6 +71,7 @@ impl Converger {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         resync: Duration,
+        clock: Clock,
     ) -> Converger {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -78,9 +81,11 @@ impl Converger {
             recorder,
             metrics,
             dir: None,
+            seen: None,
+            clock: clock.clone(),
         };
         tokio::spawn(worker.run(rx, resync));
-        Converger { client, tx }
+        Converger { client, tx, clock }
     }
 
     /// Waits for the next pass (one that starts after this call) and returns its outcome.
@@ -106,6 +111,9 @@ struct Worker {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     dir: Option<Directory>,
+    /// The directory as the last pass left it: what changes behind Roster's back is told from it.
+    seen: Option<Observed>,
+    clock: Clock,
 }
 
 /// Waits until a reflector cache holds its first complete listing. The store's readiness
@@ -121,11 +129,6 @@ where
             Err(_) => continue,
         }
     }
-}
-
-fn instant_of(t: jiff::Timestamp) -> tokio::time::Instant {
-    let wait = (t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
-    tokio::time::Instant::now() + Duration::from_millis(wait)
 }
 
 impl Worker {
@@ -170,7 +173,9 @@ impl Worker {
             if trigger == "resync" {
                 resync_at = tokio::time::Instant::now() + resync;
             }
-            wake_at = outcome.next_wakeup.map(instant_of);
+            wake_at = outcome
+                .next_wakeup
+                .map(|t| tokio::time::Instant::now() + self.clock.until(t));
             for w in waiters {
                 let _ = w.send(outcome.clone());
             }
@@ -178,7 +183,7 @@ impl Worker {
     }
 
     async fn pass(&mut self, trigger: &str) -> PassOutcome {
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         let accounts = self.stores.accounts.state();
         let projects = self.stores.projects.state();
         let people = self.stores.people.state();
@@ -230,6 +235,8 @@ impl Worker {
             }
         }
 
+        // Only a pass that finishes says what it left in the directory.
+        let seen = self.seen.take();
         let observed = match self.observe().await {
             Ok(o) => o,
             Err(e) => return self.unavailable(e),
@@ -259,6 +266,10 @@ impl Worker {
         {
             self.dir = None;
         }
+        let changed = seen
+            .as_ref()
+            .filter(|_| !report.done.is_empty())
+            .map(|seen| changed_behind(seen, &observed));
         let after = if report.done.is_empty() {
             observed
         } else {
@@ -269,14 +280,31 @@ impl Worker {
         };
         let last = plan(&site, &after, now, &policy);
         // Slurm second: associations only for accounts whose LDAP entry now exists.
-        let slurm = self.slurm(&config, &site, &after, &last, now).await;
-        // Drift: writes for objects Roster had already converged (Ready for their current
-        // generation) — the directory changed behind its back.
+        let mut after = after;
+        let slurm = self.slurm(&config, &site, &mut after, &last, now).await;
+        // Drift: the directory changed behind Roster's back. Since the last pass: writes to
+        // entries that differ from how it left them. On the first pass (nothing to compare
+        // with): writes for objects whose status already said converged for their generation,
+        // unless a lifecycle transition came due (expiry, purge).
         let converged = converged_targets(&accounts, &projects, &people);
+        let due: std::collections::BTreeSet<&Target> = first
+            .objects
+            .iter()
+            .filter(|o| {
+                matches!(o.phase, Phase::Deactivated | Phase::Purged)
+                    && converged.get(&o.target).is_some_and(|r| *r != o.phase)
+            })
+            .map(|o| &o.target)
+            .collect();
         let mut repaired: BTreeMap<Target, Vec<String>> = BTreeMap::new();
         for (i, _) in &report.done {
             let op = &first.ops[*i];
-            if converged.contains(op.target()) {
+            let drift = if let Some(changed) = &changed {
+                changed.contains(&op.dn().to_ascii_lowercase())
+            } else {
+                converged.contains_key(op.target()) && !due.contains(op.target())
+            };
+            if drift {
                 repaired
                     .entry(op.target().clone())
                     .or_default()
@@ -285,7 +313,13 @@ impl Worker {
         }
         let drift: usize = repaired.values().map(Vec::len).sum();
         if drift > 0 {
-            tracing::warn!(writes = drift, trigger, "repaired drift in the directory");
+            let what: Vec<&String> = repaired.values().flatten().collect();
+            tracing::warn!(
+                writes = drift,
+                trigger,
+                ?what,
+                "repaired drift in the directory"
+            );
             self.metrics.inc(
                 "roster_drift_repairs_total",
                 "Directory writes for objects that were already converged (drift).",
@@ -469,6 +503,7 @@ impl Worker {
                 .max(guarded) as f64,
         );
         self.count_phases(&last);
+        self.seen = Some(after);
         outcome
     }
 
@@ -477,7 +512,7 @@ impl Worker {
         &mut self,
         config: &Config,
         site: &Site,
-        after: &Observed,
+        after: &mut Observed,
         last: &Plan,
         now: jiff::Timestamp,
     ) -> BTreeMap<Target, Cond> {
@@ -511,7 +546,18 @@ impl Worker {
             }),
         };
         let report = match converged {
-            Ok(r) => r,
+            Ok(r) => {
+                // What the directory now holds, so the next pass does not take it for drift.
+                for (dn, cluster) in &r.recorded {
+                    if let Some(g) = after.groups.values_mut().find(|g| &g.dn == dn) {
+                        g.attrs
+                            .entry("rosterslurmaccount".into())
+                            .or_default()
+                            .push(cluster.clone());
+                    }
+                }
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Slurm accounting is unavailable");
                 self.metrics.inc(
@@ -939,11 +985,32 @@ impl Worker {
 }
 
 /// Objects whose status says Ready for their current generation.
+/// The DNs (lower-cased) of entries that differ between what the last pass left (`seen`) and
+/// what this pass found (`now`): added, removed or modified by someone else.
+fn changed_behind(seen: &Observed, now: &Observed) -> std::collections::BTreeSet<String> {
+    fn index(o: &Observed) -> BTreeMap<String, &crate::ldap::Entry> {
+        o.accounts
+            .values()
+            .chain(o.groups.values())
+            .chain(o.tombstones.values())
+            .map(|e| (e.dn.to_ascii_lowercase(), e))
+            .collect()
+    }
+    let (before, after) = (index(seen), index(now));
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|dn| before.get(*dn) != after.get(*dn))
+        .cloned()
+        .collect()
+}
+
+/// Objects Ready for their current generation, with the phase their status records.
 fn converged_targets(
     accounts: &[Arc<Account>],
     projects: &[Arc<Project>],
     people: &[Arc<Person>],
-) -> std::collections::BTreeSet<Target> {
+) -> BTreeMap<Target, Phase> {
     fn ready(
         meta: &kube::api::ObjectMeta,
         observed: Option<i64>,
@@ -964,18 +1031,21 @@ fn converged_targets(
     };
     let accounts = accounts.iter().filter_map(|a| {
         let s = a.status.as_ref()?;
+        let phase = s.phase?;
         ready(&a.metadata, s.observed_generation, &s.conditions)
-            .then(|| target(Kind::Account, &a.metadata))
+            .then(|| (target(Kind::Account, &a.metadata), phase))
     });
     let projects = projects.iter().filter_map(|p| {
         let s = p.status.as_ref()?;
+        let phase = s.phase?;
         ready(&p.metadata, s.observed_generation, &s.conditions)
-            .then(|| target(Kind::Project, &p.metadata))
+            .then(|| (target(Kind::Project, &p.metadata), phase))
     });
     let people = people.iter().filter_map(|h| {
         let s = h.status.as_ref()?;
+        let phase = s.phase?;
         ready(&h.metadata, s.observed_generation, &s.conditions)
-            .then(|| target(Kind::Person, &h.metadata))
+            .then(|| (target(Kind::Person, &h.metadata), phase))
     });
     accounts.chain(projects).chain(people).collect()
 }

@@ -35,6 +35,8 @@ pub struct Options {
     pub metrics_address: SocketAddr,
     /// Take part in leader election (off only for single-process tests and demos).
     pub leader_election: bool,
+    /// The time lifecycle transitions are computed from.
+    pub clock: crate::clock::Clock,
 }
 
 /// Why `roster run` stopped.
@@ -187,6 +189,7 @@ async fn controllers(
         recorder,
         metrics.clone(),
         resync,
+        opts.clock.clone(),
     );
     let ctx = Arc::new(Ctx {
         converger,
@@ -373,8 +376,8 @@ async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Re
     let next = result.and_then(|r| r.next_transition);
     Ok(match next {
         Some(at) => {
-            let wait = (at.as_second() - jiff::Timestamp::now().as_second()).max(1) as u64;
-            Action::requeue(Duration::from_secs(wait))
+            let wait = ctx.converger.clock.until(at).max(Duration::from_secs(1));
+            Action::requeue(wait)
         }
         None => Action::await_change(),
     })

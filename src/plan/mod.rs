@@ -387,18 +387,35 @@ impl<'a> Planner<'a> {
                 }
                 gid_seen.insert(g, key.clone());
             }
+            let mut purged = vec![];
             for (field, list) in [
                 ("leaders", &project.spec.leaders),
                 ("members", &project.spec.members),
             ] {
                 for (i, u) in list.iter().enumerate() {
-                    if !self.username_exists(u) {
+                    if self.username_purged(u) {
+                        // Roster's own account, purged: it is no member any more, and the
+                        // project carries on (a stale list must not freeze it).
+                        purged.push(format!("spec.{field}[{i}] {u}"));
+                    } else if !self.username_exists(u) {
                         let m = format!(
                             "spec.{field}[{i}]: no Account with username {u:?} is declared or in the directory"
                         );
                         invalid(self.status(Kind::Project, key), "UnknownMember", m);
                     }
                 }
+            }
+            if !purged.is_empty() {
+                let m = format!(
+                    "{} name purged accounts and are left out; remove them from the list",
+                    purged.join(", ")
+                );
+                self.status(Kind::Project, key).conditions.push(cond(
+                    "MembersPurged",
+                    true,
+                    "AccountPurged",
+                    m,
+                ));
             }
             if self.status(Kind::Project, key).is_blocked() {
                 continue;
@@ -522,6 +539,17 @@ impl<'a> Planner<'a> {
     }
 
     /// A username names an account that will exist: declared (and not blocked) or in the directory.
+    /// A username that is only a tombstone of Roster's (purged, not declared again).
+    fn username_purged(&self, username: &str) -> bool {
+        !self.username_exists(username)
+            && self
+                .observed
+                .tombstones
+                .get(&format!("Account:{username}"))
+                .and_then(parse_owner)
+                .is_some_and(|(_, [mgr, ..])| mgr == self.config().manager_id)
+    }
+
     fn username_exists(&self, username: &str) -> bool {
         self.index.declared_usernames.contains(username)
             || self.observed.accounts.contains_key(username)

@@ -739,6 +739,40 @@ fn a_removed_account_is_deactivated_then_purged_behind_a_tombstone_and_its_name_
         [],
         "a purge is done once"
     );
+    // A project still listing the purged account carries on without it, and says so; a name
+    // that never was an account stays Invalid.
+    let mut stale = without.clone();
+    stale
+        .projects
+        .get_mut(&Key::new("physics", "optics"))
+        .unwrap()
+        .spec
+        .members = vec!["bob".into(), "ada".into()];
+    let p = plan(&stale, &purged, purge_at, &Policy::new(&c));
+    assert_eq!(p.ops, []);
+    let optics = status(&p, Kind::Project, "physics", "optics");
+    assert_eq!(optics.phase, Phase::Active);
+    let note = optics
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MembersPurged")
+        .expect("MembersPurged");
+    assert!(
+        note.message.starts_with("spec.members[1] ada"),
+        "{}",
+        note.message
+    );
+    stale
+        .projects
+        .get_mut(&Key::new("physics", "optics"))
+        .unwrap()
+        .spec
+        .members = vec!["bob".into(), "adda".into()];
+    let p = plan(&stale, &purged, purge_at, &Policy::new(&c));
+    assert_eq!(
+        status(&p, Kind::Project, "physics", "optics").phase,
+        Phase::Invalid
+    );
     // The same Person declares the account again: same username, same uid.
     let back = plan(&site, &purged, purge_at, &Policy::new(&c));
     let Op::Add { uid, .. } = back

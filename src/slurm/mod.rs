@@ -82,6 +82,8 @@ pub struct Report {
     /// Slurm objects in Roster's accounts that Roster does not manage and leaves alone.
     pub unmanaged: Vec<String>,
     pub invocations: u64,
+    /// (group DN, cluster) recorded as Roster's Slurm account (`rosterSlurmAccount`) in this run.
+    pub recorded: Vec<(String, String)>,
 }
 
 /// Why Slurm could not be converged at all.
@@ -159,6 +161,7 @@ pub async fn converge(
                 dn: dn.clone(),
                 message,
             })?;
+        report.recorded.push((dn.clone(), cluster.clone()));
     }
     for call in calls {
         let outcome = sacctmgr.run(&call.args).await;
