@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod gold;
 pub mod ldap;
 pub mod operator;
 pub mod plan;

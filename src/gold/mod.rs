@@ -1,0 +1,4 @@
+//! The Gold allocation manager backend, spoken over SSSRMAP (Gold's wire protocol).
+
+pub mod proto;
+pub mod xml;
