@@ -38,6 +38,9 @@ pub struct Config {
     /// Slurm accounting; absent: Roster leaves Slurm alone.
     #[serde(default)]
     pub slurm: Option<SlurmConfig>,
+    /// The Gold allocation manager; absent: Roster leaves Gold alone.
+    #[serde(default)]
+    pub gold: Option<GoldConfig>,
     /// Where the file was read from; relative paths in it are resolved against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -298,6 +301,77 @@ pub struct SlurmConfig {
     /// Seconds one sacctmgr call may take.
     #[serde(default = "default_sacctmgr_timeout")]
     pub timeout_seconds: u64,
+}
+
+/// The Gold allocation manager (SSSRMAP over plain TCP).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoldConfig {
+    /// Gold server host.
+    pub host: String,
+    /// Gold server port.
+    #[serde(default = "default_gold_port")]
+    pub port: u16,
+    /// The Gold user Roster acts as (needs Gold roles for users, projects and deposits).
+    #[serde(default = "default_gold_actor")]
+    pub actor: String,
+    /// A file whose first line is the shared secret (the server's `auth_key`).
+    #[serde(default)]
+    pub auth_key_file: Option<PathBuf>,
+    /// An environment variable holding that secret instead.
+    #[serde(default)]
+    pub auth_key_env: Option<String>,
+    /// Seconds one request may take (connect, send, reply).
+    #[serde(default = "default_gold_timeout")]
+    pub timeout_seconds: u64,
+    /// Attempts per request when Gold is unreachable or times out.
+    #[serde(default = "default_gold_attempts")]
+    pub attempts: u32,
+    /// Requests in flight at once.
+    #[serde(default = "default_gold_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_gold_port() -> u16 {
+    7112
+}
+fn default_gold_actor() -> String {
+    "root".into()
+}
+fn default_gold_timeout() -> u64 {
+    30
+}
+fn default_gold_attempts() -> u32 {
+    3
+}
+fn default_gold_concurrency() -> usize {
+    8
+}
+
+impl GoldConfig {
+    /// The shared secret (read now; never logged): the first line of the file or the variable.
+    pub fn auth_key(&self, config: &Config) -> Result<String, ConfigError> {
+        let text = if let Some(f) = &self.auth_key_file {
+            let f = config.resolve(f);
+            std::fs::read_to_string(&f).map_err(|e| {
+                ConfigError::Secret(format!("gold.authKeyFile {}: {e}", f.display()))
+            })?
+        } else if let Some(var) = &self.auth_key_env {
+            std::env::var(var)
+                .map_err(|_| ConfigError::Secret(format!("gold.authKeyEnv: {var} is not set")))?
+        } else {
+            return Err(ConfigError::Secret(
+                "gold.authKeyFile (or gold.authKeyEnv) is required".into(),
+            ));
+        };
+        let key = text.lines().next().unwrap_or("").to_string();
+        if key.is_empty() || key.len() > 80 || !key.is_ascii() {
+            return Err(ConfigError::Secret(
+                "the Gold auth key must be one line of 1 to 80 ASCII characters".into(),
+            ));
+        }
+        Ok(key)
+    }
 }
 
 fn default_sacctmgr() -> String {
@@ -670,6 +744,38 @@ impl Config {
                 bad(
                     "slurm.databaseUrlEnv",
                     "set only one of slurm.databaseUrlFile and slurm.databaseUrlEnv".into(),
+                );
+            }
+        }
+        if let Some(g) = &self.gold {
+            if g.host.is_empty() || g.host.contains(|c: char| c.is_whitespace() || c == '/') {
+                bad("gold.host", format!("{:?} is not a host name", g.host));
+            }
+            if g.actor.is_empty() || !crate::gold::is_gold_name(&g.actor) {
+                bad(
+                    "gold.actor",
+                    format!("{:?} is not a Gold user name", g.actor),
+                );
+            }
+            if g.auth_key_file.is_some() == g.auth_key_env.is_some() {
+                bad(
+                    "gold.authKeyFile",
+                    "set exactly one of gold.authKeyFile and gold.authKeyEnv".into(),
+                );
+            }
+            if !(1..=600).contains(&g.timeout_seconds) {
+                bad(
+                    "gold.timeoutSeconds",
+                    format!("{} is outside 1..=600", g.timeout_seconds),
+                );
+            }
+            if !(1..=10).contains(&g.attempts) {
+                bad("gold.attempts", format!("{} is outside 1..=10", g.attempts));
+            }
+            if !(1..=64).contains(&g.concurrency) {
+                bad(
+                    "gold.concurrency",
+                    format!("{} is outside 1..=64", g.concurrency),
                 );
             }
         }

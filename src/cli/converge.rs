@@ -93,9 +93,10 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     let first = plan(&site, &observed, now, &policy);
     if !apply {
         // Slurm is planned against the directory as the LDAP changes would leave it.
-        let simulated = match &config.slurm {
-            Some(_) => simulate(&observed, &first, config.uid_range, config.gid_range),
-            None => observed.clone(),
+        let simulated = if config.slurm.is_some() || config.gold.is_some() {
+            simulate(&observed, &first, config.uid_range, config.gid_range)
+        } else {
+            observed.clone()
         };
         let after_plan = plan(&site, &simulated, now, &policy);
         let slurm = match crate::slurm::converge(
@@ -112,10 +113,16 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        print_plan(&first, &slurm, args.output);
-        return if first.has_blocked() {
+        let gold = crate::gold::converge(&config, &site, &simulated, &after_plan, now, true)
+            .await
+            .map_err(|e| e.to_string());
+        print_plan(&first, &slurm, &gold, args.output);
+        let gold_steps = gold.as_ref().map(|g| g.steps.len()).unwrap_or(0);
+        return if gold.is_err() {
+            ExitCode::FAILURE
+        } else if first.has_blocked() {
             ExitCode::from(BLOCKED)
-        } else if !first.ops.is_empty() || !slurm.calls.is_empty() {
+        } else if !first.ops.is_empty() || !slurm.calls.is_empty() || gold_steps > 0 {
             ExitCode::from(CHANGES)
         } else {
             ExitCode::SUCCESS
@@ -140,12 +147,21 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
                     &report,
                     &last,
                     &crate::slurm::Report::default(),
+                    &Ok(crate::gold::Report::default()),
                     args.output,
                 );
                 return fail(e);
             }
         };
-    print_apply(&first, &report, &last, &slurm, args.output);
+    // Gold last; whatever happens there, the directory and Slurm are done.
+    let gold = crate::gold::converge(&config, &site, &after, &last, now, false)
+        .await
+        .map_err(|e| e.to_string());
+    print_apply(&first, &report, &last, &slurm, &gold, args.output);
+    let gold_failed = match &gold {
+        Ok(g) => g.failed().next().is_some(),
+        Err(_) => true,
+    };
     // Running jobs hold a removal back until they end: not an error, a wait (exit 3).
     let slurm_failed = slurm.calls.iter().any(
         |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason != "JobsRunning"),
@@ -153,7 +169,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     let slurm_held = slurm.calls.iter().any(
         |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason == "JobsRunning"),
     );
-    if !report.failed.is_empty() || slurm_failed {
+    if !report.failed.is_empty() || slurm_failed || gold_failed {
         ExitCode::FAILURE
     } else if last.has_blocked() || !report.lost_races.is_empty() || slurm_held {
         ExitCode::from(BLOCKED)
@@ -264,7 +280,48 @@ fn blocked_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
+type GoldOutcome = Result<crate::gold::Report, String>;
+
+fn gold_json(gold: &GoldOutcome) -> serde_json::Value {
+    match gold {
+        Err(e) => json!({"error": e}),
+        Ok(g) => json!({
+            "steps": g.steps.iter().map(|s| json!({
+                "what": s.what,
+                "kind": s.concerns.as_ref().map(|(k, _)| k.to_string()),
+                "namespace": s.concerns.as_ref().map(|(_, k)| k.namespace.clone()),
+                "name": s.concerns.as_ref().map(|(_, k)| k.name.clone()),
+                "error": s.error.as_ref().map(|e| e.to_string()),
+            })).collect::<Vec<_>>(),
+            "notes": g.notes,
+            "requests": g.requests,
+        }),
+    }
+}
+
+/// Gold's lines: `+ gold: …` per request (`x gold: …` when it failed), `? gold: …` notes.
+fn print_gold(gold: &GoldOutcome) {
+    match gold {
+        Err(e) => println!("x gold: {e}"),
+        Ok(g) => {
+            for s in &g.steps {
+                match &s.error {
+                    Some(e) => println!("x gold: {}: {e}", s.what),
+                    None => println!("+ gold: {}", s.what),
+                }
+            }
+            for n in &g.notes {
+                println!("? gold: {n}");
+            }
+        }
+    }
+}
+
+fn gold_steps(gold: &GoldOutcome) -> usize {
+    gold.as_ref().map(|g| g.steps.len()).unwrap_or(0)
+}
+
+fn print_plan(plan: &Plan, slurm: &SlurmReport, gold: &GoldOutcome, output: Output) {
     let adds = plan
         .ops
         .iter()
@@ -278,8 +335,9 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
                 "version": JSON_VERSION,
                 "changes": plan.ops.iter().map(op_json).collect::<Vec<_>>(),
                 "objects": objects_json(plan),
-                "summary": {"add": adds, "modify": mods, "blocked": blocked, "slurmCalls": slurm.calls.len()},
+                "summary": {"add": adds, "modify": mods, "blocked": blocked, "slurmCalls": slurm.calls.len(), "goldRequests": gold_steps(gold)},
                 "slurm": slurm_json(slurm),
+                "gold": gold_json(gold),
                 "nextWakeup": plan.next_wakeup.map(|t| t.to_string()),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
@@ -291,6 +349,7 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
             for (call, _) in &slurm.calls {
                 println!("+ slurm: sacctmgr -i {}", call.args.join(" "));
             }
+            print_gold(gold);
             for line in blocked_lines(plan) {
                 println!("{line}");
             }
@@ -303,12 +362,17 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, output: Output) {
             for u in &slurm.unmanaged {
                 println!("? slurm: {u}");
             }
-            if plan.ops.is_empty() && blocked == 0 && slurm.calls.is_empty() {
-                println!("No changes: the directory matches the manifests.");
+            if plan.ops.is_empty()
+                && blocked == 0
+                && slurm.calls.is_empty()
+                && gold_steps(gold) == 0
+            {
+                println!("No changes: the backends match the manifests.");
             } else {
                 println!(
-                    "Plan: {adds} to add, {mods} to change, {} Slurm call(s), {blocked} object(s) blocked.",
-                    slurm.calls.len()
+                    "Plan: {adds} to add, {mods} to change, {} Slurm call(s), {} Gold request(s), {blocked} object(s) blocked.",
+                    slurm.calls.len(),
+                    gold_steps(gold)
                 );
             }
         }
@@ -320,6 +384,7 @@ fn print_apply(
     report: &ApplyReport,
     last: &Plan,
     slurm: &SlurmReport,
+    gold: &GoldOutcome,
     output: Output,
 ) {
     match output {
@@ -338,6 +403,7 @@ fn print_apply(
                 "objects": objects_json(last),
                 "remaining": last.ops.len(),
                 "slurm": slurm_json(slurm),
+                "gold": gold_json(gold),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
@@ -361,14 +427,19 @@ fn print_apply(
                     _ => println!("+ slurm: {}", call.what),
                 }
             }
+            print_gold(gold);
             for line in blocked_lines(last) {
                 println!("{line}");
             }
             for w in &slurm.waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
             }
-            if report.done.is_empty() && report.failed.is_empty() && slurm.calls.is_empty() {
-                println!("No changes: the directory already matches the manifests.");
+            if report.done.is_empty()
+                && report.failed.is_empty()
+                && slurm.calls.is_empty()
+                && gold_steps(gold) == 0
+            {
+                println!("No changes: the backends already match the manifests.");
             } else {
                 println!(
                     "Applied {} write(s), {} failed; counter retries: {}.",

@@ -282,6 +282,7 @@ impl Worker {
         // Slurm second: associations only for accounts whose LDAP entry now exists.
         let mut after = after;
         let slurm = self.slurm(&config, &site, &mut after, &last, now).await;
+        let gold = self.gold(&config, &site, &after, &last, now).await;
         // Drift: the directory changed behind Roster's back. Since the last pass: writes to
         // entries that differ from how it left them. On the first pass (nothing to compare
         // with): writes for objects whose status already said converged for their generation,
@@ -338,6 +339,7 @@ impl Worker {
             failed: &failed,
             repaired: &repaired,
             slurm: &slurm,
+            gold: &gold,
             now,
         };
         for a in &accounts {
@@ -707,6 +709,18 @@ impl Worker {
                 ),
             }
         }
+        self.publish(site, events).await;
+        self.metrics.inc(
+            "roster_sacctmgr_invocations_total",
+            "sacctmgr processes started.",
+            vec![],
+            report.invocations as f64,
+        );
+        conds
+    }
+
+    /// Events about declared objects.
+    async fn publish(&self, site: &Site, events: Vec<(Target, EventType, &'static str, String)>) {
         for (t, type_, reason, note) in events {
             let reference = match t.kind {
                 Kind::Account => site.accounts.get(&t.key).map(|o| o.object_ref(&())),
@@ -726,12 +740,104 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Gold last: `GoldSynced` per Account and Project, Events and metrics. An unreachable
+    /// Gold fails only Gold's conditions; the directory and Slurm are done by then.
+    async fn gold(
+        &mut self,
+        config: &Config,
+        site: &Site,
+        after: &Observed,
+        last: &Plan,
+        now: jiff::Timestamp,
+    ) -> BTreeMap<Target, Cond> {
+        let mut conds = BTreeMap::new();
+        if config.gold.is_none() {
+            return conds;
+        }
+        let targets = site
+            .accounts
+            .keys()
+            .map(|k| Target {
+                kind: Kind::Account,
+                key: k.clone(),
+            })
+            .chain(site.projects.keys().map(|k| Target {
+                kind: Kind::Project,
+                key: k.clone(),
+            }));
+        let cond = |status: bool, reason: &str, message: String| Cond {
+            type_: "GoldSynced",
+            status,
+            reason: reason.into(),
+            message,
+        };
+        let report = match crate::gold::converge(config, site, after, last, now, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Gold is unavailable");
+                self.metrics.inc(
+                    "roster_backend_operations_total",
+                    "Backend operations by backend, operation and outcome.",
+                    vec![
+                        ("backend", "gold".into()),
+                        ("operation", "observe".into()),
+                        ("outcome", "error".into()),
+                    ],
+                    1.0,
+                );
+                for t in targets {
+                    conds.insert(t, cond(false, "GoldUnavailable", e.to_string()));
+                }
+                return conds;
+            }
+        };
+        for t in targets {
+            conds.insert(t, cond(true, "InSync", String::new()));
+        }
+        let mut events = vec![];
+        for step in &report.steps {
+            let operation = step.what.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            let outcome = if step.error.is_some() { "error" } else { "ok" };
+            self.metrics.inc(
+                "roster_backend_operations_total",
+                "Backend operations by backend, operation and outcome.",
+                vec![
+                    ("backend", "gold".into()),
+                    ("operation", operation),
+                    ("outcome", outcome.into()),
+                ],
+                1.0,
+            );
+            let Some((kind, key)) = &step.concerns else {
+                continue;
+            };
+            let t = Target {
+                kind: *kind,
+                key: key.clone(),
+            };
+            match &step.error {
+                Some(e) => {
+                    let note = format!("{}: {e}", step.what);
+                    events.push((
+                        t.clone(),
+                        EventType::Warning,
+                        "GoldWriteFailed",
+                        note.clone(),
+                    ));
+                    conds.insert(t, cond(false, "GoldRequestFailed", note));
+                }
+                None => events.push((t, EventType::Normal, "GoldUpdated", step.what.clone())),
+            }
+        }
         self.metrics.inc(
-            "roster_sacctmgr_invocations_total",
-            "sacctmgr processes started.",
+            "roster_gold_requests_total",
+            "Requests sent to Gold (queries included).",
             vec![],
-            report.invocations as f64,
+            report.requests as f64,
         );
+        self.publish(site, events).await;
         conds
     }
 
@@ -1070,6 +1176,8 @@ struct StatusCtx<'a> {
     repaired: &'a BTreeMap<Target, Vec<String>>,
     /// `SlurmSynced` per object, when Slurm is configured.
     slurm: &'a BTreeMap<Target, Cond>,
+    /// `GoldSynced` per object, when Gold is configured.
+    gold: &'a BTreeMap<Target, Cond>,
     now: jiff::Timestamp,
 }
 
@@ -1090,17 +1198,19 @@ impl StatusCtx<'_> {
         generation: Option<i64>,
     ) -> Vec<Condition> {
         let mut conds: Vec<Cond> = s.conditions.clone();
-        if !s.is_blocked()
-            && let Some(c) = self.slurm.get(&s.target)
-        {
-            conds.push(c.clone());
-            if !c.status {
-                conds.push(Cond {
-                    type_: "Ready",
-                    status: false,
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                });
+        for backend in [self.slurm, self.gold] {
+            if !s.is_blocked()
+                && let Some(c) = backend.get(&s.target)
+            {
+                conds.push(c.clone());
+                if !c.status && !conds.iter().any(|c| c.type_ == "Ready" && !c.status) {
+                    conds.push(Cond {
+                        type_: "Ready",
+                        status: false,
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    });
+                }
             }
         }
         if let Some(m) = self.failed.get(&s.target) {
@@ -1154,8 +1264,18 @@ impl StatusCtx<'_> {
             .get(&s.target)
             .filter(|c| !c.status && c.reason != "WaitingForLdap" && c.reason != "QosMissing")
             .map(|c| format!("{}: {}", c.reason, c.message));
+        let gold_failure = self
+            .gold
+            .get(&s.target)
+            .filter(|c| !c.status)
+            .map(|c| format!("{}: {}", c.reason, c.message));
         ObjectResult {
-            failed: self.failed.get(&s.target).cloned().or(slurm_failure),
+            failed: self
+                .failed
+                .get(&s.target)
+                .cloned()
+                .or(slurm_failure)
+                .or(gold_failure),
             next_transition: s.next_transition.map(|(_, at)| at),
         }
     }

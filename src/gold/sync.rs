@@ -1,0 +1,671 @@
+//! What Gold holds, what it should hold, and the requests in between (pure, apart from
+//! `observe`). Gold has no ownership marker: Roster's Gold users and projects are those whose
+//! names Roster owns in the directory (accounts, groups and their tombstones), so nothing else
+//! in Gold is ever changed or deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::proto::{Client, GoldError, Request, clean};
+use crate::api::parse_valid_until;
+use crate::config::Config;
+use crate::ldap::{Entry, Observed};
+use crate::plan::{Kind, Plan, group_name};
+use crate::site::{Key, Site};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    pub active: bool,
+    pub common_name: String,
+    pub email: String,
+    pub organization: String,
+    pub default_project: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Project {
+    pub active: bool,
+    pub organization: String,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    pub active: bool,
+    pub admin: bool,
+}
+
+/// One allocation (a deposit window) on a project's Gold account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
+    pub id: String,
+    pub start: i64,
+    pub end: i64,
+    /// What is left.
+    pub amount: i64,
+    /// What was deposited in total.
+    pub deposited: i64,
+    pub description: String,
+}
+
+/// Gold as Roster compares it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub organizations: BTreeSet<String>,
+    pub users: BTreeMap<String, User>,
+    pub projects: BTreeMap<String, Project>,
+    /// (project, user).
+    pub members: BTreeMap<(String, String), Member>,
+    /// Project → the id of its Gold account.
+    pub accounts: BTreeMap<String, String>,
+    /// Account id → its allocations.
+    pub allocations: BTreeMap<String, Vec<Allocation>>,
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn text(row: &BTreeMap<String, String>, k: &str) -> String {
+    row.get(k).cloned().unwrap_or_default()
+}
+
+fn number(row: &BTreeMap<String, String>, k: &str) -> i64 {
+    row.get(k)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|f| f as i64)
+        .unwrap_or(0)
+}
+
+fn query(object: &str, columns: &[&str]) -> Request {
+    let mut r = Request::new("Query", object);
+    r.chunking = true;
+    for c in columns {
+        r = r.get(c);
+    }
+    r
+}
+
+/// Reads everything Roster compares, in six queries.
+pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
+    let mut s = State::default();
+    for row in client.send(&query("Organization", &["Name"])).await?.data {
+        s.organizations.insert(text(&row, "Name"));
+    }
+    let users = client
+        .send(&query(
+            "User",
+            &[
+                "Name",
+                "Active",
+                "CommonName",
+                "EmailAddress",
+                "Organization",
+                "DefaultProject",
+            ],
+        ))
+        .await?;
+    for row in users.data {
+        s.users.insert(
+            text(&row, "Name"),
+            User {
+                active: truthy(row.get("Active")),
+                common_name: text(&row, "CommonName"),
+                email: text(&row, "EmailAddress"),
+                organization: text(&row, "Organization"),
+                default_project: text(&row, "DefaultProject"),
+            },
+        );
+    }
+    let projects = client
+        .send(&query(
+            "Project",
+            &["Name", "Active", "Organization", "Description"],
+        ))
+        .await?;
+    for row in projects.data {
+        s.projects.insert(
+            text(&row, "Name"),
+            Project {
+                active: truthy(row.get("Active")),
+                organization: text(&row, "Organization"),
+                description: text(&row, "Description"),
+            },
+        );
+    }
+    let members = client
+        .send(&query(
+            "ProjectUser",
+            &["Project", "Name", "Active", "Admin"],
+        ))
+        .await?;
+    for row in members.data {
+        s.members.insert(
+            (text(&row, "Project"), text(&row, "Name")),
+            Member {
+                active: truthy(row.get("Active")),
+                admin: truthy(row.get("Admin")),
+            },
+        );
+    }
+    for row in client.send(&query("Account", &["Id", "Name"])).await?.data {
+        s.accounts.insert(text(&row, "Name"), text(&row, "Id"));
+    }
+    let allocations = client
+        .send(&query(
+            "Allocation",
+            &[
+                "Id",
+                "Account",
+                "StartTime",
+                "EndTime",
+                "Amount",
+                "Deposited",
+                "Description",
+            ],
+        ))
+        .await?;
+    for row in allocations.data {
+        s.allocations
+            .entry(text(&row, "Account"))
+            .or_default()
+            .push(allocation(&row));
+    }
+    Ok((s, 6))
+}
+
+pub fn allocation(row: &BTreeMap<String, String>) -> Allocation {
+    Allocation {
+        id: text(row, "Id"),
+        start: number(row, "StartTime"),
+        end: number(row, "EndTime"),
+        amount: number(row, "Amount"),
+        deposited: number(row, "Deposited"),
+        description: text(row, "Description"),
+    }
+}
+
+/// A declared allocation window in epoch seconds (end exclusive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+    pub amount: i64,
+    pub description: String,
+}
+
+/// What Gold should hold for Roster's names, and what to do about names that are leaving.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub organizations: BTreeSet<String>,
+    pub users: BTreeMap<String, User>,
+    pub projects: BTreeMap<String, Project>,
+    pub members: BTreeMap<(String, String), Member>,
+    /// Project → declared windows.
+    pub windows: BTreeMap<String, Vec<Window>>,
+    /// Users and projects that stay as they are (Invalid or in Conflict, or waiting).
+    pub frozen_users: BTreeSet<String>,
+    pub frozen_projects: BTreeSet<String>,
+    /// Removed, not purged yet: deactivated in Gold.
+    pub deactivated_users: BTreeSet<String>,
+    pub deactivated_projects: BTreeSet<String>,
+    /// Purged: deleted from Gold.
+    pub purged_users: BTreeSet<String>,
+    pub purged_projects: BTreeSet<String>,
+    /// Gold name → the object it belongs to (for conditions).
+    pub owners: BTreeMap<(Kind, String), Key>,
+}
+
+fn owned(config: &Config, e: &Entry) -> bool {
+    e.owner()
+        .is_some_and(|o| o.starts_with(&format!("{}/", config.manager_id)))
+}
+
+fn removed(config: &Config, e: &Entry) -> bool {
+    owned(config, e)
+        && e.first("rosterState") == Some("Deactivated")
+        && e.first("rosterGoneAt").is_some()
+}
+
+/// Roster's names in Gold: users for its directory accounts (once their entry exists), projects
+/// for its groups.
+pub fn desired(
+    site: &Site,
+    ldap: &Observed,
+    plan: &Plan,
+    config: &Config,
+    now: jiff::Timestamp,
+) -> Desired {
+    let mut d = Desired::default();
+    let org = |s: Option<&String>| s.map(|s| clean(s, 64)).unwrap_or_default();
+    for (key, p) in &site.projects {
+        let group = group_name(p);
+        d.owners.insert((Kind::Project, group.clone()), key.clone());
+        let Some(s) = plan.status_of(Kind::Project, key) else {
+            continue;
+        };
+        let entry = ldap.groups.get(&group).filter(|e| owned(config, e));
+        if s.is_blocked() || entry.is_none() {
+            d.frozen_projects.insert(group);
+            continue;
+        }
+        let expired = p
+            .spec
+            .valid_until
+            .as_deref()
+            .and_then(|v| parse_valid_until(v).ok())
+            .is_some_and(|t| t <= now);
+        let deactivated = entry.is_some_and(|e| e.first("rosterState") == Some("Deactivated"));
+        let organization = org(p.spec.institute.as_ref());
+        if !organization.is_empty() {
+            d.organizations.insert(organization.clone());
+        }
+        d.projects.insert(
+            group.clone(),
+            Project {
+                active: !(p.spec.locked || expired || deactivated),
+                organization,
+                description: clean(p.spec.description.as_deref().unwrap_or(""), 200),
+            },
+        );
+        let windows = p
+            .spec
+            .gold
+            .iter()
+            .flat_map(|g| &g.allocations)
+            .filter_map(|a| {
+                let start = if a.start.len() == 10 {
+                    let date: jiff::civil::Date = a.start.parse().ok()?;
+                    date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
+                } else {
+                    a.start.parse::<jiff::Timestamp>().ok()?
+                };
+                let end = parse_valid_until(&a.end).ok()?;
+                Some(Window {
+                    start: start.as_second(),
+                    end: end.as_second(),
+                    amount: a.amount,
+                    description: clean(a.description.as_deref().unwrap_or(""), 200),
+                })
+            })
+            .collect();
+        d.windows.insert(group, windows);
+    }
+    for (key, a) in &site.accounts {
+        let user = a.spec.username.clone();
+        d.owners.insert((Kind::Account, user.clone()), key.clone());
+        let Some(s) = plan.status_of(Kind::Account, key) else {
+            continue;
+        };
+        let entry = ldap.accounts.get(&user).filter(|e| owned(config, e));
+        let Some(entry) = entry.filter(|_| !s.is_blocked()) else {
+            d.frozen_users.insert(user);
+            continue;
+        };
+        let person = site
+            .people
+            .get(&Key::new(&key.namespace, &a.spec.person))
+            .map(|p| &p.spec);
+        let active = entry.first("rosterState") != Some("Deactivated");
+        let projects: Vec<&String> = s
+            .projects
+            .iter()
+            .filter(|g| d.projects.contains_key(*g))
+            .collect();
+        let default_project = a
+            .spec
+            .default_project
+            .as_ref()
+            .and_then(|p| site.projects.get(&Key::new(&key.namespace, p)))
+            .map(group_name)
+            .filter(|g| projects.contains(&g))
+            .or_else(|| projects.first().map(|g| (*g).clone()))
+            .unwrap_or_default();
+        let organization = org(person.and_then(|p| p.institute.as_ref()));
+        if !organization.is_empty() {
+            d.organizations.insert(organization.clone());
+        }
+        let common_name = person
+            .map(|p| {
+                p.display_name
+                    .clone()
+                    .unwrap_or_else(|| format!("{} {}", p.given_name, p.family_name))
+            })
+            .map(|n| clean(&n, 100))
+            .unwrap_or_default();
+        d.users.insert(
+            user.clone(),
+            User {
+                active,
+                common_name,
+                email: clean(person.and_then(|p| p.email.as_deref()).unwrap_or(""), 100),
+                organization,
+                default_project,
+            },
+        );
+        for g in projects {
+            let leader = site
+                .projects
+                .iter()
+                .find(|(_, p)| &group_name(p) == g)
+                .is_some_and(|(_, p)| p.spec.leaders.contains(&user));
+            d.members.insert(
+                (g.clone(), user.clone()),
+                Member {
+                    active,
+                    admin: leader,
+                },
+            );
+        }
+    }
+    for (user, e) in &ldap.accounts {
+        if removed(config, e) && !d.users.contains_key(user) && !d.frozen_users.contains(user) {
+            d.deactivated_users.insert(user.clone());
+        }
+    }
+    for (group, e) in &ldap.groups {
+        if removed(config, e)
+            && !d.projects.contains_key(group)
+            && !d.frozen_projects.contains(group)
+        {
+            d.deactivated_projects.insert(group.clone());
+        }
+    }
+    for t in ldap.tombstones.values().filter(|t| owned(config, t)) {
+        let Some((kind, name)) = t.first("cn").and_then(|c| c.split_once(':')) else {
+            continue;
+        };
+        match kind {
+            "Account" if !ldap.accounts.contains_key(name) && !d.users.contains_key(name) => {
+                d.purged_users.insert(name.to_string());
+            }
+            "Project" if !ldap.groups.contains_key(name) && !d.projects.contains_key(name) => {
+                d.purged_projects.insert(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    d
+}
+
+/// The stage a step runs in: each stage finishes before the next starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Organizations,
+    Projects,
+    Users,
+    Members,
+    Allocations,
+    Purge,
+}
+
+/// One request to send, and whom it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub stage: Stage,
+    pub request: Request,
+    /// The Gold name of the user or project concerned.
+    pub concerns: Option<(Kind, String)>,
+    /// A deposit: (project, window), resolved to the project's account at run time and checked
+    /// against Gold before any retry.
+    pub deposit: Option<(String, Window)>,
+}
+
+fn tf(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+fn step(stage: Stage, request: Request, kind: Kind, name: &str) -> Step {
+    Step {
+        stage,
+        request,
+        concerns: Some((kind, name.to_string())),
+        deposit: None,
+    }
+}
+
+/// Every request that turns `have` into `want`, in stage order, plus what Roster leaves alone
+/// and says so (allocations it does not withdraw).
+pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
+    let mut steps = vec![];
+    let mut notes = vec![];
+    for o in want.organizations.difference(&have.organizations) {
+        steps.push(Step {
+            stage: Stage::Organizations,
+            request: Request::new("Create", "Organization").set("Name", o),
+            concerns: None,
+            deposit: None,
+        });
+    }
+    for (name, p) in &want.projects {
+        match have.projects.get(name) {
+            None => {
+                let mut r = Request::new("Create", "Project")
+                    .set("Name", name)
+                    .set("Active", tf(p.active));
+                if !p.organization.is_empty() {
+                    r = r.set("Organization", &p.organization);
+                }
+                if !p.description.is_empty() {
+                    r = r.set("Description", &p.description);
+                }
+                steps.push(step(Stage::Projects, r, Kind::Project, name));
+            }
+            Some(h) if h != p => {
+                let mut r = Request::new("Modify", "Project");
+                if h.active != p.active {
+                    r = r.set("Active", tf(p.active));
+                }
+                if h.organization != p.organization {
+                    r = r.set("Organization", &p.organization);
+                }
+                if h.description != p.description {
+                    r = r.set("Description", &p.description);
+                }
+                steps.push(step(
+                    Stage::Projects,
+                    r.filter("Name", name),
+                    Kind::Project,
+                    name,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in &want.deactivated_projects {
+        if have.projects.get(name).is_some_and(|p| p.active) {
+            let r = Request::new("Modify", "Project")
+                .set("Active", "False")
+                .filter("Name", name);
+            steps.push(step(Stage::Projects, r, Kind::Project, name));
+        }
+    }
+    for (name, u) in &want.users {
+        match have.users.get(name) {
+            None => {
+                let mut r = Request::new("Create", "User")
+                    .set("Name", name)
+                    .set("Active", tf(u.active));
+                for (k, v) in [
+                    ("CommonName", &u.common_name),
+                    ("EmailAddress", &u.email),
+                    ("Organization", &u.organization),
+                    ("DefaultProject", &u.default_project),
+                ] {
+                    if !v.is_empty() {
+                        r = r.set(k, v);
+                    }
+                }
+                steps.push(step(Stage::Users, r, Kind::Account, name));
+            }
+            Some(h) if h != u => {
+                let mut r = Request::new("Modify", "User");
+                if h.active != u.active {
+                    r = r.set("Active", tf(u.active));
+                }
+                for (k, hv, v) in [
+                    ("CommonName", &h.common_name, &u.common_name),
+                    ("EmailAddress", &h.email, &u.email),
+                    ("Organization", &h.organization, &u.organization),
+                    ("DefaultProject", &h.default_project, &u.default_project),
+                ] {
+                    if hv != v {
+                        r = r.set(k, v);
+                    }
+                }
+                steps.push(step(
+                    Stage::Users,
+                    r.filter("Name", name),
+                    Kind::Account,
+                    name,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in &want.deactivated_users {
+        if have.users.get(name).is_some_and(|u| u.active) {
+            let r = Request::new("Modify", "User")
+                .set("Active", "False")
+                .filter("Name", name);
+            steps.push(step(Stage::Users, r, Kind::Account, name));
+        }
+    }
+    for ((project, user), m) in &want.members {
+        match have.members.get(&(project.clone(), user.clone())) {
+            None => {
+                let r = Request::new("Create", "ProjectUser")
+                    .set("Project", project)
+                    .set("Name", user)
+                    .set("Active", tf(m.active))
+                    .set("Admin", tf(m.admin));
+                steps.push(step(Stage::Members, r, Kind::Project, project));
+            }
+            Some(h) if h != m => {
+                let r = Request::new("Modify", "ProjectUser")
+                    .set("Active", tf(m.active))
+                    .set("Admin", tf(m.admin))
+                    .filter("Project", project)
+                    .filter("Name", user);
+                steps.push(step(Stage::Members, r, Kind::Project, project));
+            }
+            Some(_) => {}
+        }
+    }
+    // Memberships in Roster's projects of Roster's users that are no longer declared. Frozen
+    // users and projects keep theirs; removed (not purged) users keep theirs, suspended.
+    let roster_user = |u: &String| {
+        want.users.contains_key(u)
+            || want.deactivated_users.contains(u)
+            || want.purged_users.contains(u)
+    };
+    for ((project, user), h) in &have.members {
+        if !want.projects.contains_key(project) || !roster_user(user) {
+            continue;
+        }
+        if want.members.contains_key(&(project.clone(), user.clone())) {
+            continue;
+        }
+        if want.deactivated_users.contains(user) {
+            if h.active {
+                let r = Request::new("Modify", "ProjectUser")
+                    .set("Active", "False")
+                    .filter("Project", project)
+                    .filter("Name", user);
+                steps.push(step(Stage::Members, r, Kind::Project, project));
+            }
+            continue;
+        }
+        let r = Request::new("Delete", "ProjectUser")
+            .filter("Project", project)
+            .filter("Name", user);
+        steps.push(step(Stage::Members, r, Kind::Project, project));
+    }
+    // Allocations, by window: a new window deposits; a window that moved (same start or same
+    // end) is modified; more credits deposit the difference; nothing is ever withdrawn.
+    for (project, windows) in &want.windows {
+        let existing: Vec<Allocation> = have
+            .accounts
+            .get(project)
+            .and_then(|id| have.allocations.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let mut matched: BTreeSet<String> = BTreeSet::new();
+        for w in windows {
+            let found = existing
+                .iter()
+                .find(|a| a.start == w.start && a.end == w.end && !matched.contains(&a.id))
+                .or_else(|| {
+                    existing.iter().find(|a| {
+                        (a.start == w.start || a.end == w.end)
+                            && !matched.contains(&a.id)
+                            && !windows.iter().any(|o| o.start == a.start && o.end == a.end)
+                    })
+                });
+            let deposited = match found {
+                Some(a) => {
+                    matched.insert(a.id.clone());
+                    if (a.start, a.end) != (w.start, w.end) {
+                        let r = Request::new("Modify", "Allocation")
+                            .set("StartTime", &w.start.to_string())
+                            .set("EndTime", &w.end.to_string())
+                            .filter("Id", &a.id);
+                        steps.push(step(Stage::Allocations, r, Kind::Project, project));
+                    }
+                    a.deposited
+                }
+                None => 0,
+            };
+            if w.amount > deposited {
+                let more = Window {
+                    amount: w.amount - deposited,
+                    ..w.clone()
+                };
+                steps.push(Step {
+                    stage: Stage::Allocations,
+                    request: Request::new("Deposit", "Account"),
+                    concerns: Some((Kind::Project, project.clone())),
+                    deposit: Some((project.clone(), more)),
+                });
+            } else if w.amount < deposited {
+                notes.push(format!(
+                    "allocation of {project} from {} to {}: {deposited} deposited, {} declared; Roster never withdraws",
+                    w.start, w.end, w.amount
+                ));
+            }
+        }
+        for a in existing.iter().filter(|a| !matched.contains(&a.id)) {
+            notes.push(format!(
+                "allocation {} of {project} ({} to {}, {} deposited) is not declared; left as is",
+                a.id, a.start, a.end, a.deposited
+            ));
+        }
+    }
+    for name in &want.purged_users {
+        for (project, _) in have.members.keys().filter(|(_, u)| u == name) {
+            let r = Request::new("Delete", "ProjectUser")
+                .filter("Project", project)
+                .filter("Name", name);
+            steps.push(step(Stage::Purge, r, Kind::Account, name));
+        }
+        if have.users.contains_key(name) {
+            let r = Request::new("Delete", "User").filter("Name", name);
+            steps.push(step(Stage::Purge, r, Kind::Account, name));
+        }
+    }
+    for name in &want.purged_projects {
+        if have.projects.contains_key(name) {
+            let r = Request::new("Delete", "Project").filter("Name", name);
+            steps.push(step(Stage::Purge, r, Kind::Project, name));
+        }
+    }
+    steps.sort_by_key(|s| s.stage);
+    (steps, notes)
+}
+
+/// Gold names Roster writes: the names it also writes to LDAP and Slurm.
+pub fn is_gold_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
