@@ -553,11 +553,8 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
     }
     // Memberships in Roster's projects of Roster's users that are no longer declared. Frozen
     // users and projects keep theirs; removed (not purged) users keep theirs, suspended.
-    let roster_user = |u: &String| {
-        want.users.contains_key(u)
-            || want.deactivated_users.contains(u)
-            || want.purged_users.contains(u)
-    };
+    // (Purged users leave their memberships in the purge stage.)
+    let roster_user = |u: &String| want.users.contains_key(u) || want.deactivated_users.contains(u);
     for ((project, user), h) in &have.members {
         if !want.projects.contains_key(project) || !roster_user(user) {
             continue;
@@ -668,4 +665,187 @@ pub fn is_gold_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match &s.deposit {
+                Some((p, w)) => format!("Deposit {p} {} {}..{}", w.amount, w.start, w.end),
+                None => s.request.describe(),
+            })
+            .collect()
+    }
+
+    fn want() -> Desired {
+        let mut d = Desired::default();
+        d.organizations.insert("Physics Lab".into());
+        d.projects.insert(
+            "optics".into(),
+            Project {
+                active: true,
+                organization: "Physics Lab".into(),
+                description: "lasers".into(),
+            },
+        );
+        d.users.insert(
+            "ada".into(),
+            User {
+                active: true,
+                common_name: "Ada L".into(),
+                email: "ada@x".into(),
+                organization: "Physics Lab".into(),
+                default_project: "optics".into(),
+            },
+        );
+        d.members.insert(
+            ("optics".into(), "ada".into()),
+            Member {
+                active: true,
+                admin: true,
+            },
+        );
+        d.windows.insert(
+            "optics".into(),
+            vec![Window {
+                start: 100,
+                end: 200,
+                amount: 1000,
+                description: String::new(),
+            }],
+        );
+        d
+    }
+
+    /// Gold after `want()` was carried out.
+    fn converged() -> State {
+        let d = want();
+        let mut s = State {
+            organizations: d.organizations.clone(),
+            users: d.users.clone(),
+            projects: d.projects.clone(),
+            members: d.members.clone(),
+            ..Default::default()
+        };
+        s.accounts.insert("optics".into(), "7".into());
+        s.allocations.insert(
+            "7".into(),
+            vec![Allocation {
+                id: "3".into(),
+                start: 100,
+                end: 200,
+                amount: 400,
+                deposited: 1000,
+                description: String::new(),
+            }],
+        );
+        s
+    }
+
+    #[test]
+    fn from_nothing_in_stage_order_and_nothing_once_converged() {
+        let (steps, notes) = diff(&State::default(), &want());
+        assert_eq!(
+            lines(&steps),
+            [
+                "Create Organization Name=Physics Lab",
+                "Create Project Name=optics Active=True Organization=Physics Lab Description=lasers",
+                "Create User Name=ada Active=True CommonName=Ada L EmailAddress=ada@x Organization=Physics Lab DefaultProject=optics",
+                "Create ProjectUser Project=optics Name=ada Active=True Admin=True",
+                "Deposit optics 1000 100..200",
+            ]
+        );
+        assert!(notes.is_empty());
+        // Converged: usage (Amount 400 of 1000 deposited) is not a reason to deposit again.
+        assert_eq!(diff(&converged(), &want()), (vec![], vec![]));
+    }
+
+    #[test]
+    fn windows_move_grow_and_are_never_withdrawn() {
+        let mut w = want();
+        let list = w.windows.get_mut("optics").unwrap();
+        list[0].end = 300; // moved end
+        list[0].amount = 1500; // grew
+        list.push(Window {
+            start: 300,
+            end: 400,
+            amount: 50,
+            description: String::new(),
+        });
+        let (steps, _) = diff(&converged(), &w);
+        assert_eq!(
+            lines(&steps),
+            [
+                "Modify Allocation StartTime=100 EndTime=300 where Id=3",
+                "Deposit optics 500 100..300",
+                "Deposit optics 50 300..400",
+            ]
+        );
+        let mut less = want();
+        less.windows.get_mut("optics").unwrap()[0].amount = 10;
+        let (steps, notes) = diff(&converged(), &less);
+        assert!(steps.is_empty());
+        assert!(notes[0].contains("never withdraws"), "{notes:?}");
+        let mut none = want();
+        none.windows.insert("optics".into(), vec![]);
+        let (steps, notes) = diff(&converged(), &none);
+        assert!(steps.is_empty());
+        assert!(notes[0].contains("not declared; left as is"), "{notes:?}");
+    }
+
+    #[test]
+    fn deactivation_suspends_removal_deletes_purge_deletes_and_strangers_stay() {
+        let mut have = converged();
+        have.users.insert("stranger".into(), User::default());
+        have.members
+            .insert(("optics".into(), "stranger".into()), Member::default());
+        have.members.insert(
+            ("optics".into(), "bob".into()),
+            Member {
+                active: true,
+                admin: false,
+            },
+        );
+        have.users.insert(
+            "bob".into(),
+            User {
+                active: true,
+                ..Default::default()
+            },
+        );
+        have.users.insert(
+            "carl".into(),
+            User {
+                active: true,
+                ..Default::default()
+            },
+        );
+        have.members.insert(
+            ("optics".into(), "carl".into()),
+            Member {
+                active: true,
+                admin: false,
+            },
+        );
+        have.projects.insert("old".into(), Project::default());
+        let mut w = want();
+        w.deactivated_users.insert("bob".into());
+        w.purged_users.insert("carl".into());
+        w.purged_projects.insert("old".into());
+        let (steps, _) = diff(&have, &w);
+        assert_eq!(
+            lines(&steps),
+            [
+                "Modify User Active=False where Name=bob",
+                "Modify ProjectUser Active=False where Project=optics where Name=bob",
+                "Delete ProjectUser where Project=optics where Name=carl",
+                "Delete User where Name=carl",
+                "Delete Project where Name=old",
+            ]
+        );
+    }
 }
