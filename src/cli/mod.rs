@@ -306,6 +306,23 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
             slurm.clusters.join(", ")
         );
     }
+    match crate::gold::client(&config) {
+        Err(e) => return fail(e),
+        Ok(None) => {}
+        Ok(Some(client)) => {
+            // A signed query proves the address, the key and the actor's right to read.
+            let probe = crate::gold::Request::new("Query", "Organization")
+                .get("Name")
+                .option("Limit", "1");
+            if let Err(e) = client.send(&probe).await {
+                return fail(e);
+            }
+            println!(
+                "gold: {} accepted a signed query as actor {}",
+                client.addr, client.actor
+            );
+        }
+    }
     println!(
         "config {}: valid; directory {} bound as {} has Roster's schema and containers",
         path.display(),
