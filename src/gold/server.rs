@@ -1279,26 +1279,28 @@ impl ExprParser<'_> {
     }
 
     fn or(&mut self) -> Option<Expr> {
-        let mut terms = vec![self.and()?];
-        while self.eat(Token::Or) {
-            terms.push(self.and()?);
-        }
-        Some(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            Expr::Or(terms)
-        })
+        self.level(Token::Or, Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Option<Expr> {
-        let mut terms = vec![self.unary()?];
-        while self.eat(Token::And) {
-            terms.push(self.unary()?);
+        self.level(Token::And, Self::unary, Expr::And)
+    }
+
+    /// `operand (sep operand)*`, one operand as itself.
+    fn level(
+        &mut self,
+        sep: Token,
+        operand: fn(&mut Self) -> Option<Expr>,
+        join: fn(Vec<Expr>) -> Expr,
+    ) -> Option<Expr> {
+        let mut terms = vec![operand(self)?];
+        while self.eat(sep) {
+            terms.push(operand(self)?);
         }
         Some(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Expr::And(terms)
+            join(terms)
         })
     }
 
