@@ -716,7 +716,8 @@ async fn creating_a_deleted_object_undeletes_it() {
         .await
         .assert_ok("080");
     assert!(s.rows("User").is_empty());
-    let r = ok(
+    // Succeeds (no "already exists") and applies the Sets.
+    ok(
         &s,
         "Create",
         "User",
