@@ -342,6 +342,12 @@ async fn http_level_refusals() {
                 .to_string(),
             "400",
         ),
+        // A chunk announcing more than 4 MiB is refused before it is read.
+        (
+            "POST /SSSRMAP3 HTTP/1.1\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n400001\r\n"
+                .to_string(),
+            "400",
+        ),
     ];
     for (request, status) in &cases {
         let raw = exchange(&s, request.as_bytes()).await;

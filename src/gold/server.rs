@@ -51,6 +51,8 @@
 //!   `Count`/`Data`. User Delete answers 080 whatever it matched.
 //! - Deposit (Object Account) needs Options `Id` and `Amount` (> 0); `StartTime` defaults to 0
 //!   (-infinity), `EndTime` to 2147483647 (infinity), and StartTime must precede EndTime.
+//!   Into an existing allocation (same account and window) it adds to `Amount` and `Deposited`;
+//!   options `Description` and `CreditLimit`, when given, replace the allocation's.
 //! - A dropped reply ([`GoldServer::drop_next_reply`]) is consumed by the next request with that
 //!   action that is signed and authorized, whatever its outcome.
 
