@@ -41,6 +41,11 @@ if [[ -n ${SLURM_CONF:-} ]]; then
         awk -F'|' -v users=" $on_cluster " '$1 != "root" && index(users, " " $1 " ") {
             printf "%-12s default %-12s %s\n", $1, $2, ($3 == "" ? "" : "coordinator of " $3) }'
 fi
+if grep -q '^gold:' "$config"; then
+    echo
+    echo "== Gold (roster gold: read over Gold's protocol from the dev Gold test server)"
+    "$roster" gold --config "$config"
+fi
 cat <<MSG
 The dev directory runs at $LDAP_URI (base $LDAP_BASE_DN) with Roster's schema loaded.
 Look around yourself:

@@ -68,6 +68,13 @@ pub enum Command {
         #[arg(long, env = "ROSTER_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Show what Gold holds for the site (users, projects, memberships, allocations), read
+    /// over Gold's protocol with the configured key.
+    Gold {
+        /// The configuration file.
+        #[arg(long, env = "ROSTER_CONFIG")]
+        config: PathBuf,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -175,9 +182,86 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Guard { command, config } => guard(command, config).await,
+        Command::Gold { config } => gold_show(&config).await,
         Command::Plan(args) => converge::run(args, false).await,
         Command::Apply(args) => converge::run(args, true).await,
     }
+}
+
+async fn gold_show(path: &std::path::Path) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("error: {m}");
+        ExitCode::FAILURE
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let client = match crate::gold::client(&config) {
+        Ok(Some(c)) => c,
+        Ok(None) => return fail(format!("{} has no gold: section", path.display())),
+        Err(e) => return fail(e.to_string()),
+    };
+    let (g, _) = match crate::gold::sync::observe(&client).await {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let tf = |b: bool| if b { "active" } else { "INACTIVE" };
+    println!(
+        "{:<14} {:<9} {:<14} {:<24} ORGANIZATION",
+        "USER", "STATE", "DEFAULT", "NAME"
+    );
+    for (name, u) in &g.users {
+        println!(
+            "{name:<14} {:<9} {:<14} {:<24} {}",
+            tf(u.active),
+            u.default_project,
+            u.common_name,
+            u.organization
+        );
+    }
+    println!();
+    println!(
+        "{:<14} {:<9} MEMBERS (* admin, - suspended)",
+        "PROJECT", "STATE"
+    );
+    for (name, p) in &g.projects {
+        let members: Vec<String> = g
+            .members
+            .iter()
+            .filter(|((project, _), _)| project == name)
+            .map(|((_, user), m)| {
+                format!(
+                    "{user}{}{}",
+                    if m.admin { "*" } else { "" },
+                    if m.active { "" } else { "-" }
+                )
+            })
+            .collect();
+        println!("{name:<14} {:<9} {}", tf(p.active), members.join(" "));
+    }
+    println!();
+    println!(
+        "{:<14} {:<12} {:<12} {:>12} {:>12}",
+        "ALLOCATION", "FROM", "UNTIL", "DEPOSITED", "LEFT"
+    );
+    let day = |t: i64| {
+        jiff::Timestamp::from_second(t)
+            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_else(|_| t.to_string())
+    };
+    for (project, id) in &g.accounts {
+        for a in g.allocations.get(id).into_iter().flatten() {
+            println!(
+                "{project:<14} {:<12} {:<12} {:>12} {:>12}",
+                day(a.start),
+                day(a.end),
+                a.deposited,
+                a.amount
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn guard(command: GuardCommand, config: Option<PathBuf>) -> ExitCode {
