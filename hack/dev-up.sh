@@ -175,6 +175,11 @@ slurm:
   sacctmgr: sacctmgr
   databaseUrlFile: slurm/ro.url        # a file containing the read-only DSN (secret, 0600)
   rootAccount: root
+gold:
+  host: 127.0.0.1
+  port: $GOLD_PORT
+  actor: root
+  authKeyFile: gold/auth_key           # the Gold server's auth_key (secret, 0600)
 EOF
 }
 

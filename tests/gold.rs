@@ -180,10 +180,10 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
     // Hostile free text arrives cleaned (ASCII, no |, no control characters), XML intact.
     let proj = gold.rows("Project");
     let desc = &row(&proj, "Name", p).unwrap()["Description"];
-    assert_eq!(desc, "R&D <lab> \"quoted\" caf");
+    assert_eq!(desc, "R&D <lab> \"quoted\" cafe");
     let orgs = gold.rows("Organization");
     assert!(
-        row(&orgs, "Name", "Inst of <Physics> & M ller x").is_some(),
+        row(&orgs, "Name", "Inst of <Physics> & Muller x").is_some(),
         "{orgs:?}"
     );
     // c joins, b leaves, the leader changes; the window grows and a second one appears.

@@ -243,7 +243,7 @@ async fn gold_show(path: &std::path::Path) -> ExitCode {
     println!();
     println!(
         "{:<14} {:<12} {:<12} {:>12} {:>12}",
-        "ALLOCATION", "FROM", "UNTIL", "DEPOSITED", "LEFT"
+        "ALLOCATION", "STARTS", "ENDS", "DEPOSITED", "LEFT"
     );
     let day = |t: i64| {
         jiff::Timestamp::from_second(t)

@@ -325,19 +325,61 @@ impl Client {
     }
 }
 
+/// Latin letters with diacritics as their ASCII base letters (names stay readable in Gold);
+/// anything else outside ASCII becomes a space.
+fn fold(c: char) -> &'static str {
+    match c {
+        'À'..='Å' | 'Ā' | 'Ă' | 'Ą' => "A",
+        'à'..='å' | 'ā' | 'ă' | 'ą' => "a",
+        'Æ' => "AE",
+        'æ' => "ae",
+        'Ç' | 'Ć' | 'Č' => "C",
+        'ç' | 'ć' | 'č' => "c",
+        'È'..='Ë' | 'Ē' | 'Ę' | 'Ě' => "E",
+        'è'..='ë' | 'ē' | 'ę' | 'ě' => "e",
+        'Ì'..='Ï' => "I",
+        'ì'..='ï' | 'ı' => "i",
+        'Ð' => "D",
+        'ð' => "d",
+        'Ñ' | 'Ń' | 'Ň' => "N",
+        'ñ' | 'ń' | 'ň' => "n",
+        'Ò'..='Ö' | 'Ø' | 'Ő' => "O",
+        'ò'..='ö' | 'ø' | 'ő' => "o",
+        'Ù'..='Ü' | 'Ů' | 'Ű' => "U",
+        'ù'..='ü' | 'ů' | 'ű' => "u",
+        'Ý' | 'Ÿ' => "Y",
+        'ý' | 'ÿ' => "y",
+        'Þ' => "Th",
+        'þ' => "th",
+        'ß' => "ss",
+        'Ł' => "L",
+        'ł' => "l",
+        'Ś' | 'Š' | 'Ş' => "S",
+        'ś' | 'š' | 'ş' => "s",
+        'Ź' | 'Ż' | 'Ž' => "Z",
+        'ź' | 'ż' | 'ž' => "z",
+        'Ř' => "R",
+        'ř' => "r",
+        'Ť' => "T",
+        'ť' => "t",
+        'Œ' => "OE",
+        'œ' => "oe",
+        _ => " ",
+    }
+}
+
 /// Free text as Gold can sign and store it: ASCII only, no `|`, backslashes or control
 /// characters, at most `max` characters.
 pub fn clean(s: &str, max: usize) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && c != '|' && c != '\\' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    let mut t = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' | '\\' => t.push(' '),
+            c if c.is_ascii_control() => t.push(' '),
+            c if c.is_ascii() => t.push(c),
+            c => t.push_str(fold(c)),
+        }
+    }
     let mut t = t.split_whitespace().collect::<Vec<_>>().join(" ");
     t.truncate(max);
     t
@@ -404,7 +446,11 @@ mod tests {
     fn free_text_is_cleaned_to_what_gold_can_sign() {
         assert_eq!(
             clean("Müller | R&D\\lab\u{7}\n<x>", 100),
-            "M ller R&D lab <x>"
+            "Muller R&D lab <x>"
+        );
+        assert_eq!(
+            clean("Søren Ødegård, Straße 東京", 100),
+            "Soren Odegard, Strasse"
         );
         assert_eq!(clean("abcdef", 3), "abc");
     }
