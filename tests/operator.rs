@@ -1340,3 +1340,117 @@ async fn an_account_walks_every_transition_in_ldap_and_slurm_with_an_injected_cl
     assert_eq!(metric(port, "roster_drift_repairs_total"), 0.0);
     w.tree.cleanup().await;
 }
+
+/// The Gold test server as a process: (the process, its port, the key file).
+fn gold_server(dir: &Path) -> (Proc, u16, std::path::PathBuf) {
+    use std::io::BufRead;
+    let key = dir.join("gold.key");
+    std::fs::write(&key, "operator-test-secret\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster-gold-server"))
+        .args(["--bind", "127.0.0.1:0", "--auth-key-file"])
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    (Proc(child), port, key)
+}
+
+#[tokio::test]
+async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
+    let dir = scratch("op-gold-server");
+    let (gold, port, key) = gold_server(&dir);
+    let extra = format!(
+        "gold:\n  host: 127.0.0.1\n  port: {port}\n  authKeyFile: {}\n  timeoutSeconds: 2\n  attempts: 1\n",
+        key.display()
+    );
+    let w = world("op-gold", &extra).await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    let docs = "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {name: gp, namespace: physics}\nspec:\n  leaders: [gpa]\n  members: [gpb]\n  gold:\n    allocations:\n      - {amount: 100, start: \"2030-01-01\", end: \"2030-12-31\"}\n".to_string()
+        + &person_account("physics", "gpa", "")
+        + "\n"
+        + &person_account("physics", "gpb", "");
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 2);
+    w.wait_ready("projects", 1);
+    let cond = |kind: &str, name: &str, field: &str| {
+        w.get(&[
+            "get",
+            kind,
+            name,
+            "-n",
+            "physics",
+            "-o",
+            &format!("jsonpath={{.status.conditions[?(@.type==\"GoldSynced\")].{field}}}"),
+        ])
+    };
+    assert_eq!(cond("account", "gpa", "status"), "True");
+    assert_eq!(cond("project", "gp", "status"), "True");
+    let show = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["gold", "--config"])
+            .arg(&w.config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let shown = show();
+    assert!(shown.contains("gpa*") && shown.contains("gpb"), "{shown}");
+    assert!(metric_where(port, "roster_backend_operations_total", "backend=\"gold\"") > 0.0);
+    // A lock reaches Gold: the user and its membership are suspended.
+    let lock = r#"{"spec":{"locked":true}}"#;
+    assert!(
+        w.kubectl(
+            &[
+                "patch", "account", "gpb", "-n", "physics", "--type", "merge", "-p", lock
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_for("gpb inactive in Gold", || {
+        show()
+            .lines()
+            .any(|l| l.starts_with("gpb ") && l.contains("INACTIVE"))
+    });
+    // Gold goes away: only GoldSynced fails; the directory still follows the manifests.
+    drop(gold);
+    let unlock = r#"{"spec":{"locked":false}}"#;
+    assert!(
+        w.kubectl(
+            &[
+                "patch", "account", "gpb", "-n", "physics", "--type", "merge", "-p", unlock
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_for("GoldUnavailable", || {
+        cond("account", "gpb", "reason") == "GoldUnavailable"
+    });
+    wait_ldap(&w.tree, "gpb unlocked in LDAP", "(uid=gpb)", |e| {
+        !e[0].attrs.contains_key("pwdAccountLockedTime")
+    })
+    .await;
+    let ready = w.get(&[
+        "get",
+        "account",
+        "gpb",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"LdapSynced\")].status}",
+    ]);
+    assert_eq!(ready, "True");
+    w.tree.cleanup().await;
+}
