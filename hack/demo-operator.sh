@@ -17,7 +17,7 @@ running() {
 
 if ! running; then
     echo "== starting the operator (roster run; log in $OP_DIR/log)"
-    setsid ./target/debug/roster run --config .dev/roster.yaml --identity demo \
+    setsid "${CARGO_TARGET_DIR:-target}/debug/roster" run --config .dev/roster.yaml --identity demo \
         --metrics-address 127.0.0.1:18080 --log-format text >"$OP_DIR/log" 2>&1 8>&- 9>&- </dev/null &
     echo $! >"$OP_DIR/pid"
 fi

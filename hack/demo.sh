@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .dev/env
 
 cargo build --quiet
-roster=./target/debug/roster
+roster=${CARGO_TARGET_DIR:-target}/debug/roster
 config=.dev/roster.yaml
 
 echo "== roster config check"

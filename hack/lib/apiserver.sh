@@ -11,7 +11,7 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-BIN=$REPO_ROOT/target/debug/roster-fake-apiserver
+BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/roster-fake-apiserver
 
 die() { echo "apiserver.sh: $*" >&2; exit 1; }
 

@@ -24,7 +24,7 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-BIN=$REPO_ROOT/target/debug/roster-gold-server
+BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/roster-gold-server
 
 die() { echo "gold.sh: $*" >&2; exit 1; }
 
