@@ -29,6 +29,9 @@ pub struct Config {
     /// The mass-deactivation guard.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Guests: service policy per type and the expiry notice.
+    #[serde(default)]
+    pub guests: GuestsConfig,
     /// Adoption of entries that existed before Roster.
     #[serde(default)]
     pub adoption: AdoptionConfig,
@@ -256,6 +259,71 @@ impl Default for GuardConfig {
             max_count: default_guard_count(),
             max_percent: default_guard_percent(),
             window: default_guard_window(),
+        }
+    }
+}
+
+/// Service policy of one guest type, relative to `validUntil`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestPolicyConfig {
+    /// Logins keep working this long after `validUntil`.
+    pub login_grace: String,
+    /// The account is purged this long after `validUntil` (at least `loginGrace`).
+    pub purge_after: String,
+}
+
+/// Guests (sponsored identities).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestsConfig {
+    /// Defaults for `Personal` guests.
+    #[serde(default = "default_personal_policy")]
+    pub personal: GuestPolicyConfig,
+    /// Defaults for `Technical` guests.
+    #[serde(default = "default_technical_policy")]
+    pub technical: GuestPolicyConfig,
+    /// Upper bound of a guest's own `policy.loginGrace`.
+    #[serde(default = "default_max_login_grace")]
+    pub max_login_grace: String,
+    /// Upper bound of a guest's own `policy.purgeAfter`.
+    #[serde(default = "default_max_guest_purge")]
+    pub max_purge_after: String,
+    /// How long before `validUntil` the expiry notice goes out (condition, Event, e-mail).
+    #[serde(default = "default_guest_notice")]
+    pub notice: String,
+}
+
+fn default_personal_policy() -> GuestPolicyConfig {
+    GuestPolicyConfig {
+        login_grace: "30d".into(),
+        purge_after: "60d".into(),
+    }
+}
+fn default_technical_policy() -> GuestPolicyConfig {
+    GuestPolicyConfig {
+        login_grace: "0d".into(),
+        purge_after: "30d".into(),
+    }
+}
+fn default_max_login_grace() -> String {
+    "90d".into()
+}
+fn default_max_guest_purge() -> String {
+    "365d".into()
+}
+fn default_guest_notice() -> String {
+    "14d".into()
+}
+
+impl Default for GuestsConfig {
+    fn default() -> Self {
+        GuestsConfig {
+            personal: default_personal_policy(),
+            technical: default_technical_policy(),
+            max_login_grace: default_max_login_grace(),
+            max_purge_after: default_max_guest_purge(),
+            notice: default_guest_notice(),
         }
     }
 }
@@ -666,6 +734,25 @@ impl Config {
         for (key, v) in [
             ("gracePeriods.accountPurgeAfter", &g.account_purge_after),
             ("gracePeriods.projectPurgeAfter", &g.project_purge_after),
+            (
+                "guests.personal.loginGrace",
+                &self.guests.personal.login_grace,
+            ),
+            (
+                "guests.personal.purgeAfter",
+                &self.guests.personal.purge_after,
+            ),
+            (
+                "guests.technical.loginGrace",
+                &self.guests.technical.login_grace,
+            ),
+            (
+                "guests.technical.purgeAfter",
+                &self.guests.technical.purge_after,
+            ),
+            ("guests.maxLoginGrace", &self.guests.max_login_grace),
+            ("guests.maxPurgeAfter", &self.guests.max_purge_after),
+            ("guests.notice", &self.guests.notice),
             ("gracePeriods.minPurgeAfter", &g.min_purge_after),
             ("gracePeriods.maxPurgeAfter", &g.max_purge_after),
             ("gracePeriods.expiryWarning", &g.expiry_warning),
