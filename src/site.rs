@@ -48,6 +48,8 @@ pub struct Site {
     pub people: BTreeMap<Key, Person>,
     pub accounts: BTreeMap<Key, Account>,
     pub projects: BTreeMap<Key, Project>,
+    /// Guests; they stand for Persons and Accounts (`crate::guest::expand`).
+    pub guests: BTreeMap<Key, crate::api::Guest>,
 }
 
 impl Site {
@@ -57,6 +59,7 @@ impl Site {
             .keys()
             .chain(self.accounts.keys())
             .chain(self.projects.keys())
+            .chain(self.guests.keys())
             .map(|k| k.namespace.clone())
             .collect()
     }
@@ -245,7 +248,11 @@ fn add_document(
             site.projects
                 .insert(key, serde_json::from_value(value).map_err(parse_err)?);
         }
-        "Guest" | "ImportSource" => {
+        "Guest" => {
+            site.guests
+                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+        }
+        "ImportSource" => {
             return Err(err(
                 object,
                 format!("{kind} is not supported in file mode yet"),

@@ -36,7 +36,8 @@ async fn the_example_site_converges_and_a_second_apply_writes_nothing() {
         "(objectClass=posixAccount)",
     )
     .await;
-    assert_eq!(people.len(), 10);
+    // Ten accounts and the two guests' accounts.
+    assert_eq!(people.len(), 12);
     let by_uid = |uid: &str| people.iter().find(|e| e.attrs["uid"] == [uid]).unwrap();
     assert_eq!(by_uid("jmueller").attrs["cn"], ["Jürgen Müller"]);
     assert_eq!(by_uid("jmueller").attrs["loginShell"], ["/bin/zsh"]);
@@ -53,7 +54,23 @@ async fn the_example_site_converges_and_a_second_apply_writes_nothing() {
     assert!(!by_uid("ada").attrs.contains_key("pwdAccountLockedTime"));
     let uids: std::collections::BTreeSet<&String> =
         people.iter().map(|e| &e.attrs["uidNumber"][0]).collect();
-    assert_eq!(uids.len(), 10, "distinct uids");
+    assert_eq!(uids.len(), 12, "distinct uids");
+    // The visitor's account carries the guest policy: validUntil 2027-06-30 + 30 days of
+    // login grace (the day count shadowExpire holds).
+    let expire = jiff::civil::date(2027, 7, 31)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_second()
+        / 86_400;
+    assert_eq!(
+        by_uid("mvisitor").attrs["shadowExpire"],
+        [expire.to_string()]
+    );
+    assert!(
+        !by_uid("optics-sync").attrs.contains_key("shadowExpire"),
+        "technical: unlimited"
+    );
     let groups = entries(&mut ldap, &tree.config.groups_dn(), "(cn=cosmo_sim)").await;
     let mut members = groups[0].attrs["memberUid"].clone();
     members.sort();

@@ -58,7 +58,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let site = match load(&args.files, args.namespace.as_deref()) {
+    let mut site = match load(&args.files, args.namespace.as_deref()) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors {
@@ -78,7 +78,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     if let Err(e) = dir.check_schema().await {
         return fail(e);
     }
-    let policy = Policy {
+    let mut policy = Policy {
         prune: args.prune,
         ..Policy::new(&config)
     };
@@ -90,7 +90,26 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     let now = args.now.unwrap_or_else(jiff::Timestamp::now);
+    // Guests stand for Persons and Accounts. A guest is established once its account is in
+    // the directory; file mode keeps no status, so the 12-month rule counts from now.
+    let known = site
+        .guests
+        .iter()
+        .filter(|(_, g)| observed.accounts.contains_key(&g.spec.account.username))
+        .map(|(k, _)| (k.clone(), None))
+        .collect();
+    let guests = crate::guest::expand(
+        &site.guests,
+        &site,
+        &config,
+        now,
+        &known,
+        &Default::default(),
+    );
+    guests.merge_into(&mut site, &mut policy.removed, &mut policy.purge_after);
+    let guests_blocked = guests.outcomes.values().any(|o| o.invalid);
     let first = plan(&site, &observed, now, &policy);
+    print_guests(&guests, args.output);
     if !apply {
         // Slurm is planned against the directory as the LDAP changes would leave it.
         let simulated = if config.slurm.is_some() || config.gold.is_some() {
@@ -120,7 +139,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         let gold_steps = gold.as_ref().map(|g| g.steps.len()).unwrap_or(0);
         return if gold.is_err() {
             ExitCode::FAILURE
-        } else if first.has_blocked() {
+        } else if first.has_blocked() || guests_blocked {
             ExitCode::from(BLOCKED)
         } else if !first.ops.is_empty() || !slurm.calls.is_empty() || gold_steps > 0 {
             ExitCode::from(CHANGES)
@@ -171,10 +190,37 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     );
     if !report.failed.is_empty() || slurm_failed || gold_failed {
         ExitCode::FAILURE
-    } else if last.has_blocked() || !report.lost_races.is_empty() || slurm_held {
+    } else if last.has_blocked() || guests_blocked || !report.lost_races.is_empty() || slurm_held {
         ExitCode::from(BLOCKED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Guests' own news (text mode, on stderr so JSON on stdout stays one document): rule
+/// violations, a host gone, the expiry notice, a purge by policy.
+fn print_guests(guests: &crate::guest::Expansion, output: Output) {
+    for (key, o) in &guests.outcomes {
+        for c in &o.conditions {
+            let sign = match c.type_ {
+                "Invalid" => "x",
+                "Expiring" => "⏲",
+                _ => "?",
+            };
+            let line = format!(
+                "{sign} Guest {key}: {}: {}: {}",
+                c.type_, c.reason, c.message
+            );
+            match output {
+                Output::Text => println!("{line}"),
+                Output::Json => eprintln!("{line}"),
+            }
+        }
+        if o.purged && output == Output::Text {
+            println!(
+                "- Guest {key}: purged by the guest policy (validUntil + purge delay has passed)"
+            );
+        }
     }
 }
 
