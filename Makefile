@@ -27,6 +27,13 @@ $(VENV)/.tools-installed: Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 	touch $@
 
+# `kubectl roster …`: kubectl runs `kubectl-roster` from PATH, which behaves exactly as `roster`.
+PREFIX ?= $(HOME)/.local
+.PHONY: install-plugin
+install-plugin: build
+	mkdir -p $(PREFIX)/bin
+	ln -sfn $(abspath $(or $(CARGO_TARGET_DIR),target)/debug/roster) $(PREFIX)/bin/kubectl-roster
+
 # Regenerate crds/ from the Rust types (a test fails when they are stale).
 crds:
 	$(CARGO) run --quiet -- crd --dir crds

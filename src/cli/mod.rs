@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod converge;
+pub mod guest;
 
 use crate::config::Config;
 use crate::ldap::{Directory, schema_ldif};
@@ -74,6 +75,12 @@ pub enum Command {
         /// The configuration file.
         #[arg(long, env = "ROSTER_CONFIG")]
         config: PathBuf,
+    },
+    /// Work with Guests: `guest extend NAME --months N` moves validUntil on by 1, 3, 6, 9 or 12
+    /// months, in the cluster or in a manifest file (-f).
+    Guest {
+        #[command(subcommand)]
+        command: guest::GuestCommand,
     },
     /// Work with the configuration file.
     Config {
@@ -185,6 +192,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Gold { config } => gold_show(&config).await,
         Command::Plan(args) => converge::run(args, false).await,
         Command::Apply(args) => converge::run(args, true).await,
+        Command::Guest { command } => guest::run(command).await,
     }
 }
 
