@@ -463,6 +463,11 @@ fn in_the_cluster_a_concurrent_change_is_a_conflict_and_dry_run_writes_nothing()
         out,
         "guest physics/ada: validUntil 2026-04-15 → 2027-04-15 (dry run: the cluster not changed)\n"
     );
+    // No accepted validity in status (no controller here): the limit is today + 12 months.
+    assert_eq!(
+        err,
+        "warning: guest physics/ada: 2027-04-15 is more than 12 months after 2026-03-15 (the later of today and the accepted validUntil); the controller will not accept it\n"
+    );
     assert_eq!(s.valid_until("ada"), "2026-04-15");
     assert_eq!(s.resource_version("ada"), before);
     // Unknown guests and bad steps.
