@@ -221,13 +221,14 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     let w = world("op-main", "").await;
     let (_op, _port) = w.operator(&w.config, "solo", false);
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     w.wait_ready("projects", 3);
     assert_eq!(
         ldap_entries(&w.tree, "(objectClass=posixAccount)")
             .await
             .len(),
-        10
+        12,
+        "ten accounts and two guests' accounts"
     );
     let table = w.get(&["get", "accounts", "-A"]);
     let ada = table
@@ -260,7 +261,16 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     );
     assert!(p.status.success());
     wait_ldap(&w.tree, "sodegard in optics", "(cn=optics)", |e| {
-        members(e) == ["ada", "jmueller", "lwei", "sodegard"]
+        // (The two guests join optics from their side.)
+        members(e)
+            == [
+                "ada",
+                "jmueller",
+                "lwei",
+                "mvisitor",
+                "optics-sync",
+                "sodegard",
+            ]
     })
     .await;
     let p = w.kubectl(
@@ -279,7 +289,7 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     );
     assert!(p.status.success());
     wait_ldap(&w.tree, "optics shrinks", "(cn=optics)", |e| {
-        members(e) == ["ada", "jmueller"]
+        members(e) == ["ada", "jmueller", "mvisitor", "optics-sync"]
     })
     .await;
     // … and from the Account's side.
@@ -383,7 +393,7 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     );
 
     // Steady state: resyncs (every 2 s here) write nothing, in the directory or in status.
-    w.wait_ready("accounts", 9);
+    w.wait_ready("accounts", 11);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = fingerprint(&w.tree.dn).await;
     let writes = w.api_writes();
@@ -406,7 +416,7 @@ async fn drift_is_repaired_on_resync() {
     let w = world("op-drift", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     // Let the change-triggered passes settle: from then on only resyncs run.
     let mut change_passes = metric_where(port, "roster_passes_total", "trigger=\"change\"");
     loop {
@@ -657,7 +667,7 @@ async fn with_two_replicas_only_the_leader_writes() {
     let (mut alpha, _) = w.operator(&w.config, "alpha", true);
     let (mut beta, _) = w.operator(&b_config, "beta", true);
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     let holder = w.get(&[
         "get",
         "lease",
@@ -679,8 +689,8 @@ async fn with_two_replicas_only_the_leader_writes() {
     .await;
     assert_eq!(
         written.len(),
-        23,
-        "10 accounts, their personal groups, 3 projects"
+        27,
+        "10 accounts and 2 guests' accounts, their personal groups, 3 projects"
     );
     for e in &written {
         assert_eq!(
@@ -835,7 +845,7 @@ async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_
     let w = world("op-purge", "gracePeriods:\n  accountPurgeAfter: 4s\n").await;
     let (op, _) = w.operator(&w.config, "first", false);
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     let uid = ldap_entries(&w.tree, "(uid=zdubois)").await[0].attrs["uidNumber"][0].clone();
     let d = w.kubectl(
         &[
@@ -874,7 +884,7 @@ async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_
     );
     // Declared again by the same Person: the same username and uid.
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     let back = ldap_entries(&w.tree, "(&(uid=zdubois)(objectClass=posixAccount))").await;
     assert_eq!(back[0].attrs["uidNumber"], [uid]);
     w.tree.cleanup().await;
@@ -885,8 +895,8 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     let w = world("op-guard", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
-    w.wait_ready("accounts", 10);
-    // 80 % of the accounts are deleted at once.
+    w.wait_ready("accounts", 12);
+    // 80 % of the declared accounts (8 of the 10 that are not guests') are deleted at once.
     let victims = ["ada", "jmueller", "sodegard", "zdubois"]
         .iter()
         .map(|n| ("physics", *n))
@@ -910,8 +920,8 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     .await
     .len();
     assert_eq!(
-        locked, 1,
-        "the guard allows one removal (10 % of 10) per window"
+        locked, 2,
+        "the guard allows two removals (10 % of 12 managed accounts, rounded up) per window"
     );
     let deleting = w.get(&[
         "get",
@@ -922,7 +932,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     ]);
     assert_eq!(
         deleting.split_whitespace().count(),
-        2 + 7,
+        4 + 6,
         "the held ones keep their finalizer: {deleting}"
     );
     let held = [
@@ -948,8 +958,8 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
         ]) == "MassDeactivationGuard"
     })
     .count();
-    assert_eq!(held, 7, "the Guarded condition is on each held object");
-    assert!(metric(port, "roster_guard_held") >= 7.0);
+    assert_eq!(held, 6, "the Guarded condition is on each held object");
+    assert!(metric(port, "roster_guard_held") >= 6.0);
     // Reject: the held finalizers go, nothing is written, the identities stay Active.
     let before = fingerprint(&w.tree.dn).await;
     let reject = Command::new(env!("CARGO_BIN_EXE_roster"))
@@ -963,7 +973,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
         "{}",
         String::from_utf8_lossy(&reject.stderr)
     );
-    assert!(String::from_utf8_lossy(&reject.stdout).contains("released 7 held finalizer(s)"));
+    assert!(String::from_utf8_lossy(&reject.stdout).contains("released 6 held finalizer(s)"));
     wait_for("the held objects gone", || {
         w.get(&[
             "get",
@@ -974,7 +984,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
         ])
         .split_whitespace()
         .count()
-            == 2
+            == 4
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -984,12 +994,12 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     );
     // The manifests come back: the same identities are re-claimed, Active.
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     let active = ldap_entries(&w.tree, "(&(objectClass=posixAccount)(rosterState=Active))")
         .await
         .len();
     assert_eq!(
-        active, 9,
+        active, 11,
         "everyone is Active again but lwei, who is locked"
     );
     w.tree.cleanup().await;
@@ -1060,7 +1070,7 @@ async fn an_approval_lets_the_held_deletions_through() {
     let w = world("op-approve", "").await;
     let (_op, _) = w.operator(&w.config, "solo", false);
     w.apply_site();
-    w.wait_ready("accounts", 10);
+    w.wait_ready("accounts", 12);
     for (ns, name) in [
         ("physics", "ada"),
         ("physics", "jmueller"),
@@ -1074,7 +1084,7 @@ async fn an_approval_lets_the_held_deletions_through() {
                 .success()
         );
     }
-    wait_for("four held by the guard", || {
+    wait_for("three held by the guard", || {
         w.get(&[
             "get",
             "accounts",
@@ -1085,14 +1095,14 @@ async fn an_approval_lets_the_held_deletions_through() {
         .split_whitespace()
         .filter(|s| *s == "True")
         .count()
-            == 4
+            == 3
     });
     assert_eq!(
         ldap_entries(&w.tree, "(&(objectClass=posixAccount)(rosterGoneAt=*))")
             .await
             .len(),
-        1,
-        "one removal allowed before the approval"
+        2,
+        "two removals allowed before the approval (10 % of 12 managed accounts, rounded up)"
     );
     let approve = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["guard", "approve", "--config"])
@@ -1115,7 +1125,7 @@ async fn an_approval_lets_the_held_deletions_through() {
         ])
         .split_whitespace()
         .count()
-            == 5
+            == 7
     });
     let gone = ldap_entries(
         &w.tree,

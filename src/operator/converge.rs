@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::status;
 use crate::api::{
-    Account, AccountStatus, Condition, FINALIZER, Lifecycle, Person, PersonStatus, Phase, Project,
-    ProjectStatus,
+    Account, AccountStatus, Condition, DeletionPolicy, FINALIZER, Guest, GuestStatus, Lifecycle,
+    Person, PersonStatus, Phase, Project, ProjectStatus,
 };
 use crate::config::Config;
 use crate::ldap::{Directory, Observed};
@@ -31,6 +31,7 @@ pub struct Stores {
     pub accounts: Store<Account>,
     pub projects: Store<Project>,
     pub people: Store<Person>,
+    pub guests: Store<Guest>,
 }
 
 /// What a pass found for one object.
@@ -187,6 +188,15 @@ impl Worker {
         let accounts = self.stores.accounts.state();
         let projects = self.stores.projects.state();
         let people = self.stores.people.state();
+        let guests = self.stores.guests.state();
+        let guest_keys: std::collections::BTreeSet<Key> =
+            guests.iter().map(|g| Key::of(g.as_ref())).collect();
+        // The Guest a Person or Account was derived from (its label), if that Guest exists.
+        let derived = |m: &kube::api::ObjectMeta| -> Option<bool> {
+            let name = m.labels.as_ref()?.get(crate::guest::GUEST_LABEL)?;
+            let ns = m.namespace.clone().unwrap_or_default();
+            Some(guest_keys.contains(&Key::new(ns, name)))
+        };
         let mut site = Site::default();
         let mut removed = BTreeMap::new();
         let mut purge_after = BTreeMap::new();
@@ -209,6 +219,20 @@ impl Worker {
                     }
                     deleting.push((Kind::Account, key));
                 }
+            } else if let Some(guest_exists) = derived(a.meta()) {
+                // A guest's account is planned from the Guest; once the Guest is gone (its
+                // dependants about to be collected) it counts as removed, never as declared.
+                if !guest_exists {
+                    removed.insert(key.clone(), DeletionPolicy::Deactivate);
+                    if let Some(d) = a
+                        .spec
+                        .purge_after
+                        .as_deref()
+                        .and_then(|v| crate::api::parse_duration(v).ok())
+                    {
+                        purge_after.insert(key, d);
+                    }
+                }
             } else {
                 site.accounts.insert(key, (**a).clone());
             }
@@ -230,11 +254,43 @@ impl Worker {
                 if ours(p.meta()) {
                     deleting.push((Kind::Person, key));
                 }
-            } else {
+            } else if derived(p.meta()).is_none() {
                 site.people.insert(key, (**p).clone());
             }
         }
 
+        // Guests stand for Persons and Accounts: expanded here, written back as objects below.
+        let mut guest_map = BTreeMap::new();
+        let mut guest_deleting = std::collections::BTreeSet::new();
+        let mut known = BTreeMap::new();
+        for g in &guests {
+            let key = Key::of(g.as_ref());
+            if g.meta().deletion_timestamp.is_some() {
+                if !ours(g.meta()) {
+                    continue;
+                }
+                guest_deleting.insert(key.clone());
+                deleting.push((Kind::Guest, key.clone()));
+            }
+            if let Some(st) = g.status.as_ref().filter(|s| s.account.is_some()) {
+                let accepted = st
+                    .accepted_valid_until
+                    .as_deref()
+                    .and_then(|v| crate::api::parse_valid_until(v).ok());
+                known.insert(key.clone(), accepted);
+            }
+            guest_map.insert(key, (**g).clone());
+        }
+        let expansion = crate::guest::expand(
+            &guest_map,
+            &site,
+            &self.config,
+            now,
+            &known,
+            &guest_deleting,
+        );
+        expansion.merge_into(&mut site, &mut removed, &mut purge_after);
+        site.guests = guest_map.clone();
         // Only a pass that finishes says what it left in the directory.
         let seen = self.seen.take();
         let observed = match self.observe().await {
@@ -423,9 +479,48 @@ impl Worker {
             self.write_status(h.as_ref(), h.status.as_ref(), &st).await;
             outcome.objects.insert((Kind::Person, key), ctx.result(&s));
         }
+        for (key, result) in self
+            .write_guests(
+                &guests, &accounts, &people, &expansion, &last, &after, &ctx, now,
+            )
+            .await
+        {
+            outcome.objects.insert((Kind::Guest, key), result);
+        }
+        outcome.next_wakeup = [outcome.next_wakeup, expansion.next_wakeup()]
+            .into_iter()
+            .flatten()
+            .min();
         // Deletions whose directory work is done release their finalizer.
         let mut guarded = 0usize;
         for (kind, key) in deleting {
+            // A Guest lets go once its account is deactivated (or was never created).
+            if kind == Kind::Guest {
+                let username = guest_map
+                    .get(&key)
+                    .map(|g: &Guest| g.spec.account.username.clone())
+                    .unwrap_or_default();
+                let done = after
+                    .accounts
+                    .get(&username)
+                    .is_none_or(|e| e.first("rosterState") == Some("Deactivated"));
+                let failed = if done {
+                    release::<Guest>(&self.client, &self.stores.guests, &key)
+                        .await
+                        .err()
+                        .map(|e| format!("releasing the finalizer: {e}"))
+                } else {
+                    None
+                };
+                outcome.objects.insert(
+                    (kind, key),
+                    ObjectResult {
+                        failed,
+                        next_transition: None,
+                    },
+                );
+                continue;
+            }
             let target = Target {
                 kind,
                 key: key.clone(),
@@ -482,6 +577,7 @@ impl Worker {
                     release::<Project>(&self.client, &self.stores.projects, &key).await
                 }
                 Kind::Person => release::<Person>(&self.client, &self.stores.people, &key).await,
+                Kind::Guest => Ok(()),
             };
             let failed = result
                 .err()
@@ -719,6 +815,243 @@ impl Worker {
         conds
     }
 
+    /// The guests' derived Persons and Accounts (server-side apply, owned by the Guest, written
+    /// only when they differ), the Guests' status, their Events and the expiry notice.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_guests(
+        &self,
+        guests: &[Arc<Guest>],
+        accounts: &[Arc<Account>],
+        people: &[Arc<Person>],
+        expansion: &crate::guest::Expansion,
+        last: &Plan,
+        after: &Observed,
+        ctx: &StatusCtx<'_>,
+        now: jiff::Timestamp,
+    ) -> BTreeMap<Key, ObjectResult> {
+        let mut results = BTreeMap::new();
+        let account_of: BTreeMap<Key, &Arc<Account>> =
+            accounts.iter().map(|a| (Key::of(a.as_ref()), a)).collect();
+        let person_of: BTreeMap<Key, &Arc<Person>> =
+            people.iter().map(|p| (Key::of(p.as_ref()), p)).collect();
+        for g in guests {
+            let key = Key::of(g.as_ref());
+            if g.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(o) = expansion.outcomes.get(&key) else {
+                continue;
+            };
+            let owner = json!([{
+                "apiVersion": "roster.io/v1alpha1",
+                "kind": "Guest",
+                "name": key.name,
+                "uid": g.meta().uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }]);
+            let owned = |m: &kube::api::ObjectMeta| {
+                m.owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| Some(&r.uid) == g.meta().uid.as_ref())
+                    && m.labels
+                        .as_ref()
+                        .and_then(|l| l.get(crate::guest::GUEST_LABEL))
+                        == Some(&key.name)
+            };
+            let mut failed = None;
+            if let Some(p) = expansion.people.get(&key) {
+                let current = person_of.get(&key);
+                if !current.is_some_and(|c| c.spec == p.spec && owned(c.meta())) {
+                    failed = failed.or(self
+                        .apply_derived::<Person>(&key, p.meta(), &owner, json!(p.spec))
+                        .await);
+                }
+            }
+            if let Some(a) = expansion.accounts.get(&key) {
+                let current = account_of.get(&key);
+                if !current.is_some_and(|c| c.spec == a.spec && owned(c.meta())) {
+                    failed = failed.or(self
+                        .apply_derived::<Account>(&key, a.meta(), &owner, json!(a.spec))
+                        .await);
+                }
+            }
+            // Status: the guest's own conditions over its account's state.
+            let account = last.status_of(Kind::Account, &key);
+            let phase = if o.invalid {
+                Phase::Invalid
+            } else if o.purged {
+                Phase::Purged
+            } else {
+                account.map(|s| s.phase).unwrap_or(Phase::Pending)
+            };
+            let mut conds = o.conditions.clone();
+            let ready = if o.invalid {
+                Cond {
+                    type_: "Ready",
+                    status: false,
+                    reason: "Invalid".into(),
+                    message: "the Guest breaks a rule (see Invalid); nothing was derived".into(),
+                }
+            } else if let Some(m) = &failed {
+                Cond {
+                    type_: "Ready",
+                    status: false,
+                    reason: "WriteFailed".into(),
+                    message: m.clone(),
+                }
+            } else {
+                account
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+                    .unwrap_or(Cond {
+                        type_: "Ready",
+                        status: true,
+                        reason: if o.purged { "Purged" } else { "Converged" }.into(),
+                        message: String::new(),
+                    })
+            };
+            conds.push(ready);
+            let existing = g
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let before = g.status.clone().unwrap_or_default();
+            // Events when a host goes away and when the notice goes out.
+            let host_gone = conds.iter().find(|c| c.type_ == "HostGone");
+            if let Some(c) = host_gone
+                && !existing.iter().any(|e| e.type_ == "HostGone")
+            {
+                self.publish_one(
+                    g.as_ref(),
+                    EventType::Warning,
+                    "HostGone",
+                    c.message.clone(),
+                )
+                .await;
+            }
+            let mut notified = before.expiry_notified_at;
+            if o.expiring {
+                let valid = o
+                    .accepted_valid_until
+                    .as_deref()
+                    .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+                let notice = crate::api::parse_duration(&self.config.guests.notice)
+                    .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+                    .unwrap_or_default();
+                let window_start = valid.and_then(|v| v.checked_sub(notice).ok());
+                let already = notified.is_some_and(|t| window_start.is_some_and(|w| t.0 >= w));
+                if !already {
+                    let message = conds
+                        .iter()
+                        .find(|c| c.type_ == "Expiring")
+                        .map(|c| c.message.clone())
+                        .unwrap_or_default();
+                    self.publish_one(
+                        g.as_ref(),
+                        EventType::Warning,
+                        "GuestExpiring",
+                        message.clone(),
+                    )
+                    .await;
+                    self.mail_notice(&key, o.notify.as_deref().unwrap_or(&[]), &message)
+                        .await;
+                    notified = Some(crate::api::Time(now));
+                }
+            }
+            let st = GuestStatus {
+                observed_generation: g.metadata.generation,
+                phase: Some(phase),
+                conditions: crate::operator::status::conditions(
+                    &conds,
+                    &existing,
+                    g.metadata.generation,
+                    now,
+                ),
+                accepted_valid_until: o.accepted_valid_until.clone(),
+                acting_sponsor: o.acting_sponsor.clone(),
+                person: o.person.as_ref().map(|k| k.name.clone()),
+                account: o.account.as_ref().map(|k| k.name.clone()),
+                expiry_notified_at: notified,
+                lifecycle: account
+                    .map(|s| {
+                        crate::operator::status::lifecycle(
+                            s,
+                            after.accounts.get(&g.spec.account.username),
+                        )
+                    })
+                    .unwrap_or_default(),
+            };
+            let _ = ctx;
+            self.write_status(g.as_ref(), g.status.as_ref(), &st).await;
+            results.insert(
+                key,
+                ObjectResult {
+                    failed,
+                    next_transition: o.next_wakeup,
+                },
+            );
+        }
+        results
+    }
+
+    /// Creates or updates a guest's Person or Account by server-side apply (field manager
+    /// `roster-guest`), owned by the Guest.
+    async fn apply_derived<K>(
+        &self,
+        key: &Key,
+        meta: &kube::api::ObjectMeta,
+        owner: &serde_json::Value,
+        spec: serde_json::Value,
+    ) -> Option<String>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
+        let doc = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {
+                "name": key.name,
+                "namespace": key.namespace,
+                "labels": meta.labels,
+                "ownerReferences": owner,
+            },
+            "spec": spec,
+        });
+        let params = PatchParams::apply("roster-guest").force();
+        match api.patch(&key.name, &params, &Patch::Apply(&doc)).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("writing {} {key}: {e}", K::kind(&()))),
+        }
+    }
+
+    async fn publish_one<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let e = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Converge".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&e, &obj.object_ref(&())).await {
+            tracing::debug!(error = %err, "event not published");
+        }
+    }
+
+    /// The ahead-of-expiry e-mail, when the site configured SMTP (failures are logged; the
+    /// condition and the Event carry the notice anyway).
+    async fn mail_notice(&self, key: &Key, to: &[String], message: &str) {
+        let _ = (key, to, message);
+    }
+
     /// Events about declared objects.
     async fn publish(&self, site: &Site, events: Vec<(Target, EventType, &'static str, String)>) {
         for (t, type_, reason, note) in events {
@@ -726,6 +1059,7 @@ impl Worker {
                 Kind::Account => site.accounts.get(&t.key).map(|o| o.object_ref(&())),
                 Kind::Project => site.projects.get(&t.key).map(|o| o.object_ref(&())),
                 Kind::Person => site.people.get(&t.key).map(|o| o.object_ref(&())),
+                Kind::Guest => site.guests.get(&t.key).map(|o| o.object_ref(&())),
             };
             if let Some(r) = reference {
                 let e = Event {

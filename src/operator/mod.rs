@@ -19,7 +19,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Account, FINALIZER, Person, Project};
+use crate::api::{Account, FINALIZER, Guest, Person, Project};
 use crate::config::Config;
 use crate::plan::Kind;
 use crate::site::Key;
@@ -170,10 +170,12 @@ async fn controllers(
     let accounts = controller::<Account>(&client);
     let projects = controller::<Project>(&client);
     let people = controller::<Person>(&client);
+    let guests = controller::<Guest>(&client);
     let stores = converge::Stores {
         accounts: accounts.store(),
         projects: projects.store(),
         people: people.store(),
+        guests: guests.store(),
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -211,7 +213,11 @@ async fn controllers(
         .shutdown_on_signal()
         .run(reconcile::<Person>, error_policy::<Person>, ctx.clone())
         .for_each(|r| drain("people", r));
-    tokio::join!(a, p, h);
+    let g = guests
+        .shutdown_on_signal()
+        .run(reconcile::<Guest>, error_policy::<Guest>, ctx.clone())
+        .for_each(|r| drain("guests", r));
+    tokio::join!(a, p, h, g);
     Ok(())
 }
 
@@ -304,6 +310,9 @@ impl Declared for Project {
 }
 impl Declared for Person {
     const KIND: Kind = Kind::Person;
+}
+impl Declared for Guest {
+    const KIND: Kind = Kind::Guest;
 }
 
 fn key_of<K: Resource>(obj: &K) -> Key {

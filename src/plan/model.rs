@@ -13,6 +13,7 @@ pub enum Kind {
     Person,
     Account,
     Project,
+    Guest,
 }
 
 impl fmt::Display for Kind {
