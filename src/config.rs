@@ -292,6 +292,9 @@ pub struct GuestsConfig {
     /// How long before `validUntil` the expiry notice goes out (condition, Event, e-mail).
     #[serde(default = "default_guest_notice")]
     pub notice: String,
+    /// Where the notice e-mail goes out (operator mode); absent: condition and Event only.
+    #[serde(default)]
+    pub smtp: Option<crate::notify::SmtpConfig>,
 }
 
 fn default_personal_policy() -> GuestPolicyConfig {
@@ -324,6 +327,7 @@ impl Default for GuestsConfig {
             max_login_grace: default_max_login_grace(),
             max_purge_after: default_max_guest_purge(),
             notice: default_guest_notice(),
+            smtp: None,
         }
     }
 }
@@ -832,6 +836,14 @@ impl Config {
                     "slurm.databaseUrlEnv",
                     "set only one of slurm.databaseUrlFile and slurm.databaseUrlEnv".into(),
                 );
+            }
+        }
+        if let Some(smtp) = &self.guests.smtp {
+            if let Err(e) = crate::notify::check_address("guests.smtp.from", &smtp.from) {
+                bad("guests.smtp.from", e.to_string());
+            }
+            if smtp.host.is_empty() {
+                bad("guests.smtp.host", "is empty".into());
             }
         }
         if let Some(g) = &self.gold {

@@ -3,92 +3,9 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use roster::notify::{Mailer, NotifyError, SmtpConfig};
 use support::*;
-
-/// The SMTP server process; killed when the test ends.
-struct Smtpd {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
-}
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The venv's Python with aiosmtpd importable, or a failure that says how to get it.
-fn python() -> PathBuf {
-    let python = repo_root().join(".dev/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `make tools` (make test does)",
-        python.display()
-    );
-    let ok = Command::new(&python)
-        .args(["-c", "import aiosmtpd"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "aiosmtpd is not installed in .dev/venv: run `make tools` (make test does)"
-    );
-    python
-}
-
-/// Starts aiosmtpd with its Mailbox handler (a maildir under `dir`) on a free port.
-fn smtpd(dir: &Path) -> Smtpd {
-    let python = python();
-    let maildir = dir.join("maildir");
-    let port = free_port();
-    let child = Command::new(python)
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
-        .arg(&maildir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("aiosmtpd starts");
-    let server = Smtpd {
-        child,
-        port,
-        maildir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "aiosmtpd did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
 
 fn mailer(port: u16) -> Mailer {
     Mailer::new(&SmtpConfig {
@@ -98,16 +15,6 @@ fn mailer(port: u16) -> Mailer {
         timeout_seconds: 10,
     })
     .expect("valid settings")
-}
-
-/// The messages in the maildir's `new/`, as raw bytes.
-fn received(maildir: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
-        return Vec::new();
-    };
-    entries
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect()
 }
 
 /// Splits a stored message into (unfolded header lines, body).
@@ -236,7 +143,7 @@ async fn an_unreachable_server_is_a_clear_error() {
 
 #[tokio::test]
 async fn header_injection_is_refused_before_connecting() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let m = mailer(port);

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -28,14 +27,6 @@ struct World {
     api_url: String,
     config: PathBuf,
     _apiserver: Proc,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn world(name: &str, extra_config: &str) -> World {
@@ -1462,5 +1453,160 @@ async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
         "jsonpath={.status.conditions[?(@.type==\"LdapSynced\")].status}",
     ]);
     assert_eq!(ready, "True");
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
+    let dir = scratch("op-guest-smtp");
+    let sink = smtpd(&dir);
+    let extra = format!(
+        "guests:\n  notice: 14d\n  smtp: {{host: 127.0.0.1, port: {}, from: roster@hpc.example.org}}\n",
+        sink.port
+    );
+    let w = world("op-guest", &extra).await;
+    let offset = w.dir.join("clock-offset");
+    let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
+    set_clock(0);
+    let (_op, _) = w.operator_with(
+        &w.config,
+        "solo",
+        false,
+        &["--clock-offset-file", &offset.display().to_string()],
+    );
+    let day = |d: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * d))
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let docs = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: ada, namespace: physics}}\nspec: {{givenName: Ada, familyName: L, email: ada@physics.example.org}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: ada, namespace: physics}}\nspec: {{person: ada, username: ada}}\n---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: bob, namespace: physics}}\nspec: {{givenName: Bob, familyName: B, email: bob@physics.example.org}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: bob, namespace: physics}}\nspec: {{person: bob, username: bob}}\n---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: lab, namespace: physics}}\nspec: {{leaders: [bob], members: [ada]}}\n---\napiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {{name: vis, namespace: physics}}\nspec:\n  type: Personal\n  host: ada\n  adminGroup: lab\n  validUntil: \"{}\"\n  person: {{givenName: Vera, familyName: Visitor, email: vera@elsewhere.example.org}}\n  account: {{username: vis, projects: [lab]}}\n",
+        day(20)
+    );
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    let guest = |path: &str| {
+        w.get(&[
+            "get",
+            "guest",
+            "vis",
+            "-n",
+            "physics",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    let locked = async || {
+        ldap_entries(&w.tree, "(&(uid=vis)(objectClass=posixAccount))").await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    };
+    // Creation: the Guest's Person and Account exist, owned by it; the account is in LDAP.
+    wait_for("the guest active", || guest("{.status.phase}") == "Active");
+    assert_eq!(guest("{.status.actingSponsor}"), "Person ada");
+    let owner = w.get(&[
+        "get",
+        "account",
+        "vis",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}",
+    ]);
+    assert_eq!(owner, "Guest");
+    assert!(!locked().await);
+    let table = w.get(&["get", "guests", "-n", "physics"]);
+    assert!(
+        table.contains("ada") && table.contains("Personal"),
+        "{table}"
+    );
+    // 7 days later the notice is due: condition, and one e-mail to the host.
+    set_clock(7);
+    wait_for("Expiring", || {
+        guest("{.status.conditions[?(@.type==\"Expiring\")].status}") == "True"
+    });
+    wait_for("the notice mailed", || !received(&sink.maildir).is_empty());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mails = received(&sink.maildir);
+    assert_eq!(mails.len(), 1, "one notice, not one per pass");
+    let mail = String::from_utf8_lossy(&mails[0]).to_string();
+    assert!(
+        mail.contains("ada@physics.example.org") && mail.contains("physics/vis"),
+        "{mail}"
+    );
+    // Past validUntil, logins go on for the 30-day grace; then the account is locked.
+    set_clock(25);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!locked().await, "within the login grace");
+    set_clock(52);
+    wait_for("expired", || guest("{.status.phase}") == "Deactivated");
+    assert!(locked().await);
+    // Extended after expiry (from the clock's today): active again.
+    let extend = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args([
+            "guest",
+            "extend",
+            "vis",
+            "-n",
+            "physics",
+            "--months",
+            "1",
+            "--today",
+            &day(52),
+        ])
+        .env("KUBECONFIG", &w.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        extend.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extend.stderr)
+    );
+    wait_for("extended", || guest("{.status.phase}") == "Active");
+    assert!(!locked().await);
+    // The host goes: the admin group's leaders take over; the guest stays active.
+    let lock = r#"{"spec":{"locked":true}}"#;
+    assert!(
+        w.kubectl(
+            &[
+                "patch", "person", "ada", "-n", "physics", "--type", "merge", "-p", lock
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    wait_for("HostGone", || {
+        guest("{.status.conditions[?(@.type==\"HostGone\")].status}") == "True"
+    });
+    assert_eq!(
+        guest("{.status.actingSponsor}"),
+        "Project lab (leaders: bob)"
+    );
+    assert!(!locked().await);
+    // Deleting the Guest deactivates its account through the lifecycle; its objects go.
+    let d = w.kubectl(
+        &[
+            "delete",
+            "guest",
+            "vis",
+            "-n",
+            "physics",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let e = &ldap_entries(&w.tree, "(&(uid=vis)(objectClass=posixAccount))").await[0];
+    assert!(e.attrs.contains_key("rosterGoneAt") && e.attrs.contains_key("pwdAccountLockedTime"));
+    wait_for("the guest's account object collected", || {
+        !w.kubectl(&["get", "account", "vis", "-n", "physics"], None)
+            .status
+            .success()
+    });
     w.tree.cleanup().await;
 }

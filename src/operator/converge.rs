@@ -1049,7 +1049,31 @@ impl Worker {
     /// The ahead-of-expiry e-mail, when the site configured SMTP (failures are logged; the
     /// condition and the Event carry the notice anyway).
     async fn mail_notice(&self, key: &Key, to: &[String], message: &str) {
-        let _ = (key, to, message);
+        let Some(smtp) = &self.config.guests.smtp else {
+            return;
+        };
+        if to.is_empty() {
+            tracing::warn!(guest = %key, "expiry notice: nobody to mail (no e-mail for the host or the admin group's leaders)");
+            return;
+        }
+        let subject = format!("Guest {key} expires soon");
+        let body = format!(
+            "{message}\n\nYou receive this because you sponsor this guest (or lead its admin group).\n"
+        );
+        let sent = match crate::notify::Mailer::new(smtp) {
+            Ok(m) => m.send(to, &subject, &body).await,
+            Err(e) => Err(e),
+        };
+        let outcome = if sent.is_ok() { "ok" } else { "error" };
+        self.metrics.inc(
+            "roster_notices_total",
+            "Expiry notices mailed, by outcome.",
+            vec![("outcome", outcome.into())],
+            1.0,
+        );
+        if let Err(e) = sent {
+            tracing::warn!(guest = %key, error = %e, "the expiry notice could not be mailed");
+        }
     }
 
     /// Events about declared objects.

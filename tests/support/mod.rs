@@ -298,3 +298,91 @@ pub fn kubectl(
     }
     child.wait_with_output().unwrap()
 }
+
+/// The SMTP server process; killed when the test ends.
+pub struct Smtpd {
+    child: std::process::Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The venv's Python with aiosmtpd importable, or a failure that says how to get it.
+pub fn python() -> PathBuf {
+    let python = repo_root().join(".dev/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make tools` (make test does)",
+        python.display()
+    );
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import aiosmtpd"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "aiosmtpd is not installed in .dev/venv: run `make tools` (make test does)"
+    );
+    python
+}
+
+/// Starts aiosmtpd with its Mailbox handler (a maildir under `dir`) on a free port.
+pub fn smtpd(dir: &Path) -> Smtpd {
+    let python = python();
+    let maildir = dir.join("maildir");
+    let port = free_port();
+    let child = std::process::Command::new(python)
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(&maildir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("aiosmtpd starts");
+    let server = Smtpd {
+        child,
+        port,
+        maildir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aiosmtpd did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server
+}
+
+/// The messages in the maildir's `new/`, as raw bytes.
+pub fn received(maildir: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
