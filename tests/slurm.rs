@@ -889,3 +889,215 @@ async fn in_file_mode_an_account_walks_every_transition_in_ldap_and_slurm() {
     assert!(slurm_has(&active), "{:?}", assocs(&c));
     tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn in_file_mode_guests_expire_extend_purge_and_their_rules_hold() {
+    let tree = TestTree::new("slurmguests").await;
+    let dir = scratch("slurmguests");
+    let c = cluster("guests");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("g{}", std::process::id() % 100000);
+    let base = format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: physics}}\nspec:\n  leaders: [{p}host]\n"
+    ) + &person_account("physics", &format!("{p}host"), "");
+    let guest = |name: &str, host: &str, ty: &str, valid: Option<&str>| {
+        let valid = valid
+            .map(|v| format!("  validUntil: \"{v}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "\n---\napiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {{name: {name}, namespace: physics}}\nspec:\n  type: {ty}\n  host: {host}\n  adminGroup: {p}\n{valid}  person: {{givenName: G, familyName: {name}}}\n  account: {{username: {name}, projects: [{p}]}}\n"
+        )
+    };
+    let vis = format!("{p}vis");
+    let svc = format!("{p}svc");
+    let f = dir.join("site.yaml");
+    let write = |text: &str| std::fs::write(&f, text).unwrap();
+    let file = f.display().to_string();
+    let run = |now: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "-f", &file, "--config", &cfg, "--now", now];
+        args.extend(extra);
+        let (code, out, err) = roster(&args);
+        (code, format!("{out}{err}"))
+    };
+    let host = format!("{p}host");
+    write(
+        &(base.clone()
+            + &guest(&vis, &host, "Personal", Some("2030-03-31"))
+            + &guest(&svc, &host, "Technical", None)),
+    );
+    // Creation.
+    let (code, out) = run("2030-01-01T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    let mut ldap = admin().await;
+    let people = tree.config.people_dn();
+    let entry = async |ldap: &mut ldap3::Ldap, u: &str| {
+        entries(
+            ldap,
+            &people,
+            &format!("(&(uid={u})(objectClass=posixAccount))"),
+        )
+        .await
+    };
+    let v = entry(&mut ldap, &vis).await;
+    let uid = v[0].attrs["uidNumber"].clone();
+    assert!(!v[0].attrs.contains_key("pwdAccountLockedTime"));
+    assert!(
+        assocs(&c).contains(&format!("{p}|{vis}||")),
+        "{:?}",
+        assocs(&c)
+    );
+    // Expiry → login blocked after the 30-day grace, in LDAP and Slurm.
+    let (code, out) = run("2030-04-15T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !entry(&mut ldap, &vis).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime"),
+        "grace"
+    );
+    let (code, out) = run("2030-05-02T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        entry(&mut ldap, &vis).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    assert!(
+        assocs(&c).contains(&format!("{p}|{vis}|0|0")),
+        "{:?}",
+        assocs(&c)
+    );
+    // Extended after expiry with roster guest extend: active again.
+    let (code, out, err) = roster(&[
+        "guest",
+        "extend",
+        &vis,
+        "-f",
+        &file,
+        "--months",
+        "3",
+        "--today",
+        "2030-05-02",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .contains("validUntil: \"2030-08-02\"")
+    );
+    let (code, out) = run("2030-05-02T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !entry(&mut ldap, &vis).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    assert!(
+        assocs(&c).contains(&format!("{p}|{vis}||")),
+        "{:?}",
+        assocs(&c)
+    );
+    // Extended before expiry.
+    let (code, out, err) = roster(&[
+        "guest",
+        "extend",
+        &vis,
+        "-f",
+        &file,
+        "--months",
+        "1",
+        "--today",
+        "2030-06-01",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .contains("validUntil: \"2030-09-02\"")
+    );
+    // The host goes: the guest stays, the admin group answers.
+    let text = std::fs::read_to_string(&f).unwrap();
+    write(
+        &text
+            .replace(
+                &format!("spec:\n  person: {host}\n  username: {host}\n"),
+                &format!("spec:\n  person: {host}\n  username: {host}\n  locked: true\n"),
+            )
+            .replace(
+                &format!("spec: {{givenName: Test, familyName: {host}}}"),
+                &format!("spec: {{givenName: Test, familyName: {host}, locked: true}}"),
+            ),
+    );
+    let (code, out) = run("2030-06-01T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("HostGone"), "{out}");
+    assert!(
+        !entry(&mut ldap, &vis).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    // validUntil 2030-09-02 + 30 days: locked; + 60 days: purged by the guest policy
+    // (tombstone, out of Slurm); the technical guest never expires.
+    let (code, out) = run("2030-10-10T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        entry(&mut ldap, &vis).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    // (The removal is recorded in the directory first, the purge follows on the next run.)
+    let (code, out) = run("2030-11-02T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("purged by the guest policy"), "{out}");
+    let (code, out) = run("2030-11-05T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(entry(&mut ldap, &vis).await.is_empty(), "{out}");
+    let tomb = entries(
+        &mut ldap,
+        &tree.config.tombstones_dn(),
+        &format!("(cn=Account:{vis})"),
+    )
+    .await;
+    assert_eq!(tomb[0].attrs["uidNumber"], uid);
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("|{vis}|"))),
+        "{:?}",
+        assocs(&c)
+    );
+    // The purged visitor's manifest goes (declared again, it would need an active host).
+    let text = std::fs::read_to_string(&f).unwrap();
+    let start = text
+        .find(&format!("kind: Guest\nmetadata: {{name: {vis},"))
+        .unwrap();
+    let doc_start = text[..start].rfind("---\n").unwrap();
+    let doc_end = text[start..]
+        .find("\n---\n")
+        .map_or(text.len(), |i| start + i + 1);
+    write(&format!("{}{}", &text[..doc_start], &text[doc_end..]));
+    let (code, out) = run("2035-01-01T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !entry(&mut ldap, &svc).await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    // Rules: too far ahead, and a sponsorship cycle of two — exit 3, nothing derived.
+    let g2 = format!("{p}b");
+    let g1 = format!("{p}a");
+    write(
+        &(base.clone()
+            + &guest(&format!("{p}far"), &host, "Personal", Some("2037-06-01"))
+            + &guest(&g1, &g2, "Personal", Some("2035-06-01"))
+            + &guest(&g2, &g1, "Personal", Some("2035-06-01"))),
+    );
+    let (code, out) = run("2035-01-02T00:00:00Z", &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("ValidUntilTooFar"), "{out}");
+    assert!(
+        out.contains(&format!("sponsorship cycle {g1} → {g2} → {g1}")),
+        "{out}"
+    );
+    assert!(entry(&mut ldap, &format!("{p}far")).await.is_empty());
+    assert!(entry(&mut ldap, &g1).await.is_empty());
+    tree.cleanup().await;
+}
