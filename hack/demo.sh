@@ -41,6 +41,9 @@ if [[ -n ${SLURM_CONF:-} ]]; then
         awk -F'|' -v users=" $on_cluster " '$1 != "root" && index(users, " " $1 " ") {
             printf "%-12s default %-12s %s\n", $1, $2, ($3 == "" ? "" : "coordinator of " $3) }'
 fi
+echo
+echo "== guests: their accounts follow the guest policy (shadowExpire = validUntil + login grace)"
+search -b "ou=people,$LDAP_BASE_DN" "(|(uid=mvisitor)(uid=optics-sync))" uid shadowExpire
 if grep -q '^gold:' "$config"; then
     echo
     echo "== Gold (roster gold: read over Gold's protocol from the dev Gold test server)"
