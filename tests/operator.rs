@@ -1608,5 +1608,14 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
             .status
             .success()
     });
+    // The purge follows the account's own timer (the guest's 60 days).
+    set_clock(52 + 61);
+    wait_ldap(&w.tree, "the purge", "(uid=vis)", |e| {
+        e.len() == 1
+            && e[0].attrs["objectClass"]
+                .iter()
+                .any(|c| c == "rosterTombstone")
+    })
+    .await;
     w.tree.cleanup().await;
 }
