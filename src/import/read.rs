@@ -157,7 +157,8 @@ pub fn decode_csv(bytes: &[u8]) -> Result<&str, ReadError> {
 ///   earlier one on a tie, `,` when none occurs.
 /// - Cells are trimmed of whitespace outside quotes; text inside quotes is kept as it is (a CRLF
 ///   inside quotes becomes LF). List cells are not split.
-/// - Blank lines, and lines whose cells are all empty (spreadsheets export `;;;`), are skipped.
+/// - Blank lines, and lines whose cells are all empty (spreadsheets export `;;;`), are skipped
+///   everywhere, and do not count as header lines.
 /// - A row with another number of cells than the header, or with bad quoting (a quote inside
 ///   an unquoted cell, text after a closing quote), is a [`RowError`] with its line number.
 /// - [`Row::number`] is the line on which the record starts.
@@ -1056,6 +1057,33 @@ mod tests {
     fn cells_are_trimmed_outside_quotes_only() {
         let (rows, _) = csv(" id , name \n  1 ,  \" Ada \"  \n");
         assert_eq!(fields(&rows[0]), [("id", "1"), ("name", " Ada ")]);
+    }
+
+    #[test]
+    fn tab_separated_files_keep_their_empty_cells() {
+        let (rows, errors) = csv("id\tname\tmail\n1\t\tada@example.org\n2\t Grace \t\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            fields(&rows[0]),
+            [("id", "1"), ("mail", "ada@example.org"), ("name", "")]
+        );
+        assert_eq!(
+            fields(&rows[1]),
+            [("id", "2"), ("mail", ""), ("name", "Grace")]
+        );
+    }
+
+    #[test]
+    fn a_bad_record_spanning_lines_is_reported_at_its_first_line() {
+        let (rows, errors) = csv("id,note\n1,\"two\nlines\",extra\n2,ok\n");
+        assert_eq!(
+            errors,
+            [RowError {
+                row: 2,
+                message: "3 cells where the header has 2 columns".into()
+            }]
+        );
+        assert_eq!(rows[0].number, 4);
     }
 
     #[test]
