@@ -73,6 +73,36 @@ impl Expansion {
         purge_after.extend(self.purge_after.iter().map(|(k, v)| (k.clone(), *v)));
     }
 
+    /// Guests whose account an import now declares (the same person came through an import):
+    /// they end (`Superseded`) and derive nothing more; the account follows the import.
+    pub fn supersede(
+        &mut self,
+        guests: &BTreeMap<Key, Guest>,
+        imported: &BTreeSet<(String, String)>,
+    ) {
+        for (key, g) in guests {
+            let username = &g.spec.account.username;
+            if !imported.contains(&(key.namespace.clone(), username.clone())) {
+                continue;
+            }
+            self.people.remove(key);
+            self.accounts.remove(key);
+            self.removed.remove(key);
+            self.purge_after.remove(key);
+            let o = self.outcomes.entry(key.clone()).or_default();
+            *o = Outcome {
+                conditions: vec![cond(
+                    "Superseded",
+                    "Imported",
+                    format!(
+                        "the same person came through an import; the account {username} follows the import from now on"
+                    ),
+                )],
+                ..Default::default()
+            };
+        }
+    }
+
     /// The earliest wake-up of all guests.
     pub fn next_wakeup(&self) -> Option<jiff::Timestamp> {
         self.outcomes.values().filter_map(|o| o.next_wakeup).min()

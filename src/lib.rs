@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod gold;
 pub mod guest;
+pub mod import;
 pub mod ldap;
 pub mod notify;
 pub mod operator;

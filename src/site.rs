@@ -50,6 +50,9 @@ pub struct Site {
     pub projects: BTreeMap<Key, Project>,
     /// Guests; they stand for Persons and Accounts (`crate::guest::expand`).
     pub guests: BTreeMap<Key, crate::api::Guest>,
+    /// ImportSources, with the directory of the manifest that declared each (a CSV `path` is
+    /// relative to it).
+    pub imports: BTreeMap<Key, (crate::api::ImportSource, std::path::PathBuf)>,
 }
 
 impl Site {
@@ -60,6 +63,7 @@ impl Site {
             .chain(self.accounts.keys())
             .chain(self.projects.keys())
             .chain(self.guests.keys())
+            .chain(self.imports.keys())
             .map(|k| k.namespace.clone())
             .collect()
     }
@@ -253,10 +257,13 @@ fn add_document(
                 .insert(key, serde_json::from_value(value).map_err(parse_err)?);
         }
         "ImportSource" => {
-            return Err(err(
-                object,
-                format!("{kind} is not supported in file mode yet"),
-            ));
+            let file = source.rsplit_once('#').map_or(source, |(f, _)| f);
+            let dir = std::path::Path::new(file)
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let src = serde_json::from_value(value).map_err(parse_err)?;
+            site.imports.insert(key, (src, dir));
         }
         other => return Err(err(object, format!("unknown kind {other:?}"))),
     }

@@ -36,8 +36,8 @@ async fn the_example_site_converges_and_a_second_apply_writes_nothing() {
         "(objectClass=posixAccount)",
     )
     .await;
-    // Ten accounts and the two guests' accounts.
-    assert_eq!(people.len(), 12);
+    // Ten accounts, the two guests' accounts and twenty imported from the HR export.
+    assert_eq!(people.len(), 32);
     let by_uid = |uid: &str| people.iter().find(|e| e.attrs["uid"] == [uid]).unwrap();
     assert_eq!(by_uid("jmueller").attrs["cn"], ["Jürgen Müller"]);
     assert_eq!(by_uid("jmueller").attrs["loginShell"], ["/bin/zsh"]);
@@ -54,7 +54,7 @@ async fn the_example_site_converges_and_a_second_apply_writes_nothing() {
     assert!(!by_uid("ada").attrs.contains_key("pwdAccountLockedTime"));
     let uids: std::collections::BTreeSet<&String> =
         people.iter().map(|e| &e.attrs["uidNumber"][0]).collect();
-    assert_eq!(uids.len(), 12, "distinct uids");
+    assert_eq!(uids.len(), 32, "distinct uids");
     // The visitor's account carries the guest policy: validUntil 2027-06-30 + 30 days of
     // login grace (the day count shadowExpire holds).
     let expire = jiff::civil::date(2027, 7, 31)
@@ -76,8 +76,18 @@ async fn the_example_site_converges_and_a_second_apply_writes_nothing() {
     members.sort();
     assert_eq!(
         members,
-        ["ada", "sodegard", "zdubois"],
-        "leader + members joined from their Accounts"
+        ["ada", "agomez", "jmueller2", "sodegard", "zdubois"],
+        "leader + members joined from their Accounts (two of them imported)"
+    );
+    // Imported: usernames from the scheme (transliterated, a counter where the name is
+    // taken), the source's keys recorded in the directory.
+    let imported = by_uid("baengstroem");
+    assert_eq!(imported.attrs["cn"], ["Björn Ängström"]);
+    assert_eq!(imported.attrs["rosterSourceUID"], ["physics-hr"]);
+    assert_eq!(imported.attrs["rosterRecordUID"], ["10017"]);
+    assert_eq!(
+        imported.attrs["mail"],
+        ["bjoern.aengstroem@physics.example.org"]
     );
     let catalysis = entries(&mut ldap, &tree.config.groups_dn(), "(cn=catalysis)").await;
     assert!(

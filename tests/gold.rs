@@ -79,7 +79,11 @@ async fn the_example_site_converges_into_gold_and_a_second_run_only_queries() {
     let (code, out) = run(&["apply", "-f", &site, "--config", &cfg]).await;
     assert_eq!(code, 0, "{out}");
     let users = gold.rows("User");
-    assert_eq!(users.len(), 12, "ten accounts and two guests: {users:?}");
+    assert_eq!(
+        users.len(),
+        32,
+        "ten accounts, two guests, twenty imported: {users:?}"
+    );
     let ada = row(&users, "Name", "ada").expect("ada");
     assert_eq!(ada["Active"], "True");
     assert_eq!(ada["Organization"], "Institute of Physics");

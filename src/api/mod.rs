@@ -28,6 +28,13 @@ pub const GROUP: &str = "roster.io";
 pub const FINALIZER: &str = "roster.io/cleanup";
 /// Annotation asking Roster to adopt existing backend entries (when the site allows it).
 pub const ADOPT_ANNOTATION: &str = "roster.io/adopt";
+/// Annotation on imported objects: the ImportSource's sourceUID.
+pub const SOURCE_UID_ANNOTATION: &str = "roster.io/source-uid";
+/// Annotation on imported objects: the record's key in its source.
+pub const RECORD_UID_ANNOTATION: &str = "roster.io/record-uid";
+/// Label on imported objects: a short hash of the sourceUID (labels are limited to 63
+/// characters of `[A-Za-z0-9._-]`).
+pub const SOURCE_LABEL: &str = "roster.io/source";
 
 /// All CRDs in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -40,6 +40,9 @@ pub struct Args {
     /// Plan as if it were this instant (RFC 3339): for tests and rehearsals of the lifecycle.
     #[arg(long, hide = true)]
     now: Option<jiff::Timestamp>,
+    /// Secrets (and ConfigMaps) that resources refer to, as files `<dir>/<name>/<key>`.
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +101,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         .filter(|(_, g)| observed.accounts.contains_key(&g.spec.account.username))
         .map(|(k, _)| (k.clone(), None))
         .collect();
-    let guests = crate::guest::expand(
+    let mut guests = crate::guest::expand(
         &site.guests,
         &site,
         &config,
@@ -106,8 +109,31 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         &known,
         &Default::default(),
     );
+    // Imports first: a guest whose person an import brings is superseded by it.
+    let (imports_blocked, counters) = run_imports(
+        &mut site,
+        &mut policy,
+        &observed,
+        &config,
+        now,
+        args.secrets_dir.as_deref(),
+        args.output,
+    )
+    .await;
+    let imported: std::collections::BTreeSet<(String, String)> = site
+        .accounts
+        .iter()
+        .filter(|(_, a)| {
+            a.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|n| n.contains_key(crate::api::SOURCE_UID_ANNOTATION))
+        })
+        .map(|(k, a)| (k.namespace.clone(), a.spec.username.clone()))
+        .collect();
+    guests.supersede(&site.guests, &imported);
     guests.merge_into(&mut site, &mut policy.removed, &mut policy.purge_after);
-    let guests_blocked = guests.outcomes.values().any(|o| o.invalid);
+    let guests_blocked = guests.outcomes.values().any(|o| o.invalid) || imports_blocked;
     let first = plan(&site, &observed, now, &policy);
     print_guests(&guests, args.output);
     if !apply {
@@ -148,6 +174,14 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         };
     }
     let report = dir.apply(&config, &observed, &first.ops).await;
+    // Username counters of the imports: generated names are never generated again.
+    for (base, next) in &counters {
+        let cn = crate::import::engine::counter_cn(base);
+        let dn = format!("cn={cn},{}", config.counters_dn());
+        if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
+            return fail(format!("storing the username counter {cn}: {e}"));
+        }
+    }
     // The directory is the truth: report the state it now holds.
     let after = match dir
         .observe(&config.ldap.base_dn, config.ldap.page_size)
@@ -195,6 +229,88 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Runs every ImportSource of the site (file mode): reads it, matches its records, and adds
+/// the Persons and Accounts it stands for (and what is gone) to the site and the policy. A
+/// source that cannot be read, or whose run aborts (too many bad rows, the deletion guard), adds
+/// nothing and protects what it imported before from `--prune`. Returns whether any import is
+/// blocked, and the username counters to store.
+async fn run_imports(
+    site: &mut crate::site::Site,
+    policy: &mut Policy<'_>,
+    observed: &crate::ldap::Observed,
+    config: &Config,
+    now: jiff::Timestamp,
+    secrets_dir: Option<&std::path::Path>,
+    output: Output,
+) -> (bool, Vec<(String, u32)>) {
+    let say = |line: String| match output {
+        Output::Text => println!("{line}"),
+        Output::Json => eprintln!("{line}"),
+    };
+    let mut blocked = false;
+    let mut counters = vec![];
+    for (key, (src, dir)) in site.imports.clone() {
+        let mine =
+            |e: &crate::ldap::Entry| e.first("rosterSourceUID") == Some(&src.spec.source_uid);
+        let protect = |policy: &mut Policy<'_>| {
+            for e in observed.accounts.values().filter(|e| mine(e)) {
+                if let Some(o) = e.owner()
+                    && let [_, ns, "Account", name] = o.splitn(4, '/').collect::<Vec<_>>()[..]
+                {
+                    policy.keep.insert(crate::site::Key::new(ns, name));
+                }
+            }
+        };
+        let (rows, errors) = match crate::import::files::read_source(&src, &dir, secrets_dir).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                say(format!(
+                    "x ImportSource {key}: SourceUnreachable: {e}; nothing imported (an unreachable source is not an empty one)"
+                ));
+                protect(policy);
+                blocked = true;
+                continue;
+            }
+        };
+        let o = crate::import::engine::run(&src, &key, &rows, &errors, site, observed, config, now);
+        for line in &o.report {
+            say(format!("  ImportSource {key}: {line}"));
+        }
+        if let Some(why) = &o.aborted {
+            say(format!("x ImportSource {key}: Aborted: {why}"));
+            protect(policy);
+            blocked = true;
+            continue;
+        }
+        let r = &o.run;
+        say(format!(
+            "ImportSource {key}: {} record(s): {} new, {} reactivated, {} gone, {} error(s){}",
+            r.records,
+            r.created,
+            r.reactivated,
+            r.deactivated,
+            r.errors,
+            if src.spec.dry_run {
+                " — dryRun: nothing of it is applied"
+            } else {
+                ""
+            }
+        ));
+        if src.spec.dry_run {
+            protect(policy);
+            continue;
+        }
+        site.people.extend(o.people);
+        site.accounts.extend(o.accounts);
+        policy.removed.extend(o.removed);
+        policy.purge_after.extend(o.purge_after);
+        policy.deactivate_after.extend(o.deactivate_after);
+        counters.extend(o.counters);
+    }
+    (blocked, counters)
 }
 
 /// Guests' own news (text mode, on stderr so JSON on stdout stays one document): rule

@@ -146,6 +146,7 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "rosterAdopted",
     "rosterCounterValue",
     "rosterSlurmAccount",
+    "createTimestamp",
 ];
 
 impl Directory {

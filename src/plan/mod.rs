@@ -37,6 +37,12 @@ pub struct Policy<'a> {
     pub purge_after: BTreeMap<Key, std::time::Duration>,
     /// Projects being deleted (operator mode), with their deletion policy.
     pub removed_projects: BTreeMap<Key, DeletionPolicy>,
+    /// Removed accounts that stay active this long after they went (an import's
+    /// `deletionGracePeriod.deactivation`): only `rosterGoneAt` is recorded until then.
+    pub deactivate_after: BTreeMap<Key, std::time::Duration>,
+    /// Accounts `--prune` must not touch although undeclared (those of an import that did not
+    /// run: an unreachable or aborted source is never an empty one).
+    pub keep: std::collections::BTreeSet<Key>,
 }
 
 impl<'a> Policy<'a> {
@@ -47,6 +53,8 @@ impl<'a> Policy<'a> {
             removed: BTreeMap::new(),
             purge_after: BTreeMap::new(),
             removed_projects: BTreeMap::new(),
+            deactivate_after: BTreeMap::new(),
+            keep: Default::default(),
         }
     }
 }
@@ -1005,6 +1013,26 @@ impl<'a> Planner<'a> {
         set(&mut a, "rosterOwner", [owner(cfg, Kind::Account, key)]);
         set(&mut a, "rosterKind", ["Account".to_string()]);
         set(&mut a, "rosterIdentity", [identity.to_string()]);
+        // Imported accounts carry their (sourceUID, recordUID): the import finds its own
+        // identities in the directory, before and after a purge.
+        let note = |k: &str| {
+            account
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .cloned()
+        };
+        set(
+            &mut a,
+            "rosterSourceUID",
+            note(crate::api::SOURCE_UID_ANNOTATION),
+        );
+        set(
+            &mut a,
+            "rosterRecordUID",
+            note(crate::api::RECORD_UID_ANNOTATION),
+        );
         set(&mut a, "rosterGoneAt", None::<String>);
         set(&mut a, "rosterPurgeAt", None::<String>);
         match deactivated {
@@ -1167,10 +1195,15 @@ impl<'a> Planner<'a> {
             }
             let (policy, why) = match self.policy.removed.get(&key) {
                 Some(p) => (*p, format!("Account {key} was deleted")),
-                None if self.policy.prune && namespaces.contains(ns) => (
-                    DeletionPolicy::Deactivate,
-                    format!("Account {key} is no longer declared (--prune)"),
-                ),
+                None if self.policy.prune
+                    && namespaces.contains(ns)
+                    && !self.policy.keep.contains(&key) =>
+                {
+                    (
+                        DeletionPolicy::Deactivate,
+                        format!("Account {key} is no longer declared (--prune)"),
+                    )
+                }
                 // Removed earlier (by either mode): its lifecycle goes on from the directory.
                 None if e.first("rosterGoneAt").is_some() => (
                     DeletionPolicy::Deactivate,
@@ -1199,6 +1232,46 @@ impl<'a> Planner<'a> {
             };
             let r = Removal::of(e, self.now, grace);
             let username = e.first("uid").unwrap_or("").to_string();
+            // A grace before the deactivation: record when it went, stay active until then.
+            if let Some(delay) = self.policy.deactivate_after.get(&key)
+                && !r.deactivated
+            {
+                let gone_at = e
+                    .first("rosterGoneAt")
+                    .and_then(parse_generalized_time)
+                    .unwrap_or(self.now);
+                let due = gone_at
+                    .checked_add(jiff::SignedDuration::from_secs(delay.as_secs() as i64))
+                    .unwrap_or(jiff::Timestamp::MAX);
+                if self.now < due {
+                    if e.first("rosterGoneAt").is_none() {
+                        self.ops_prune.push(Op::Modify {
+                            target: target.clone(),
+                            dn: e.dn.clone(),
+                            changes: vec![AttrChange::Replace(
+                                "rosterGoneAt".into(),
+                                vec![generalized_time(self.now)],
+                            )],
+                            what: format!(
+                                "account {username} is gone from its source; deactivation at {due}"
+                            ),
+                        });
+                    }
+                    self.wake_at(due);
+                    let s = self.status(Kind::Account, &key);
+                    s.phase = Phase::Active;
+                    s.dn = Some(e.dn.clone());
+                    s.uid_number = e.number("uidNumber");
+                    s.next_transition = Some(("Deactivate", due));
+                    s.conditions.push(cond(
+                        "Gone",
+                        true,
+                        "GoneFromSource",
+                        format!("{why}; deactivation at {due}"),
+                    ));
+                    continue;
+                }
+            }
             // One identity counts once per window: a purge right after a deactivation that the
             // window already counted takes nothing more from the budget.
             let counted = e
@@ -1385,8 +1458,16 @@ impl<'a> Planner<'a> {
         }
         set(&mut attrs, "rosterOwner", [owner.to_string()]);
         set(&mut attrs, "rosterKind", [target.kind.to_string()]);
-        for a in ["rosterIdentity", "rosterDeactivatedAt"] {
-            set(&mut attrs, a, e.first(a).map(str::to_string));
+        for a in [
+            "rosterIdentity",
+            "rosterDeactivatedAt",
+            "rosterSourceUID",
+            "rosterRecordUID",
+        ] {
+            let v = e.first(a).map(str::to_string);
+            if v.is_some() || a == "rosterIdentity" || a == "rosterDeactivatedAt" {
+                set(&mut attrs, a, v);
+            }
         }
         set(&mut attrs, "rosterPurgeAt", [generalized_time(self.now)]);
         set(&mut attrs, "description", [description]);

@@ -1,0 +1,556 @@
+//! One import run, pure: source rows in, the Persons and Accounts they stand for out, plus
+//! what is gone from the source and when it leaves — in the spirit of the UCS@school import
+//! (records matched by (sourceUID, recordUID), usernames generated once and never again,
+//! grace-period deactivation and purge timestamps), and safer: an empty or truncated export
+//! trips the deletion guard instead of removing anyone, and bad rows above `toleratedErrors`
+//! abort the run before any write.
+//!
+//! The directory is authoritative: an identity's username is the one its account entry (or
+//! tombstone) carries with the same `rosterSourceUID`/`rosterRecordUID`, so re-runs, restarts
+//! and switching modes never generate a second name for the same record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::read::{Row, RowError};
+use super::scheme::{self, Template};
+use crate::api::{
+    Account, AccountSpec, DeletionPolicy, ImportMode, ImportRun, ImportSource, Person, PersonSpec,
+    RECORD_UID_ANNOTATION, SOURCE_LABEL, SOURCE_UID_ANNOTATION, parse_duration, parse_valid_until,
+};
+use crate::config::Config;
+use crate::ldap::{Entry, Observed};
+use crate::site::{Key, Site};
+
+/// The counter entries (`cn=username:<base>` under the counters container) that keep generated
+/// usernames historically unique.
+pub fn counter_cn(base: &str) -> String {
+    format!("username:{base}")
+}
+
+/// A short, label-safe hash of a sourceUID (FNV-1a, 64 bit, hex).
+pub fn source_label(source_uid: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in source_uid.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What one run comes to.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub people: BTreeMap<Key, Person>,
+    pub accounts: BTreeMap<Key, Account>,
+    /// Identities gone from the source (Sync mode, or action D), removed through the lifecycle.
+    pub removed: BTreeMap<Key, DeletionPolicy>,
+    pub purge_after: BTreeMap<Key, Duration>,
+    pub deactivate_after: BTreeMap<Key, Duration>,
+    /// Username counters to store: base → the next number.
+    pub counters: BTreeMap<String, u32>,
+    /// Rows that could not be used (read errors included), with their row numbers.
+    pub errors: Vec<RowError>,
+    /// Why the run writes nothing at all (too many bad rows, the deletion guard …).
+    pub aborted: Option<String>,
+    /// Counts for the report (modified/unchanged are filled in by the caller from the plan).
+    pub run: ImportRun,
+    /// recordUID → username, for every record of the source in this run.
+    pub usernames: BTreeMap<String, String>,
+    /// Lines for the report: `+ created …`, `- gone …`, `x row N: …`.
+    pub report: Vec<String>,
+}
+
+/// A record after mapping.
+struct Record {
+    number: usize,
+    fields: BTreeMap<String, String>,
+    record_uid: String,
+    action: Option<char>,
+}
+
+/// The Kubernetes object name of an imported identity: its username, made a DNS name.
+pub fn object_name(username: &str) -> String {
+    username
+        .replace('_', "-")
+        .trim_matches(['-', '.'])
+        .to_string()
+}
+
+fn field<'a>(f: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| f.get(*n))
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Runs the import over `rows` (already read) against the directory as `observed`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    source: &ImportSource,
+    key: &Key,
+    rows: &[Row],
+    read_errors: &[RowError],
+    site: &Site,
+    observed: &Observed,
+    config: &Config,
+    now: jiff::Timestamp,
+) -> Outcome {
+    let spec = &source.spec;
+    let mut out = Outcome::default();
+    out.run.started_at = Some(crate::api::Time(now));
+    out.run.dry_run = spec.dry_run;
+    out.run.records = rows.len() as i64;
+    out.errors.extend(read_errors.iter().cloned());
+    let mine = format!("{}/", config.manager_id);
+    let owned = |e: &Entry| e.owner().is_some_and(|o| o.starts_with(&mine));
+    let from_here = |e: &Entry| owned(e) && e.first("rosterSourceUID") == Some(&spec.source_uid);
+
+    let record_template = match Template::parse(&spec.record_uid) {
+        Ok(t) => t,
+        Err(e) => {
+            out.aborted = Some(format!("spec.recordUID: {e}"));
+            return out;
+        }
+    };
+    let username_template = match spec
+        .username_scheme
+        .as_ref()
+        .map(|s| Template::parse(&s.template))
+    {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            out.aborted = Some(format!("spec.usernameScheme.template: {e}"));
+            return out;
+        }
+        None => None,
+    };
+    let email_template = match spec.email_scheme.as_deref().map(Template::parse) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            out.aborted = Some(format!("spec.emailScheme: {e}"));
+            return out;
+        }
+        None => None,
+    };
+    let list_delimiter = spec
+        .reader
+        .csv
+        .as_ref()
+        .and_then(|c| c.list_delimiter.clone())
+        .unwrap_or_else(|| ",".into());
+
+    // 1. Mapping: source columns → Roster fields (unmapped columns stay under their own name).
+    let mut records: Vec<Record> = vec![];
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for row in rows {
+        let mut f: BTreeMap<String, String> = BTreeMap::new();
+        for (col, value) in &row.fields {
+            match spec.mapping.get(col).map(String::as_str) {
+                Some("__ignore") => {}
+                Some(to) => {
+                    f.insert(to.to_string(), value.clone());
+                }
+                None => {
+                    f.entry(col.clone()).or_insert_with(|| value.clone());
+                }
+            }
+        }
+        let bad = |m: String| RowError {
+            row: row.number,
+            message: m,
+        };
+        let record_uid = match record_template.base(&f) {
+            Ok(r) if !r.trim().is_empty() => r,
+            Ok(_) => {
+                out.errors.push(bad("the recordUID is empty".into()));
+                continue;
+            }
+            Err(e) => {
+                out.errors.push(bad(format!("recordUID: {e}")));
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(record_uid.clone(), row.number) {
+            out.errors.push(bad(format!(
+                "recordUID {record_uid:?} again (first in row {first})"
+            )));
+            continue;
+        }
+        let action = match field(&f, &["action"]).map(|a| a.to_ascii_uppercase()) {
+            None => None,
+            Some(a) if a == "A" || a == "M" || a == "D" => a.chars().next(),
+            Some(a) => {
+                out.errors
+                    .push(bad(format!("action {a:?} is not A, M or D")));
+                continue;
+            }
+        };
+        if action != Some('D') {
+            for (names, what) in [
+                (&["givenName", "firstname"][..], "givenName"),
+                (&["familyName", "lastname"][..], "familyName"),
+            ] {
+                if field(&f, names).is_none() {
+                    out.errors.push(bad(format!("{what} is empty")));
+                }
+            }
+            if out.errors.last().is_some_and(|e| e.row == row.number) {
+                continue;
+            }
+        }
+        records.push(Record {
+            number: row.number,
+            fields: f,
+            record_uid,
+            action,
+        });
+    }
+    // Too many bad rows: nothing happens at all.
+    let tolerated = spec.tolerated_errors.unwrap_or(0).max(0) as usize;
+    if out.errors.len() > tolerated {
+        for e in &out.errors {
+            out.report.push(format!("x row {}: {}", e.row, e.message));
+        }
+        out.aborted = Some(format!(
+            "{} bad row(s), more than toleratedErrors ({tolerated}); nothing was changed",
+            out.errors.len()
+        ));
+        out.run.errors = out.errors.len() as i64;
+        return out;
+    }
+
+    // 2. The source's identities in the directory: recordUID → (username, entry or tombstone),
+    //    and the object each belongs to (its owner), which stays its name for good.
+    let mut known: BTreeMap<String, (String, Option<&Entry>)> = BTreeMap::new();
+    let mut owner_name: BTreeMap<String, String> = BTreeMap::new();
+    let owner_of = |e: &Entry| -> Option<String> {
+        let o = e.owner()?;
+        let parts: Vec<&str> = o.splitn(4, '/').collect();
+        (parts.len() == 4 && parts[2] == "Account" && parts[1] == key.namespace)
+            .then(|| parts[3].to_string())
+    };
+    for e in observed.accounts.values().filter(|e| from_here(e)) {
+        if let (Some(r), Some(u)) = (e.first("rosterRecordUID"), e.first("uid")) {
+            known.insert(r.to_string(), (u.to_string(), Some(e)));
+            if let Some(n) = owner_of(e) {
+                owner_name.insert(r.to_string(), n);
+            }
+        }
+    }
+    for t in observed.tombstones.values().filter(|t| from_here(t)) {
+        if let (Some(r), Some(u)) = (t.first("rosterRecordUID"), t.first("uid")) {
+            if !known.contains_key(r)
+                && let Some(n) = owner_of(t)
+            {
+                owner_name.insert(r.to_string(), n);
+            }
+            known
+                .entry(r.to_string())
+                .or_insert_with(|| (u.to_string(), None));
+        }
+    }
+    // Guests whose person this source now brings (same e-mail): the import takes over their
+    // account — the same object, username and uid.
+    let guest_by_email: BTreeMap<String, (&Key, &crate::api::Guest)> = site
+        .guests
+        .iter()
+        .filter(|(k, _)| k.namespace == key.namespace)
+        .filter_map(|(k, g)| {
+            g.spec
+                .person
+                .email
+                .as_ref()
+                .map(|e| (e.to_ascii_lowercase(), (k, g)))
+        })
+        .collect();
+
+    // 3. Usernames: the known one, the source's, or a generated one (never a taken name, never
+    //    a number a counter has passed).
+    let declared: BTreeSet<&str> = site
+        .accounts
+        .values()
+        .map(|a| a.spec.username.as_str())
+        .collect();
+    let mut assigned: BTreeSet<String> = known.values().map(|(u, _)| u.clone()).collect();
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    let validity = spec
+        .defaults
+        .as_ref()
+        .and_then(|d| d.validity.as_deref())
+        .and_then(|v| parse_duration(v).ok());
+    let label = source_label(&spec.source_uid);
+    for r in records.iter().filter(|r| r.action != Some('D')) {
+        let bad = |m: String| RowError {
+            row: r.number,
+            message: m,
+        };
+        let guest = field(&r.fields, &["email"])
+            .and_then(|e| guest_by_email.get(&e.to_ascii_lowercase()))
+            .filter(|_| !known.contains_key(&r.record_uid));
+        let username = if let Some((u, _)) = known.get(&r.record_uid) {
+            u.clone()
+        } else if let Some((gk, g)) = guest {
+            owner_name.insert(r.record_uid.clone(), gk.name.clone());
+            out.report.push(format!(
+                "↪ row {}: {} is guest {gk}'s person; the import takes over {}",
+                r.number, r.record_uid, g.spec.account.username
+            ));
+            g.spec.account.username.clone()
+        } else if let Some(u) = field(&r.fields, &["username"]) {
+            if assigned.contains(u)
+                || declared.contains(u)
+                || observed.accounts.contains_key(u)
+                || observed.tombstones.contains_key(&format!("Account:{u}"))
+            {
+                out.errors.push(bad(format!("username {u:?} is taken")));
+                continue;
+            }
+            u.to_string()
+        } else if let Some(t) = &username_template {
+            let max = spec
+                .username_scheme
+                .as_ref()
+                .and_then(|s| s.max_length)
+                .map(|m| m as usize);
+            let base = scheme::username_base(t, &r.fields, max).unwrap_or_default();
+            let next = out.counters.get(&base).copied().or_else(|| {
+                observed
+                    .counters
+                    .get(&counter_cn(&base))
+                    .and_then(|c| c.number("rosterCounterValue"))
+            });
+            let taken = |n: &str| {
+                assigned.contains(n)
+                    || declared.contains(n)
+                    || observed.accounts.contains_key(n)
+                    || observed.tombstones.contains_key(&format!("Account:{n}"))
+            };
+            match scheme::username(t, &r.fields, max, next, &taken) {
+                Ok((name, counter)) => {
+                    if let Some(c) = counter {
+                        out.counters.insert(base, c);
+                    }
+                    name
+                }
+                Err(e) => {
+                    out.errors.push(bad(format!("username: {e}")));
+                    continue;
+                }
+            }
+        } else {
+            out.errors.push(bad(
+                "no username: map a username column or set usernameScheme".into(),
+            ));
+            continue;
+        };
+        assigned.insert(username.clone());
+        present.insert(r.record_uid.clone());
+        let email = match (field(&r.fields, &["email"]), &email_template) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, Some(t)) => match scheme::email(t, &r.fields) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    out.errors.push(bad(format!("email: {e}")));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let name = owner_name
+            .get(&r.record_uid)
+            .cloned()
+            .unwrap_or_else(|| object_name(&username));
+        let obj_key = Key::new(&key.namespace, &name);
+        let meta = || kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(key.namespace.clone()),
+            labels: Some(BTreeMap::from([(SOURCE_LABEL.to_string(), label.clone())])),
+            annotations: Some(BTreeMap::from([
+                (SOURCE_UID_ANNOTATION.to_string(), spec.source_uid.clone()),
+                (RECORD_UID_ANNOTATION.to_string(), r.record_uid.clone()),
+            ])),
+            ..Default::default()
+        };
+        let defaults = spec.defaults.clone().unwrap_or_default();
+        let mut projects: Vec<String> = field(&r.fields, &["projects"])
+            .map(|p| {
+                p.split(list_delimiter.as_str())
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in defaults.projects.iter() {
+            if !projects.contains(p) {
+                projects.push(p.clone());
+            }
+        }
+        let valid_until = match field(&r.fields, &["validUntil"]) {
+            Some(v) => match parse_valid_until(v) {
+                Ok(_) => Some(v.to_string()),
+                Err(e) => {
+                    out.errors.push(bad(format!("validUntil: {e}")));
+                    continue;
+                }
+            },
+            // A default validity counts from the account's creation, not from every run.
+            None => validity.map(|d| {
+                let created = known
+                    .get(&r.record_uid)
+                    .and_then(|(_, e)| *e)
+                    .and_then(|e| e.first("createTimestamp"))
+                    .and_then(crate::plan::parse_generalized_time)
+                    .unwrap_or(now);
+                (created + jiff::SignedDuration::from_secs(d.as_secs() as i64)).to_string()
+            }),
+        };
+        out.people.insert(
+            obj_key.clone(),
+            Person {
+                metadata: meta(),
+                spec: PersonSpec {
+                    given_name: field(&r.fields, &["givenName", "firstname"])
+                        .unwrap_or("")
+                        .into(),
+                    family_name: field(&r.fields, &["familyName", "lastname"])
+                        .unwrap_or("")
+                        .into(),
+                    display_name: field(&r.fields, &["displayName"]).map(str::to_string),
+                    email,
+                    institute: field(&r.fields, &["institute"])
+                        .map(str::to_string)
+                        .or(defaults.institute.clone()),
+                    department: field(&r.fields, &["department"]).map(str::to_string),
+                    telephone_number: field(&r.fields, &["telephoneNumber"]).map(str::to_string),
+                    ..Default::default()
+                },
+                status: None,
+            },
+        );
+        out.accounts.insert(
+            obj_key.clone(),
+            Account {
+                metadata: meta(),
+                spec: AccountSpec {
+                    person: name.clone(),
+                    username: username.clone(),
+                    login_shell: field(&r.fields, &["loginShell"])
+                        .map(str::to_string)
+                        .or(defaults.login_shell.clone()),
+                    projects,
+                    valid_until,
+                    ..Default::default()
+                },
+                status: None,
+            },
+        );
+        out.usernames.insert(r.record_uid.clone(), username.clone());
+        match known.get(&r.record_uid) {
+            None => {
+                out.run.created += 1;
+                out.report.push(format!(
+                    "+ row {}: {} creates {username}",
+                    r.number, r.record_uid
+                ));
+            }
+            Some((_, None)) => {
+                out.run.created += 1;
+                out.report.push(format!(
+                    "+ row {}: {} comes back as {username} (purged before; same name and uid)",
+                    r.number, r.record_uid
+                ));
+            }
+            Some((_, Some(e))) if e.first("rosterGoneAt").is_some() => {
+                out.run.reactivated += 1;
+                out.report.push(format!(
+                    "↺ row {}: {} is back; {username} is reactivated",
+                    r.number, r.record_uid
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+
+    // 4. Gone: Sync mode removes what the source no longer lists; action D removes in any mode.
+    let explicitly_gone: BTreeSet<&String> = records
+        .iter()
+        .filter(|r| r.action == Some('D'))
+        .map(|r| &r.record_uid)
+        .collect();
+    let live: Vec<(&String, &String, &Entry)> = known
+        .iter()
+        .filter_map(|(r, (u, e))| e.map(|e| (r, u, e)))
+        .collect();
+    let gone: Vec<(&String, &String, &Entry)> = live
+        .iter()
+        .copied()
+        .filter(|(r, _, _)| {
+            !present.contains(*r) && (spec.mode == ImportMode::Sync || explicitly_gone.contains(r))
+        })
+        .collect();
+    // The deletion guard: an empty or truncated export never removes anyone.
+    let newly_gone = gone
+        .iter()
+        .filter(|(_, _, e)| e.first("rosterGoneAt").is_none())
+        .count();
+    let limits = spec.max_deletions.clone().unwrap_or_default();
+    let percent = limits
+        .percent
+        .unwrap_or(if limits.count.is_some() { 100 } else { 10 });
+    let by_percent = (live.len() * percent.max(0) as usize).div_ceil(100);
+    let limit = match limits.count {
+        Some(c) => (c.max(0) as usize).min(by_percent),
+        None => by_percent,
+    };
+    if newly_gone > 0 && (newly_gone > limit || (rows.is_empty() && !live.is_empty())) {
+        out.aborted = Some(format!(
+            "deletion guard: {newly_gone} of {} identities of this source would be removed (limit {limit}: maxDeletions count {:?}, percent {percent}); nothing was changed — an empty or truncated export never removes anyone",
+            live.len(),
+            limits.count
+        ));
+        out.run.errors = out.errors.len() as i64;
+        return out;
+    }
+    let grace = spec.deletion_grace_period.clone().unwrap_or_default();
+    let deletion = if spec.deletion_grace_period.is_some() {
+        Duration::from_secs(grace.deletion.max(0) as u64 * 86_400)
+    } else {
+        parse_duration(&config.grace_periods.account_purge_after)
+            .unwrap_or(Duration::from_secs(90 * 86_400))
+    };
+    for (r, u, e) in gone {
+        let Some((_, [_, ns, kind, name])) = e
+            .owner()
+            .map(|o| {
+                let parts: Vec<&str> = o.splitn(4, '/').collect();
+                (o, parts)
+            })
+            .and_then(|(o, p)| <[&str; 4]>::try_from(p).ok().map(|a| (o, a)))
+        else {
+            continue;
+        };
+        if kind != "Account" {
+            continue;
+        }
+        let k = Key::new(ns, name);
+        out.removed.insert(k.clone(), DeletionPolicy::Deactivate);
+        out.purge_after.insert(k.clone(), deletion);
+        if grace.deactivation > 0 {
+            out.deactivate_after
+                .insert(k, Duration::from_secs(grace.deactivation as u64 * 86_400));
+        }
+        if e.first("rosterGoneAt").is_none() {
+            out.run.deactivated += 1;
+            out.run.scheduled_for_purge += 1;
+            out.report
+                .push(format!("- {r}: {u} is gone from the source"));
+        }
+    }
+    out.run.errors = out.errors.len() as i64;
+    for e in &out.errors {
+        out.report.push(format!("x row {}: {}", e.row, e.message));
+    }
+    out
+}

@@ -1,0 +1,6 @@
+//! Imports from upstream lists (ImportSource).
+
+pub mod engine;
+pub mod files;
+pub mod read;
+pub mod scheme;
