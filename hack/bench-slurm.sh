@@ -16,27 +16,9 @@ mkdir -p "$work"
 ou="ou=bench-$run,$LDAP_BASE_DN"
 
 # A directory subtree and two clusters of this run's own.
-ldapadd -x -H "$LDAP_URI" -D "$LDAP_BIND_DN" -y "$LDAP_BIND_PASSWORD_FILE" >/dev/null <<LDIF
-dn: $ou
-objectClass: organizationalUnit
-ou: bench-$run
-
-dn: ou=people,$ou
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=groups,$ou
-objectClass: organizationalUnit
-ou: groups
-
-dn: ou=tombstones,$ou
-objectClass: organizationalUnit
-ou: tombstones
-
-dn: ou=counters,$ou
-objectClass: organizationalUnit
-ou: counters
-LDIF
+# shellcheck source=lib/bench.sh
+. hack/lib/bench.sh
+bench_subtree "$ou" "bench-$run"
 roster_cluster=br$run
 raw_cluster=bw$run
 sacctmgr -i add cluster "$roster_cluster" "$raw_cluster" >/dev/null

@@ -1619,3 +1619,103 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
     .await;
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone() {
+    let w = world("op-import", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    let csv = |rows: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hr-export, namespace: physics}}\ndata:\n  people.csv: |\n    id;first;last\n{rows}"
+        )
+    };
+    let three = "    1;Jürgen;Müller\n    2;Anna;Groß\n    3;Åsa;Lindqvist\n";
+    let source = "---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {name: hr, namespace: physics}\nspec:\n  sourceUID: op-hr\n  reader:\n    type: Csv\n    csv: {configMapRef: {name: hr-export, key: people.csv}}\n  mapping: {id: employeeNumber, first: givenName, last: familyName}\n  recordUID: <employeeNumber>\n  usernameScheme: {template: \"<:umlauts><:lower><firstname>[0]<lastname>[COUNTER2]\"}\n  mode: Sync\n  deletionGracePeriod: {deactivation: 0, deletion: 30}\n  maxDeletions: {count: 1}\n";
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&(csv(three) + source)))
+            .status
+            .success()
+    );
+    // The run creates Person and Account objects, which the operator converges.
+    w.wait_ready("accounts", 3);
+    let e = ldap_entries(&w.tree, "(uid=agross)").await;
+    assert_eq!(e[0].attrs["rosterSourceUID"], ["op-hr"]);
+    let status = |path: &str| {
+        w.get(&[
+            "get",
+            "importsource",
+            "hr",
+            "-n",
+            "physics",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(status("{.status.lastRun.created}"), "3");
+    let report = status("{.status.lastRun.report}");
+    assert_eq!(report, "hr-import-report");
+    let summary = w.get(&[
+        "get",
+        "configmap",
+        &report,
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.data.summary}",
+    ]);
+    assert!(summary.starts_with("3 line(s)"), "{summary}");
+    assert!(metric(port, "roster_import_runs_total") >= 1.0);
+    // An empty export: the guard stops the run, nobody is marked gone.
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&csv("    \n")))
+            .status
+            .success()
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["import", "run", "hr", "-n", "physics"])
+        .env("KUBECONFIG", &w.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    wait_for("the guard", || {
+        status("{.status.conditions[?(@.type==\"Guarded\")].status}") == "True"
+    });
+    let marked = w.get(&[
+        "get",
+        "accounts",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.items[*].metadata.annotations.roster\\.io/gone-at}",
+    ]);
+    assert!(marked.trim().is_empty(), "{marked}");
+    // One person leaves: the account is marked gone and deactivated in the directory.
+    let two = "    1;Jürgen;Müller\n    2;Anna;Groß\n";
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&csv(two)))
+            .status
+            .success()
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["import", "run", "hr", "-n", "physics"])
+        .env("KUBECONFIG", &w.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    wait_ldap(&w.tree, "alindqvist deactivated", "(uid=alindqvist)", |e| {
+        e.first().is_some_and(|e| {
+            e.attrs.contains_key("rosterGoneAt") && e.attrs.contains_key("pwdAccountLockedTime")
+        })
+    })
+    .await;
+    assert!(
+        !ldap_entries(&w.tree, "(uid=jmueller)").await[0]
+            .attrs
+            .contains_key("pwdAccountLockedTime")
+    );
+    w.tree.cleanup().await;
+}

@@ -299,6 +299,11 @@ pub struct ImportSourceStatus {
     /// When the next run is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_at: Option<Time>,
+    /// The value of the `roster.io/run-requested` annotation the last run answered (a manual
+    /// trigger: `roster import run NAME` sets the annotation to a new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub last_trigger: Option<String>,
 }
 
 /// Summary of one import run.

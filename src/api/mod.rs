@@ -32,6 +32,13 @@ pub const ADOPT_ANNOTATION: &str = "roster.io/adopt";
 pub const SOURCE_UID_ANNOTATION: &str = "roster.io/source-uid";
 /// Annotation on imported objects: the record's key in its source.
 pub const RECORD_UID_ANNOTATION: &str = "roster.io/record-uid";
+/// Annotation on an ImportSource asking for a run now (any new value).
+pub const RUN_REQUESTED_ANNOTATION: &str = "roster.io/run-requested";
+/// Annotations an import puts on the Account of a record gone from its source (operator mode):
+/// when it went, and the source's grace periods.
+pub const GONE_AT_ANNOTATION: &str = "roster.io/gone-at";
+pub const DEACTIVATE_AFTER_ANNOTATION: &str = "roster.io/deactivate-after";
+pub const PURGE_AFTER_ANNOTATION: &str = "roster.io/purge-after";
 /// Label on imported objects: a short hash of the sourceUID (labels are limited to 63
 /// characters of `[A-Za-z0-9._-]`).
 pub const SOURCE_LABEL: &str = "roster.io/source";

@@ -69,6 +69,11 @@ pub enum Command {
         #[arg(long, env = "ROSTER_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Imports from upstream lists: plan them on files, or ask the operator for a run now.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Show what Gold holds for the site (users, projects, memberships, allocations), read
     /// over Gold's protocol with the configured key.
     Gold {
@@ -86,6 +91,23 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// What the ImportSources in the manifests would do (the same as `roster plan`, which runs
+    /// them too): created, reactivated and gone records, errors and the deletion guard.
+    Plan(converge::Args),
+    /// Run the ImportSources in the manifests and apply the result (the same as `roster apply`).
+    Apply(converge::Args),
+    /// Ask the operator to run an ImportSource now (sets `roster.io/run-requested`).
+    Run {
+        /// The ImportSource.
+        name: String,
+        /// Its namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
 }
 
@@ -190,9 +212,43 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Guard { command, config } => guard(command, config).await,
         Command::Gold { config } => gold_show(&config).await,
+        Command::Import { command } => match command {
+            ImportCommand::Plan(args) => converge::run(args, false).await,
+            ImportCommand::Apply(args) => converge::run(args, true).await,
+            ImportCommand::Run { name, namespace } => import_run(&name, &namespace).await,
+        },
         Command::Plan(args) => converge::run(args, false).await,
         Command::Apply(args) => converge::run(args, true).await,
         Command::Guest { command } => guest::run(command).await,
+    }
+}
+
+async fn import_run(name: &str, namespace: &str) -> ExitCode {
+    use kube::api::{Api, Patch, PatchParams};
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let api: Api<crate::api::ImportSource> = Api::namespaced(client, namespace);
+    let token = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {crate::api::RUN_REQUESTED_ANNOTATION: token}}});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            println!(
+                "importsource {namespace}/{name}: run requested ({token}); see `kubectl get importsource {name} -n {namespace}`"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: importsource {namespace}/{name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+
+mod imports;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -32,6 +34,7 @@ pub struct Stores {
     pub projects: Store<Project>,
     pub people: Store<Person>,
     pub guests: Store<Guest>,
+    pub imports: Store<crate::api::ImportSource>,
 }
 
 /// What a pass found for one object.
@@ -201,6 +204,7 @@ impl Worker {
         let mut removed = BTreeMap::new();
         let mut purge_after = BTreeMap::new();
         let mut removed_projects = BTreeMap::new();
+        let mut deactivate_after = BTreeMap::new();
         let mut deleting: Vec<(Kind, Key)> = vec![];
         let ours =
             |m: &kube::api::ObjectMeta| m.finalizers.iter().flatten().any(|f| f == FINALIZER);
@@ -218,6 +222,21 @@ impl Worker {
                         purge_after.insert(key.clone(), d);
                     }
                     deleting.push((Kind::Account, key));
+                }
+            } else if let Some(gone) = a.annotations().get(crate::api::GONE_AT_ANNOTATION) {
+                // An imported record gone from its source: removed with the source's grace.
+                let _ = gone;
+                removed.insert(key.clone(), DeletionPolicy::Deactivate);
+                let after = |k: &str| {
+                    a.annotations()
+                        .get(k)
+                        .and_then(|v| crate::api::parse_duration(v).ok())
+                };
+                if let Some(d) = after(crate::api::PURGE_AFTER_ANNOTATION) {
+                    purge_after.insert(key.clone(), d);
+                }
+                if let Some(d) = after(crate::api::DEACTIVATE_AFTER_ANNOTATION) {
+                    deactivate_after.insert(key, d);
                 }
             } else if let Some(guest_exists) = derived(a.meta()) {
                 // A guest's account is planned from the Guest; once the Guest is gone (its
@@ -298,10 +317,34 @@ impl Worker {
             Err(e) => return self.unavailable(e),
         };
         let config = self.config.clone();
+        // Imports that are due run now (never two at once: the pass is sequential); what
+        // they write is planned by the passes their writes trigger.
+        let imports = self.stores.imports.state();
+        for src in imports
+            .iter()
+            .filter(|s| s.meta().deletion_timestamp.is_some())
+        {
+            // Deleting an ImportSource never cascades: its people stay as they are.
+            let key = Key::of(src.as_ref());
+            let _ =
+                release::<crate::api::ImportSource>(&self.client, &self.stores.imports, &key).await;
+        }
+        let import_wake = self
+            .run_imports(&imports, &accounts, &people, &site, &observed, now)
+            .await;
+        for (k, (s, _)) in imports.iter().map(|s| {
+            (
+                Key::of(s.as_ref()),
+                ((**s).clone(), std::path::PathBuf::new()),
+            )
+        }) {
+            site.imports.insert(k, (s, std::path::PathBuf::new()));
+        }
         let policy = Policy {
             removed,
             purge_after,
             removed_projects,
+            deactivate_after,
             ..Policy::new(&config)
         };
         let first = plan(&site, &observed, now, &policy);
@@ -487,7 +530,7 @@ impl Worker {
         {
             outcome.objects.insert((Kind::Guest, key), result);
         }
-        outcome.next_wakeup = [outcome.next_wakeup, expansion.next_wakeup()]
+        outcome.next_wakeup = [outcome.next_wakeup, expansion.next_wakeup(), import_wake]
             .into_iter()
             .flatten()
             .min();
@@ -577,7 +620,7 @@ impl Worker {
                     release::<Project>(&self.client, &self.stores.projects, &key).await
                 }
                 Kind::Person => release::<Person>(&self.client, &self.stores.people, &key).await,
-                Kind::Guest => Ok(()),
+                Kind::Guest | Kind::ImportSource => Ok(()),
             };
             let failed = result
                 .err()
@@ -865,7 +908,13 @@ impl Worker {
                 let current = person_of.get(&key);
                 if !current.is_some_and(|c| c.spec == p.spec && owned(c.meta())) {
                     failed = failed.or(self
-                        .apply_derived::<Person>(&key, p.meta(), &owner, json!(p.spec))
+                        .apply_derived::<Person>(
+                            "roster-guest",
+                            &key,
+                            p.meta(),
+                            Some(&owner),
+                            json!(p.spec),
+                        )
                         .await);
                 }
             }
@@ -873,7 +922,13 @@ impl Worker {
                 let current = account_of.get(&key);
                 if !current.is_some_and(|c| c.spec == a.spec && owned(c.meta())) {
                     failed = failed.or(self
-                        .apply_derived::<Account>(&key, a.meta(), &owner, json!(a.spec))
+                        .apply_derived::<Account>(
+                            "roster-guest",
+                            &key,
+                            a.meta(),
+                            Some(&owner),
+                            json!(a.spec),
+                        )
                         .await);
                 }
             }
@@ -996,13 +1051,14 @@ impl Worker {
         results
     }
 
-    /// Creates or updates a guest's Person or Account by server-side apply (field manager
-    /// `roster-guest`), owned by the Guest.
+    /// Creates or updates a derived Person or Account (a guest's, owned by the Guest; an
+    /// import's) by server-side apply under `manager`.
     async fn apply_derived<K>(
         &self,
+        manager: &str,
         key: &Key,
         meta: &kube::api::ObjectMeta,
-        owner: &serde_json::Value,
+        owner: Option<&serde_json::Value>,
         spec: serde_json::Value,
     ) -> Option<String>
     where
@@ -1012,18 +1068,24 @@ impl Worker {
             + std::fmt::Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
+        let mut metadata = json!({
+            "name": key.name,
+            "namespace": key.namespace,
+            "labels": meta.labels,
+        });
+        if let Some(a) = &meta.annotations {
+            metadata["annotations"] = json!(a);
+        }
+        if let Some(o) = owner {
+            metadata["ownerReferences"] = o.clone();
+        }
         let doc = json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
-            "metadata": {
-                "name": key.name,
-                "namespace": key.namespace,
-                "labels": meta.labels,
-                "ownerReferences": owner,
-            },
+            "metadata": metadata,
             "spec": spec,
         });
-        let params = PatchParams::apply("roster-guest").force();
+        let params = PatchParams::apply(manager).force();
         match api.patch(&key.name, &params, &Patch::Apply(&doc)).await {
             Ok(_) => None,
             Err(e) => Some(format!("writing {} {key}: {e}", K::kind(&()))),
@@ -1084,6 +1146,7 @@ impl Worker {
                 Kind::Project => site.projects.get(&t.key).map(|o| o.object_ref(&())),
                 Kind::Person => site.people.get(&t.key).map(|o| o.object_ref(&())),
                 Kind::Guest => site.guests.get(&t.key).map(|o| o.object_ref(&())),
+                Kind::ImportSource => site.imports.get(&t.key).map(|(o, _)| o.object_ref(&())),
             };
             if let Some(r) = reference {
                 let e = Event {

@@ -19,7 +19,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Account, FINALIZER, Guest, Person, Project};
+use crate::api::{Account, FINALIZER, Guest, ImportSource, Person, Project};
 use crate::config::Config;
 use crate::plan::Kind;
 use crate::site::Key;
@@ -171,11 +171,13 @@ async fn controllers(
     let projects = controller::<Project>(&client);
     let people = controller::<Person>(&client);
     let guests = controller::<Guest>(&client);
+    let imports = controller::<ImportSource>(&client);
     let stores = converge::Stores {
         accounts: accounts.store(),
         projects: projects.store(),
         people: people.store(),
         guests: guests.store(),
+        imports: imports.store(),
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -217,7 +219,15 @@ async fn controllers(
         .shutdown_on_signal()
         .run(reconcile::<Guest>, error_policy::<Guest>, ctx.clone())
         .for_each(|r| drain("guests", r));
-    tokio::join!(a, p, h, g);
+    let i = imports
+        .shutdown_on_signal()
+        .run(
+            reconcile::<ImportSource>,
+            error_policy::<ImportSource>,
+            ctx.clone(),
+        )
+        .for_each(|r| drain("importsources", r));
+    tokio::join!(a, p, h, g, i);
     Ok(())
 }
 
@@ -313,6 +323,9 @@ impl Declared for Person {
 }
 impl Declared for Guest {
     const KIND: Kind = Kind::Guest;
+}
+impl Declared for ImportSource {
+    const KIND: Kind = Kind::ImportSource;
 }
 
 fn key_of<K: Resource>(obj: &K) -> Key {

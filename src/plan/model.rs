@@ -14,6 +14,7 @@ pub enum Kind {
     Account,
     Project,
     Guest,
+    ImportSource,
 }
 
 impl fmt::Display for Kind {

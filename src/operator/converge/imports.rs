@@ -1,0 +1,436 @@
+//! ImportSources in operator mode: a run when one is due (its interval, or a new value of the
+//! `roster.io/run-requested` annotation), inside the converger's pass — so runs never overlap.
+//! A run writes the Persons and Accounts of its records (server-side apply, field manager
+//! `roster-import`, only what differs), marks the Accounts of records gone from the source
+//! (`roster.io/gone-at` and the grace periods), stores its username counters in the directory,
+//! and reports in status, a report ConfigMap, Events and metrics.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::Worker;
+use crate::api::{
+    Account, DEACTIVATE_AFTER_ANNOTATION, GONE_AT_ANNOTATION, ImportRun, ImportSource,
+    ImportSourceStatus, KeyRef, PURGE_AFTER_ANNOTATION, Person, RUN_REQUESTED_ANNOTATION,
+    ReaderType, RowError as ApiRowError, SOURCE_UID_ANNOTATION, Time,
+};
+use crate::import::read::{self, Row, RowError};
+use crate::ldap::Observed;
+use crate::plan::Cond;
+use crate::site::{Key, Site};
+
+/// The report ConfigMap keeps at most this much (gzip, then base64 in binaryData).
+const REPORT_LIMIT: usize = 512 * 1024;
+/// Default interval between runs.
+const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// When a source's next run is due, and whether it is due now.
+pub fn due(src: &ImportSource, now: jiff::Timestamp) -> (bool, jiff::Timestamp) {
+    let st = src.status.clone().unwrap_or_default();
+    let interval = src
+        .spec
+        .interval
+        .as_deref()
+        .and_then(|i| crate::api::parse_duration(i).ok())
+        .unwrap_or(DEFAULT_INTERVAL);
+    let next = st
+        .last_run
+        .as_ref()
+        .and_then(|r| r.finished_at)
+        .map(|t| t.0 + jiff::SignedDuration::from_secs(interval.as_secs() as i64))
+        .unwrap_or(now);
+    let requested = src
+        .annotations()
+        .get(RUN_REQUESTED_ANNOTATION)
+        .is_some_and(|v| Some(v) != st.last_trigger.as_ref());
+    // A new spec (generation) is a reason to run too.
+    let changed = st.observed_generation != src.metadata.generation;
+    (now >= next || requested || changed, next)
+}
+
+impl Worker {
+    /// A key of a Secret or ConfigMap in the source's namespace, as text.
+    async fn key_ref(&self, ns: &str, r: &KeyRef, secret: bool) -> Result<String, String> {
+        if secret {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            let s = api
+                .get(&r.name)
+                .await
+                .map_err(|e| format!("Secret {ns}/{}: {e}", r.name))?;
+            let bytes = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|b| b.0.clone())
+                .ok_or_else(|| format!("Secret {ns}/{} has no key {}", r.name, r.key))?;
+            read::decode_csv(&bytes)
+                .map(str::to_string)
+                .map_err(|e| e.to_string())
+        } else {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+            let c = api
+                .get(&r.name)
+                .await
+                .map_err(|e| format!("ConfigMap {ns}/{}: {e}", r.name))?;
+            c.data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .cloned()
+                .ok_or_else(|| format!("ConfigMap {ns}/{} has no key {}", r.name, r.key))
+        }
+    }
+
+    /// The source's rows; an unreachable source is an error, never an empty list.
+    async fn read_source(&self, src: &ImportSource) -> Result<(Vec<Row>, Vec<RowError>), String> {
+        let ns = src.namespace().unwrap_or_default();
+        let reader = &src.spec.reader;
+        match reader.type_ {
+            ReaderType::Csv => {
+                let csv = reader.csv.as_ref().ok_or("reader.csv is missing")?;
+                let text = match (&csv.config_map_ref, &csv.secret_ref) {
+                    (Some(r), _) => self.key_ref(&ns, r, false).await?,
+                    (None, Some(r)) => self.key_ref(&ns, r, true).await?,
+                    (None, None) => {
+                        return Err("reader.csv.path works in file mode only; in the cluster use configMapRef or secretRef".into());
+                    }
+                };
+                read::parse_csv(&text, csv).map_err(|e| e.to_string())
+            }
+            ReaderType::Ldap => {
+                let l = reader.ldap.as_ref().ok_or("reader.ldap is missing")?;
+                let password = match &l.bind_password_ref {
+                    Some(r) => Some(self.key_ref(&ns, r, true).await?),
+                    None => None,
+                };
+                let ca = match &l.ca_ref {
+                    Some(r) => Some(self.key_ref(&ns, r, true).await?),
+                    None => None,
+                };
+                let rows = read::read_ldap(l, password.as_deref().map(str::trim), ca.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((rows, vec![]))
+            }
+            ReaderType::Sql => {
+                let s = reader.sql.as_ref().ok_or("reader.sql is missing")?;
+                let dsn = self.key_ref(&ns, &s.dsn_ref, true).await?;
+                let rows = read::read_sql(dsn.trim(), &s.query)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((rows, vec![]))
+            }
+        }
+    }
+
+    /// Runs every ImportSource that is due. Returns the earliest next run.
+    pub(super) async fn run_imports(
+        &mut self,
+        sources: &[Arc<ImportSource>],
+        accounts: &[Arc<Account>],
+        people: &[Arc<Person>],
+        site: &Site,
+        observed: &Observed,
+        now: jiff::Timestamp,
+    ) -> Option<jiff::Timestamp> {
+        let mut wake: Option<jiff::Timestamp> = None;
+        for src in sources {
+            if src.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let (is_due, next) = due(src, now);
+            if !is_due {
+                wake = Some(wake.map_or(next, |w| w.min(next)));
+                continue;
+            }
+            let key = Key::of(src.as_ref());
+            let interval = src
+                .spec
+                .interval
+                .as_deref()
+                .and_then(|i| crate::api::parse_duration(i).ok())
+                .unwrap_or(DEFAULT_INTERVAL);
+            let next = now + jiff::SignedDuration::from_secs(interval.as_secs() as i64);
+            wake = Some(wake.map_or(next, |w| w.min(next)));
+            let mut conds: Vec<Cond> = vec![];
+            let mut run = ImportRun::default();
+            let mut report_lines: Vec<String> = vec![];
+            match self.read_source(src).await {
+                Err(e) => {
+                    conds.push(cond("SourceUnreachable", true, "ReadFailed", e.clone()));
+                    conds.push(cond(
+                        "Ready",
+                        false,
+                        "SourceUnreachable",
+                        format!(
+                            "{e}; nothing imported (an unreachable source is not an empty one)"
+                        ),
+                    ));
+                    self.publish_one(src.as_ref(), EventType::Warning, "ImportFailed", e)
+                        .await;
+                }
+                Ok((rows, errors)) => {
+                    let o = crate::import::engine::run(
+                        src,
+                        &key,
+                        &rows,
+                        &errors,
+                        site,
+                        observed,
+                        &self.config,
+                        now,
+                    );
+                    run = o.run.clone();
+                    report_lines = o.report.clone();
+                    run.error_samples = o
+                        .errors
+                        .iter()
+                        .take(10)
+                        .map(|e| ApiRowError {
+                            row: e.row as i64,
+                            message: e.message.clone(),
+                        })
+                        .collect();
+                    if let Some(why) = &o.aborted {
+                        conds.push(cond("Guarded", true, "RunAborted", why.clone()));
+                        conds.push(cond("Ready", false, "RunAborted", why.clone()));
+                        self.publish_one(
+                            src.as_ref(),
+                            EventType::Warning,
+                            "ImportAborted",
+                            why.clone(),
+                        )
+                        .await;
+                    } else if src.spec.dry_run {
+                        conds.push(cond(
+                            "Ready",
+                            true,
+                            "DryRun",
+                            "dryRun: computed and reported, nothing written".into(),
+                        ));
+                    } else {
+                        let (modified, failures) =
+                            self.write_import(src, &o, accounts, people, now).await;
+                        run.modified = modified as i64;
+                        run.unchanged = (o.accounts.len() as i64
+                            - run.created
+                            - run.reactivated
+                            - run.modified)
+                            .max(0);
+                        if let Some(dir) = self.dir.as_mut() {
+                            for (base, next) in &o.counters {
+                                let cn = crate::import::engine::counter_cn(base);
+                                let dn = format!("cn={cn},{}", self.config.counters_dn());
+                                if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
+                                    tracing::warn!(error = %e, counter = %cn, "a username counter was not stored");
+                                }
+                            }
+                        }
+                        match failures.first() {
+                            Some(f) => conds.push(cond("Ready", false, "WriteFailed", f.clone())),
+                            None => conds.push(cond("Ready", true, "Imported", String::new())),
+                        }
+                        let note = format!(
+                            "{} record(s): {} created, {} modified, {} reactivated, {} gone, {} error(s)",
+                            run.records,
+                            run.created,
+                            run.modified,
+                            run.reactivated,
+                            run.deactivated,
+                            run.errors
+                        );
+                        self.publish_one(src.as_ref(), EventType::Normal, "ImportFinished", note)
+                            .await;
+                    }
+                }
+            }
+            run.finished_at = Some(Time(now));
+            run.report = self.write_report(src, &report_lines).await;
+            let existing = src
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let st = ImportSourceStatus {
+                observed_generation: src.metadata.generation,
+                conditions: crate::operator::status::conditions(
+                    &conds,
+                    &existing,
+                    src.metadata.generation,
+                    now,
+                ),
+                last_run: Some(run),
+                next_run_at: Some(Time(next)),
+                last_trigger: src.annotations().get(RUN_REQUESTED_ANNOTATION).cloned(),
+            };
+            self.metrics.inc(
+                "roster_import_runs_total",
+                "Import runs by outcome.",
+                vec![(
+                    "outcome",
+                    if conds.iter().any(|c| c.type_ == "Ready" && c.status) {
+                        "ok"
+                    } else {
+                        "failed"
+                    }
+                    .into(),
+                )],
+                1.0,
+            );
+            self.write_status(src.as_ref(), src.status.as_ref(), &st)
+                .await;
+        }
+        wake
+    }
+
+    /// Writes a run's objects: the Persons and Accounts of its records where they differ, the
+    /// gone marks. Returns how many records changed and the failures.
+    async fn write_import(
+        &self,
+        src: &ImportSource,
+        o: &crate::import::engine::Outcome,
+        accounts: &[Arc<Account>],
+        people: &[Arc<Person>],
+        now: jiff::Timestamp,
+    ) -> (usize, Vec<String>) {
+        let account_of: BTreeMap<Key, &Arc<Account>> =
+            accounts.iter().map(|a| (Key::of(a.as_ref()), a)).collect();
+        let person_of: BTreeMap<Key, &Arc<Person>> =
+            people.iter().map(|p| (Key::of(p.as_ref()), p)).collect();
+        let mut modified = 0;
+        let mut failures = vec![];
+        let ours = |m: &kube::api::ObjectMeta| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get(SOURCE_UID_ANNOTATION))
+                == Some(&src.spec.source_uid)
+        };
+        for (key, p) in &o.people {
+            let current = person_of.get(key);
+            if current.is_some_and(|c| c.spec == p.spec && ours(c.meta())) {
+                continue;
+            }
+            if let Some(e) = self
+                .apply_derived::<Person>("roster-import", key, p.meta(), None, json!(p.spec))
+                .await
+            {
+                failures.push(e);
+            }
+        }
+        for (key, a) in &o.accounts {
+            let current = account_of.get(key);
+            let gone = current.is_some_and(|c| c.annotations().contains_key(GONE_AT_ANNOTATION));
+            if gone {
+                // Back in the source: no longer gone.
+                let patch = json!({"metadata": {"annotations": {
+                    GONE_AT_ANNOTATION: null, DEACTIVATE_AFTER_ANNOTATION: null, PURGE_AFTER_ANNOTATION: null}}});
+                let api: Api<Account> = Api::namespaced(self.client.clone(), &key.namespace);
+                if let Err(e) = api
+                    .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    failures.push(format!("Account {key}: {e}"));
+                }
+            }
+            if current.is_some_and(|c| c.spec == a.spec && ours(c.meta())) {
+                continue;
+            }
+            if current.is_some() {
+                modified += 1;
+            }
+            if let Some(e) = self
+                .apply_derived::<Account>("roster-import", key, a.meta(), None, json!(a.spec))
+                .await
+            {
+                failures.push(e);
+            }
+        }
+        for key in o.removed.keys() {
+            let Some(current) = account_of.get(key) else {
+                continue;
+            };
+            if current.annotations().contains_key(GONE_AT_ANNOTATION) {
+                continue;
+            }
+            let secs = |d: Option<&std::time::Duration>| d.map(|d| format!("{}s", d.as_secs()));
+            let patch = json!({"metadata": {"annotations": {
+                GONE_AT_ANNOTATION: now.to_string(),
+                DEACTIVATE_AFTER_ANNOTATION: secs(o.deactivate_after.get(key)),
+                PURGE_AFTER_ANNOTATION: secs(o.purge_after.get(key)),
+            }}});
+            let api: Api<Account> = Api::namespaced(self.client.clone(), &key.namespace);
+            if let Err(e) = api
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                failures.push(format!("Account {key}: {e}"));
+            }
+        }
+        (modified, failures)
+    }
+
+    /// The run's report as a ConfigMap `<source>-import-report` (gzip + base64, capped and
+    /// marked when truncated). Returns its name.
+    async fn write_report(&self, src: &ImportSource, lines: &[String]) -> Option<String> {
+        let name = format!("{}-import-report", src.name_any());
+        let ns = src.namespace().unwrap_or_default();
+        let mut text = String::new();
+        let mut truncated = false;
+        for l in lines {
+            if text.len() + l.len() + 1 > REPORT_LIMIT * 8 {
+                truncated = true;
+                break;
+            }
+            text.push_str(l);
+            text.push('\n');
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).ok()?;
+        let mut bytes = gz.finish().ok()?;
+        if bytes.len() > REPORT_LIMIT {
+            bytes.truncate(REPORT_LIMIT);
+            truncated = true;
+        }
+        let doc = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns},
+            "data": {
+                "summary": format!("{} line(s){}", lines.len(), if truncated { " (truncated)" } else { "" }),
+                "truncated": truncated.to_string(),
+            },
+            "binaryData": {"report.txt.gz": base64::engine::general_purpose::STANDARD.encode(&bytes)},
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply("roster-import").force(),
+                &Patch::Apply(&doc),
+            )
+            .await
+        {
+            Ok(_) => Some(name),
+            Err(e) => {
+                tracing::warn!(error = %e, "the import report was not written");
+                None
+            }
+        }
+    }
+}
+
+fn cond(type_: &'static str, status: bool, reason: &str, message: String) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason: reason.into(),
+        message,
+    }
+}
