@@ -1719,3 +1719,85 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
     );
     w.tree.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
+    let w = world("op-supersede", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    let guest = person_account("physics", "shost", "")
+        + "\n---\napiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {name: vera, namespace: physics}\nspec:\n  type: Personal\n  host: shost\n  validUntil: \"2099-01-01\"\n  person: {givenName: Vera, familyName: Visitor, email: vera@uni.example.org}\n  account: {username: vvisit}\n";
+    // (A validity far ahead: the 12-month rule refuses it, so give one within a year.)
+    let valid = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 100))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let guest = guest.replace("2099-01-01", &valid);
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&guest))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 2);
+    let uid = ldap_entries(&w.tree, "(uid=vvisit)").await[0].attrs["uidNumber"].clone();
+    let import = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: staff, namespace: physics}\ndata:\n  staff.csv: |\n    id,first,last,mail\n    9,Vera,Visitor,vera@uni.example.org\n---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {name: staff, namespace: physics}\nspec:\n  sourceUID: op-staff\n  reader:\n    type: Csv\n    csv: {configMapRef: {name: staff, key: staff.csv}}\n  mapping: {id: employeeNumber, first: givenName, last: familyName, mail: email}\n  recordUID: <employeeNumber>\n  usernameScheme: {template: \"<:lower><firstname>[0]<lastname>\"}\n";
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(import))
+            .status
+            .success()
+    );
+    wait_for("the guest superseded", || {
+        w.get(&[
+            "get",
+            "guest",
+            "vera",
+            "-n",
+            "physics",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Superseded\")].status}",
+        ]) == "True"
+    });
+    wait_ldap(
+        &w.tree,
+        "the import's record on the account",
+        "(uid=vvisit)",
+        |e| {
+            e[0].attrs
+                .get("rosterRecordUID")
+                .is_some_and(|v| v == &["9"])
+        },
+    )
+    .await;
+    let owners = w.get(&[
+        "get",
+        "account",
+        "vera",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
+    assert!(owners.trim().is_empty(), "no longer the Guest's: {owners}");
+    // The guest goes; the account stays, active, with its uid.
+    let d = w.kubectl(
+        &[
+            "delete",
+            "guest",
+            "vera",
+            "-n",
+            "physics",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e = &ldap_entries(&w.tree, "(uid=vvisit)").await[0];
+    assert_eq!(e.attrs["uidNumber"], uid);
+    assert!(!e.attrs.contains_key("pwdAccountLockedTime") && !e.attrs.contains_key("rosterGoneAt"));
+    assert!(
+        w.kubectl(&["get", "account", "vera", "-n", "physics"], None)
+            .status
+            .success()
+    );
+    w.tree.cleanup().await;
+}

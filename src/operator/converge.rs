@@ -195,7 +195,14 @@ impl Worker {
         let guest_keys: std::collections::BTreeSet<Key> =
             guests.iter().map(|g| Key::of(g.as_ref())).collect();
         // The Guest a Person or Account was derived from (its label), if that Guest exists.
+        // (An object an import took over from a guest is the import's now.)
         let derived = |m: &kube::api::ObjectMeta| -> Option<bool> {
+            if m.annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::api::SOURCE_UID_ANNOTATION))
+            {
+                return None;
+            }
             let name = m.labels.as_ref()?.get(crate::guest::GUEST_LABEL)?;
             let ns = m.namespace.clone().unwrap_or_default();
             Some(guest_keys.contains(&Key::new(ns, name)))
@@ -300,7 +307,7 @@ impl Worker {
             }
             guest_map.insert(key, (**g).clone());
         }
-        let expansion = crate::guest::expand(
+        let mut expansion = crate::guest::expand(
             &guest_map,
             &site,
             &self.config,
@@ -308,6 +315,16 @@ impl Worker {
             &known,
             &guest_deleting,
         );
+        // A guest whose person an import brought is superseded; its account is the import's.
+        let imported: std::collections::BTreeSet<(String, String)> = accounts
+            .iter()
+            .filter(|a| {
+                a.annotations()
+                    .contains_key(crate::api::SOURCE_UID_ANNOTATION)
+            })
+            .map(|a| (a.namespace().unwrap_or_default(), a.spec.username.clone()))
+            .collect();
+        expansion.supersede(&guest_map, &imported);
         expansion.merge_into(&mut site, &mut removed, &mut purge_after);
         site.guests = guest_map.clone();
         // Only a pass that finishes says what it left in the directory.
@@ -543,10 +560,15 @@ impl Worker {
                     .get(&key)
                     .map(|g: &Guest| g.spec.account.username.clone())
                     .unwrap_or_default();
-                let done = after
-                    .accounts
-                    .get(&username)
-                    .is_none_or(|e| e.first("rosterState") == Some("Deactivated"));
+                let superseded = expansion
+                    .outcomes
+                    .get(&key)
+                    .is_some_and(|o| o.conditions.iter().any(|c| c.type_ == "Superseded"));
+                let done = superseded
+                    || after
+                        .accounts
+                        .get(&username)
+                        .is_none_or(|e| e.first("rosterState") == Some("Deactivated"));
                 let failed = if done {
                     release::<Guest>(&self.client, &self.stores.guests, &key)
                         .await

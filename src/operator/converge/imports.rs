@@ -312,6 +312,41 @@ impl Worker {
                 .and_then(|a| a.get(SOURCE_UID_ANNOTATION))
                 == Some(&src.spec.source_uid)
         };
+        // Taken over from a guest: no longer the Guest's (its deletion must not take them).
+        let release_guest = json!({"metadata": {"ownerReferences": null, "labels": {crate::guest::GUEST_LABEL: null}}});
+        for key in o.people.keys() {
+            let from_guest = |m: &kube::api::ObjectMeta| {
+                m.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(crate::guest::GUEST_LABEL))
+            };
+            if person_of.get(key).is_some_and(|p| from_guest(p.meta())) {
+                let api: Api<Person> = Api::namespaced(self.client.clone(), &key.namespace);
+                if let Err(e) = api
+                    .patch(
+                        &key.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&release_guest),
+                    )
+                    .await
+                {
+                    failures.push(format!("Person {key}: {e}"));
+                }
+            }
+            if account_of.get(key).is_some_and(|a| from_guest(a.meta())) {
+                let api: Api<Account> = Api::namespaced(self.client.clone(), &key.namespace);
+                if let Err(e) = api
+                    .patch(
+                        &key.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&release_guest),
+                    )
+                    .await
+                {
+                    failures.push(format!("Account {key}: {e}"));
+                }
+            }
+        }
         for (key, p) in &o.people {
             let current = person_of.get(key);
             if current.is_some_and(|c| c.spec == p.spec && ours(c.meta())) {
