@@ -138,17 +138,25 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     print_guests(&guests, args.output);
     if !apply {
         // Slurm is planned against the directory as the LDAP changes would leave it.
-        let simulated = if config.slurm.is_some() || config.gold.is_some() {
+        // Without Slurm or Gold there is nothing to plan after the directory: no copy of it,
+        // no second plan (at 100,000 entries that is most of the memory).
+        let backends = config.slurm.is_some() || config.gold.is_some();
+        let simulated = if backends {
             simulate(&observed, &first, config.uid_range, config.gid_range)
         } else {
-            observed.clone()
+            crate::ldap::Observed::default()
         };
-        let after_plan = plan(&site, &simulated, now, &policy);
+        let simulated = if backends { &simulated } else { &observed };
+        let after_plan = if backends {
+            plan(&site, simulated, now, &policy)
+        } else {
+            crate::plan::Plan::default()
+        };
         let slurm = match crate::slurm::converge(
             &config,
             &mut dir,
             &site,
-            &simulated,
+            simulated,
             &after_plan,
             now,
             true,
@@ -158,7 +166,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        let gold = crate::gold::converge(&config, &site, &simulated, &after_plan, now, true)
+        let gold = crate::gold::converge(&config, &site, simulated, &after_plan, now, true)
             .await
             .map_err(|e| e.to_string());
         print_plan(&first, &slurm, &gold, args.output);
