@@ -848,6 +848,15 @@ mod tracer {
     use serde::de::value::{Error, StrDeserializer};
     use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
+    /// Every number is asked for as a u64 (a 1 fits every field).
+    macro_rules! numbers_as_u64 {
+        ($($method:ident)*) => {
+            $(fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                v.visit_u64(1)
+            })*
+        };
+    }
+
     pub struct Tracer<'a> {
         pub path: String,
         pub keys: &'a RefCell<BTreeSet<String>>,
@@ -925,30 +934,10 @@ mod tracer {
             char str string bytes byte_buf identifier ignored_any map unit_struct tuple
             tuple_struct
         }
-        fn deserialize_i8<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_i16<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_i32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_u8<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_u16<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_u32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_u64(v)
-        }
-        fn deserialize_f32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-            self.deserialize_f64(v)
-        }
+        numbers_as_u64!(
+            deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_u8
+            deserialize_u16 deserialize_u32 deserialize_f32
+        );
     }
 
     /// A struct's fields, each with a traced value.
