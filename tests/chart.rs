@@ -674,6 +674,49 @@ fn notes_say_what_to_do_next() {
     }
 }
 
+/// The Grafana dashboard is valid JSON, queries only metrics the operator exports (each name
+/// appears as a string in `src/`), and ships unchanged in its ConfigMap.
+#[test]
+fn the_dashboard_queries_real_metrics() {
+    let text = std::fs::read_to_string(chart_dir().join("dashboards/roster.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboards/roster.json parses");
+    let mut sources = String::new();
+    let mut dirs = vec![repo_root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                sources += &std::fs::read_to_string(p).unwrap();
+            }
+        }
+    }
+    let metric = regex::Regex::new(r"roster_[a-z_]+").unwrap();
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            queried.extend(metric.find_iter(expr).map(|m| m.as_str().to_string()));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for m in &queried {
+        assert!(
+            sources.contains(&format!("\"{m}\"")),
+            "the dashboard queries {m}, which the operator does not export"
+        );
+    }
+    let values = Some(chart_dir().join("ci/all-features-values.yaml"));
+    let docs = render(&values);
+    let cm = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["data"]["roster.json"].is_string())
+        .expect("the dashboard ConfigMap");
+    let shipped: Value = serde_json::from_str(cm["data"]["roster.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard);
+}
+
 /// Every example manifest is admitted by the CRD schemas and their CEL rules, as the API
 /// server would admit it.
 #[test]
