@@ -663,7 +663,7 @@ fn notes_say_what_to_do_next() {
     for needle in [
         "create secret generic roster-ldap",
         "roster ldap-schema",
-        "kubectl apply --server-side -f crds/",
+        "kubectl apply --server-side --force-conflicts -f crds/",
         "kubectl get accounts -A",
         "placeholder",
     ] {
