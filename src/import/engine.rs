@@ -521,20 +521,10 @@ pub fn run(
             .unwrap_or(Duration::from_secs(90 * 86_400))
     };
     for (r, u, e) in gone {
-        let Some((_, [_, ns, kind, name])) = e
-            .owner()
-            .map(|o| {
-                let parts: Vec<&str> = o.splitn(4, '/').collect();
-                (o, parts)
-            })
-            .and_then(|(o, p)| <[&str; 4]>::try_from(p).ok().map(|a| (o, a)))
-        else {
+        let Some(name) = owner_of(e) else {
             continue;
         };
-        if kind != "Account" {
-            continue;
-        }
-        let k = Key::new(ns, name);
+        let k = Key::new(&key.namespace, name);
         out.removed.insert(k.clone(), DeletionPolicy::Deactivate);
         out.purge_after.insert(k.clone(), deletion);
         if grace.deactivation > 0 {

@@ -230,9 +230,8 @@ impl Worker {
                     }
                     deleting.push((Kind::Account, key));
                 }
-            } else if let Some(gone) = a.annotations().get(crate::api::GONE_AT_ANNOTATION) {
+            } else if a.annotations().contains_key(crate::api::GONE_AT_ANNOTATION) {
                 // An imported record gone from its source: removed with the source's grace.
-                let _ = gone;
                 removed.insert(key.clone(), DeletionPolicy::Deactivate);
                 let after = |k: &str| {
                     a.annotations()
@@ -349,13 +348,11 @@ impl Worker {
         let import_wake = self
             .run_imports(&imports, &accounts, &people, &site, &observed, now)
             .await;
-        for (k, (s, _)) in imports.iter().map(|s| {
-            (
+        for s in &imports {
+            site.imports.insert(
                 Key::of(s.as_ref()),
                 ((**s).clone(), std::path::PathBuf::new()),
-            )
-        }) {
-            site.imports.insert(k, (s, std::path::PathBuf::new()));
+            );
         }
         let policy = Policy {
             removed,
@@ -540,9 +537,7 @@ impl Worker {
             outcome.objects.insert((Kind::Person, key), ctx.result(&s));
         }
         for (key, result) in self
-            .write_guests(
-                &guests, &accounts, &people, &expansion, &last, &after, &ctx, now,
-            )
+            .write_guests(&guests, &accounts, &people, &expansion, &last, &after, now)
             .await
         {
             outcome.objects.insert((Kind::Guest, key), result);
@@ -891,7 +886,6 @@ impl Worker {
         expansion: &crate::guest::Expansion,
         last: &Plan,
         after: &Observed,
-        ctx: &StatusCtx<'_>,
         now: jiff::Timestamp,
     ) -> BTreeMap<Key, ObjectResult> {
         let mut results = BTreeMap::new();
@@ -1060,7 +1054,6 @@ impl Worker {
                     })
                     .unwrap_or_default(),
             };
-            let _ = ctx;
             self.write_status(g.as_ref(), g.status.as_ref(), &st).await;
             results.insert(
                 key,
