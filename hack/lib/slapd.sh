@@ -3,6 +3,7 @@
 #
 # Usage:
 #   hack/lib/slapd.sh start  --dir DIR --port PORT --base DN [--password-file FILE] [--bare]
+#                            [--ldaps-port PORT2]
 #   hack/lib/slapd.sh stop   --dir DIR
 #   hack/lib/slapd.sh status --dir DIR        # exit 0 if running and answering, 1 otherwise
 #   hack/lib/slapd.sh ldapi-uri --dir DIR     # print the (url-encoded) ldapi:// URL of DIR
@@ -17,6 +18,17 @@
 #         generated (mode 0600) when missing. Changing FILE's content later updates the rootPW.
 #         --bare leaves out Roster's schema (roster.ldif) and openssh-lpk: a directory Roster
 #         must refuse. The base DN and --bare are fixed when the instance is created.
+#         --ldaps-port also listens on ldaps://127.0.0.1:PORT2/ (TLS from the start).
+#
+# TLS: every instance offers StartTLS on its ldap:// port. On first use openssl generates a
+# self-signed CA (DIR/tls/ca.pem, key ca.key) and a server certificate for IP 127.0.0.1 and
+# DNS localhost signed by it (DIR/tls/server.pem, key server.key; EC P-256 in PKCS#8, which
+# Debian's GnuTLS-built slapd reads; keys mode 0600, readable by the uid running slapd), and
+# cn=config names them (olcTLSCACertificateFile, olcTLSCertificateFile,
+# olcTLSCertificateKeyFile). An instance created before TLS existed gets them at its next
+# start call: changed in the running slapd over ldapi (no restart), or offline (slapmodify)
+# when it is stopped. Clients verify the server with DIR/tls/ca.pem (for OpenLDAP's tools:
+# LDAPTLS_CACERT=DIR/tls/ca.pem ldapsearch -ZZ ...). Plain LDAP stays allowed.
 # stop    Stops the instance by the PID in DIR/slapd.pid after checking it is this instance's
 #         slapd (/proc/PID/comm and command line), and waits until it is gone.
 #
@@ -51,7 +63,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 
 install_packages() {
     local missing=0 bin
-    for bin in slapd slapadd slappasswd ldapsearch ldapadd ldapmodify; do
+    for bin in slapd slapadd slapmodify slappasswd ldapsearch ldapadd ldapmodify openssl; do
         command -v "$bin" >/dev/null 2>&1 || missing=1
     done
     ((missing)) || return 0
@@ -75,8 +87,8 @@ install_packages() {
     fi
     "${sudo[@]}" apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends slapd ldap-utils
-    for bin in slapd slapadd slappasswd ldapsearch ldapadd ldapmodify; do
+        apt-get install -y --no-install-recommends slapd ldap-utils openssl
+    for bin in slapd slapadd slapmodify slappasswd ldapsearch ldapadd ldapmodify openssl; do
         command -v "$bin" >/dev/null 2>&1 || die "$bin still missing after install"
     done
 }
@@ -150,6 +162,91 @@ ensure_password_file() {
 sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------------------------------------
+# TLS
+
+# A fresh random serial number for a certificate.
+cert_serial() { printf '0x%s' "$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"; }
+
+# Generates DIR/tls (CA and server certificate) unless it is complete. Call under the lock.
+ensure_tls_files() {
+    local dir=$1 tls=$1/tls
+    [[ -s $tls/ca.pem && -s $tls/server.pem && -s $tls/server.key ]] && return 0
+    log "generating a CA and a server certificate for 127.0.0.1/localhost in $tls"
+    rm -rf "$tls.new"
+    mkdir -m 0700 "$tls.new"
+    if ! (
+        umask 077
+        cd "$tls.new"
+        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout ca.key -out ca.pem -days 3650 -set_serial "$(cert_serial)" \
+            -subj "/O=Roster development/CN=Roster dev CA $(date -u +%Y%m%d%H%M%S)" \
+            -addext 'basicConstraints=critical,CA:TRUE' \
+            -addext 'keyUsage=critical,keyCertSign,cRLSign'
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout server.key -out server.csr -subj '/O=Roster development/CN=127.0.0.1'
+        printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' \
+            'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+            'extendedKeyUsage=serverAuth' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial "$(cert_serial)" \
+            -days 825 -extfile server.ext -out server.pem
+        rm -f server.csr server.ext
+        chmod 0644 ca.pem server.pem
+    ) >"$dir/openssl.log" 2>&1; then
+        cat "$dir/openssl.log" >&2
+        die "generating TLS certificates in $tls.new failed"
+    fi
+    rm -rf "$tls"
+    mv "$tls.new" "$tls"
+}
+
+# The cn=config attributes naming DIR/tls.
+tls_attrs() {
+    printf 'olcTLSCACertificateFile: %s/tls/ca.pem\n' "$1"
+    printf 'olcTLSCertificateFile: %s/tls/server.pem\n' "$1"
+    printf 'olcTLSCertificateKeyFile: %s/tls/server.key\n' "$1"
+}
+
+# The same as one modification of cn=config (certificate and key change together).
+tls_modify_ldif() {
+    local attr sep=""
+    printf 'dn: cn=config\nchangetype: modify\n'
+    while IFS= read -r attr; do
+        printf '%sreplace: %s\n%s\n' "$sep" "${attr%%:*}" "$attr"
+        sep=$'-\n'
+    done < <(tls_attrs "$1")
+}
+
+# True when cn=config (as slapd last wrote it) names DIR/tls and the files exist.
+tls_configured() {
+    local dir=$1 conf=$1/slapd.d/cn=config.ldif unfolded attr
+    [[ -s $dir/tls/ca.pem && -s $dir/tls/server.pem && -s $dir/tls/server.key && -r $conf ]] ||
+        return 1
+    # Undo LDIF line folding, then look for each attribute.
+    unfolded=$(sed -e ':a' -e 'N' -e '$!ba' -e 's/\n //g' "$conf")
+    while IFS= read -r attr; do
+        grep -qxF "$attr" <<<"$unfolded" || return 1
+    done < <(tls_attrs "$dir")
+}
+
+# Makes the instance offer TLS with DIR/tls: in the running slapd over ldapi, or offline.
+# Call under the lock.
+ensure_tls() {
+    local dir=$1
+    ensure_tls_files "$dir"
+    tls_configured "$dir" && return 0
+    if running_pid "$dir" >/dev/null; then
+        log "enabling TLS in the running slapd of $dir (CA $dir/tls/ca.pem)"
+        tls_modify_ldif "$dir" |
+            ldap_tool ldapmodify -Q -Y EXTERNAL -H "$(ldapi_uri_for "$dir")" >/dev/null ||
+            die "cn=config refused the TLS settings (see $dir/slapd.log)"
+    else
+        log "enabling TLS in the configuration of $dir (CA $dir/tls/ca.pem)"
+        tls_modify_ldif "$dir" | slapmodify -n0 -F "$dir/slapd.d" >>"$dir/slapadd.log" 2>&1 ||
+            { tail -n 5 "$dir/slapadd.log" >&2; die "slapmodify of the TLS settings failed"; }
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Instance creation
 
 # LDIF for the suffix entry, from the first RDN of the base DN.
@@ -197,6 +294,7 @@ cn: config
 olcPidFile: $dir/slapd.pid
 olcArgsFile: $dir/slapd.args
 olcLogLevel: none
+$(tls_attrs "$dir")
 
 dn: cn=module{0},cn=config
 objectClass: olcModuleList
@@ -283,6 +381,7 @@ create_instance() {
     # A previous creation that did not finish leaves no instance.conf: start over.
     rm -rf "$dir/slapd.d" "$dir/data" "$dir/config.ldif" "$dir/base.ldif"
     mkdir -p "$dir/slapd.d" "$dir/data"
+    ensure_tls_files "$dir"
     (
         umask 077
         config_ldif "$dir" "$base" "$bare" "$(slappasswd -s "$pw")" >"$dir/config.ldif"
@@ -317,11 +416,12 @@ sync_root_password() {
 # Commands
 
 cmd_start() {
-    local dir="" port="" base="" pwfile="" bare=0
+    local dir="" port="" base="" pwfile="" bare=0 ldaps_port=""
     while (($#)); do
         case $1 in
             --dir) dir=${2:?--dir needs a value}; shift 2 ;;
             --port) port=${2:?--port needs a value}; shift 2 ;;
+            --ldaps-port) ldaps_port=${2:?--ldaps-port needs a value}; shift 2 ;;
             --base) base=${2:?--base needs a value}; shift 2 ;;
             --password-file) pwfile=${2:?--password-file needs a value}; shift 2 ;;
             --bare) bare=1; shift ;;
@@ -329,7 +429,12 @@ cmd_start() {
         esac
     done
     [[ -n $dir && -n $port && -n $base ]] || die "start needs --dir, --port and --base"
-    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then die "bad port: $port"; fi
+    local p
+    for p in "$port" ${ldaps_port:+"$ldaps_port"}; do
+        if ! [[ $p =~ ^[0-9]+$ ]] || ((p < 1 || p > 65535)); then die "bad port: $p"; fi
+    done
+    local urls="ldap://127.0.0.1:$port/"
+    [[ -z $ldaps_port ]] || urls+=" ldaps://127.0.0.1:$ldaps_port/"
 
     mkdir -p "$dir"
     chmod 0700 "$dir"
@@ -340,11 +445,12 @@ cmd_start() {
     ensure_password_file "$pwfile"
 
     # Fast path: already running and answering.
-    if [[ -e $dir/instance.conf ]] && running_pid "$dir" >/dev/null && answers "$port"; then
+    if [[ -e $dir/instance.conf ]] && running_pid "$dir" >/dev/null && answers "$port" &&
+        tls_configured "$dir"; then
         # shellcheck source=/dev/null
         . "$dir/instance.conf"
         check_params "$dir" "$base" "$bare"
-        check_port "$dir" "$port"
+        check_port "$dir" "$urls"
         sync_root_password "$dir" "$pwfile"
         return 0
     fi
@@ -361,19 +467,20 @@ cmd_start() {
     # shellcheck source=/dev/null
     . "$dir/instance.conf"
     check_params "$dir" "$base" "$bare"
+    ensure_tls "$dir"
 
     local pid
     if pid=$(running_pid "$dir"); then
-        check_port "$dir" "$port"
+        check_port "$dir" "$urls"
     else
         rm -f "$dir/slapd.pid" "$sock"
         # Foreground (-d) under setsid rather than slapd's own daemon mode: in daemon mode its
         # errors (e.g. "bind failed ... Address already in use") go only to syslog.
-        printf '=== %s start port %s\n' "$(date -u +%FT%TZ)" "$port" >>"$dir/slapd.log"
+        printf '=== %s start %s\n' "$(date -u +%FT%TZ)" "$urls" >>"$dir/slapd.log"
         (
             close_fds
             exec setsid slapd -d "${ROSTER_SLAPD_DEBUG:-none}" -F "$dir/slapd.d" \
-                -h "ldap://127.0.0.1:$port/ $(ldapi_uri_for "$dir")"
+                -h "$urls $(ldapi_uri_for "$dir")"
         ) </dev/null >>"$dir/slapd.log" 2>&1 &
     fi
 
@@ -401,11 +508,14 @@ check_params() {
         die "$dir was created with base '$INSTANCE_BASE' bare=$INSTANCE_BARE, not base '$base' bare=$bare; stop it and remove the directory"
 }
 
+# Dies unless DIR's running slapd listens on each of URLS (as started).
 check_port() {
-    local dir=$1 port=$2 pid
+    local dir=$1 urls=$2 pid url
     pid=$(running_pid "$dir") || return 0
-    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF "ldap://127.0.0.1:$port/" ||
-        die "$dir's slapd (pid $pid) runs on another port than $port; stop it first"
+    for url in $urls; do
+        tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF "$url" ||
+            die "$dir's slapd (pid $pid) does not listen on $url; stop it first"
+    done
 }
 
 cmd_stop() {
