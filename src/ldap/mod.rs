@@ -58,7 +58,7 @@ pub enum DirectoryError {
     Unreachable { uri: String, message: String },
     #[error("the directory refused the bind as {dn}: {message}")]
     Bind { dn: String, message: String },
-    #[error("TLS setup for {uri}: {message}")]
+    #[error("TLS to {uri}: {message}")]
     Tls { uri: String, message: String },
     #[error(
         "the directory lacks Roster's LDAP schema (missing: {}); print it with `roster ldap-schema` and load it, e.g. `roster ldap-schema | ldapadd -Y EXTERNAL -H ldapi:///` (an outdated one: replace its olcAttributeTypes and olcObjectClasses in cn=config with ldapmodify)",
@@ -101,10 +101,7 @@ impl Directory {
         let password = config.bind_password()?;
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &uri)
             .await
-            .map_err(|e| DirectoryError::Unreachable {
-                uri: uri.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| connect_error(config, &uri, e))?;
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
         let bind = ldap
@@ -284,6 +281,57 @@ fn class_attributes(def: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Why connecting failed: the server's certificate refused (saying what it was checked
+/// against), StartTLS refused, or the directory not reached at all.
+fn connect_error(config: &Config, uri: &str, e: ldap3::LdapError) -> DirectoryError {
+    use rustls::CertificateError as C;
+    let tls = |message: String| DirectoryError::Tls {
+        uri: uri.to_string(),
+        message,
+    };
+    let refused = match &e {
+        ldap3::LdapError::Io { source } => source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    if let Some(refused) = refused {
+        let trust = match &config.ldap.tls.ca_file {
+            Some(ca) => format!(
+                "the CA(s) in ldap.tls.caFile {}",
+                config.resolve(ca).display()
+            ),
+            None => "the system's trusted CAs (ldap.tls.caFile is not set)".to_string(),
+        };
+        return tls(match refused {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
+                "the server's certificate is not signed by {trust}; the bind password was not sent ({refused})"
+            ),
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => format!(
+                "the server's certificate is not valid for the host in ldap.uri; the bind password was not sent ({refused})"
+            ),
+            _ => {
+                format!("the server's certificate was refused (checked against {trust}): {refused}")
+            }
+        });
+    }
+    match e {
+        ldap3::LdapError::LdapResult { result } if config.ldap.tls.mode == TlsMode::StartTls => {
+            tls(format!(
+                "the server refused StartTLS (result code {}: {})",
+                result.rc, result.text
+            ))
+        }
+        ldap3::LdapError::Rustls { .. } | ldap3::LdapError::DNSName { .. } => tls(e.to_string()),
+        e => DirectoryError::Unreachable {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        },
+    }
 }
 
 /// A rustls client configuration trusting exactly the CAs in `ca_file`.
