@@ -157,6 +157,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             return json_response(200, &json!({"closed": true}));
         }
         ["_roster", "writes"] => return json_response(200, &json!(shared.writes())),
+        ["_roster", "faults"] => return json_response(200, &shared.faults.report()),
+        ["_roster", "conflict-every", n] => {
+            let Ok(n) = n.parse::<u64>() else {
+                return error(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "conflict-every needs a number",
+                ));
+            };
+            shared
+                .faults
+                .conflict_every
+                .store(n, std::sync::atomic::Ordering::SeqCst);
+            return json_response(200, &shared.faults.report());
+        }
         _ => {}
     }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
@@ -244,6 +259,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
     let strict = param(&q, "fieldValidation") == Some("Strict");
     let ns = target.ns.clone().unwrap_or_default();
+    if (method == Method::PUT || method == Method::PATCH)
+        && target.sub.as_deref() == Some("status")
+        && shared.faults.conflict_now()
+    {
+        // Test hook: as if someone had written the object since the client read it.
+        return error(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                ty.qualified(),
+                target.name.as_deref().unwrap_or("")
+            ),
+        ));
+    }
     let response = match (&method, &target.name) {
         (&Method::GET, None) => {
             if matches!(param(&q, "watch"), Some("true" | "1")) {
@@ -604,6 +634,10 @@ fn watch(
                     )
                     .status();
                     w.pending.push_back(line("ERROR", &status));
+                    w.shared
+                        .faults
+                        .gone
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     w.done = true;
                     continue;
                 }

@@ -26,6 +26,47 @@ pub struct Shared {
     close: tokio::sync::watch::Sender<u64>,
     /// While true, open watches deliver nothing (tests use it to make a watcher fall behind).
     paused: tokio::sync::watch::Sender<bool>,
+    /// Injected faults (test hooks): see [`Faults`].
+    pub faults: Faults,
+}
+
+/// Faults the server injects on request (test hooks, not in a real server): every Nth status
+/// write is refused with `409 Conflict` as if the object had changed underneath, and the `410
+/// Gone` answers that watches got are counted, so a test can show a client retried and relisted.
+#[derive(Default)]
+pub struct Faults {
+    /// Refuse every Nth write to a status subresource with 409 (0: never).
+    pub conflict_every: std::sync::atomic::AtomicU64,
+    /// Status writes seen so far (the Nth is counted here).
+    status_writes: std::sync::atomic::AtomicU64,
+    /// 409s injected so far.
+    pub conflicts: std::sync::atomic::AtomicU64,
+    /// Watches ended with 410 Gone (an expired resourceVersion) so far.
+    pub gone: std::sync::atomic::AtomicU64,
+}
+
+impl Faults {
+    /// Counts a status write; true when this one is to be refused with 409.
+    pub fn conflict_now(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let every = self.conflict_every.load(SeqCst);
+        let n = self.status_writes.fetch_add(1, SeqCst) + 1;
+        if every > 0 && n.is_multiple_of(every) {
+            self.conflicts.fetch_add(1, SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// `{"conflictEvery": N, "conflicts": …, "gone": …}` for `GET /_roster/faults`.
+    pub fn report(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::SeqCst;
+        serde_json::json!({
+            "conflictEvery": self.conflict_every.load(SeqCst),
+            "conflicts": self.conflicts.load(SeqCst),
+            "gone": self.gone.load(SeqCst),
+        })
+    }
 }
 
 impl Shared {
@@ -35,6 +76,7 @@ impl Shared {
             changed: tokio::sync::watch::channel(0).0,
             close: tokio::sync::watch::channel(0).0,
             paused: tokio::sync::watch::channel(false).0,
+            faults: Faults::default(),
         }
     }
 

@@ -8,6 +8,7 @@ async fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let mut bind: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let mut kubeconfig: Option<String> = None;
+    let mut conflict_every = 0u64;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bind" => match args.next().and_then(|v| v.parse().ok()) {
@@ -15,6 +16,11 @@ async fn main() -> std::process::ExitCode {
                 None => return usage("--bind needs HOST:PORT"),
             },
             "--kubeconfig" => kubeconfig = args.next(),
+            // Test hook: every Nth status write is refused with 409 Conflict.
+            "--conflict-every" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => conflict_every = n,
+                None => return usage("--conflict-every needs a number"),
+            },
             "-h" | "--help" => return usage(""),
             other => return usage(&format!("unknown argument {other}")),
         }
@@ -29,6 +35,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    server
+        .shared
+        .faults
+        .conflict_every
+        .store(conflict_every, std::sync::atomic::Ordering::SeqCst);
     if let Some(path) = kubeconfig
         && let Err(e) = std::fs::write(&path, server.kubeconfig())
     {
@@ -44,7 +55,9 @@ fn usage(problem: &str) -> std::process::ExitCode {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
-    eprintln!("usage: roster-fake-apiserver [--bind 127.0.0.1:PORT] [--kubeconfig FILE]");
+    eprintln!(
+        "usage: roster-fake-apiserver [--bind 127.0.0.1:PORT] [--kubeconfig FILE] [--conflict-every N]"
+    );
     if problem.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {

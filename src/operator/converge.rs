@@ -330,7 +330,7 @@ impl Worker {
         let seen = self.seen.take();
         let observed = match self.observe().await {
             Ok(o) => o,
-            Err(e) => return self.unavailable(e),
+            Err(e) => return self.unavailable(e).await,
         };
         let config = self.config.clone();
         // Imports that are due run now (never two at once: the pass is sequential); what
@@ -388,7 +388,7 @@ impl Worker {
         } else {
             match self.observe().await {
                 Ok(o) => o,
-                Err(e) => return self.unavailable(e),
+                Err(e) => return self.unavailable(e).await,
             }
         };
         let last = plan(&site, &after, now, &policy);
@@ -1299,8 +1299,9 @@ impl Worker {
         }
     }
 
-    fn unavailable(&self, e: String) -> PassOutcome {
+    async fn unavailable(&self, e: String) -> PassOutcome {
         tracing::warn!(error = %e, "the directory is unavailable; nothing was written");
+        self.say_unavailable(&e).await;
         self.metrics.inc(
             "roster_backend_operations_total",
             "Backend operations by backend, operation and outcome.",
@@ -1315,6 +1316,50 @@ impl Worker {
             error: Some(e),
             ..Default::default()
         }
+    }
+
+    /// The directory cannot be read: every declared object's `LdapSynced` and `Ready` say so
+    /// (the rest of its status stays as the last pass left it), until a pass gets through.
+    async fn say_unavailable(&self, e: &str) {
+        let now = self.clock.now();
+        let conds = [
+            Cond {
+                type_: "LdapSynced",
+                status: false,
+                reason: "DirectoryUnavailable".into(),
+                message: e.to_string(),
+            },
+            Cond {
+                type_: "Ready",
+                status: false,
+                reason: "DirectoryUnavailable".into(),
+                message: e.to_string(),
+            },
+        ];
+        let merged = |existing: &[Condition], generation: Option<i64>| {
+            let mut out: Vec<Condition> = existing
+                .iter()
+                .filter(|c| c.type_ != "LdapSynced" && c.type_ != "Ready")
+                .cloned()
+                .collect();
+            out.extend(status::conditions(&conds, existing, generation, now));
+            out
+        };
+        macro_rules! mark {
+            ($store:ident) => {
+                for o in self.stores.$store.state() {
+                    if o.meta().deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let mut st = o.status.clone().unwrap_or_default();
+                    st.conditions = merged(&st.conditions, o.metadata.generation);
+                    self.write_status(o.as_ref(), o.status.as_ref(), &st).await;
+                }
+            };
+        }
+        mark!(accounts);
+        mark!(projects);
+        mark!(people);
     }
 
     fn count_operations(&self, first: &Plan, report: &crate::ldap::ApplyReport) {
