@@ -190,13 +190,34 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
             return fail(format!("storing the username counter {cn}: {e}"));
         }
     }
-    // The directory is the truth: report the state it now holds.
-    let after = match dir
-        .observe(&config.ldap.base_dn, config.ldap.page_size)
-        .await
-    {
-        Ok(o) => o,
-        Err(e) => return fail(format!("applied, but re-reading the directory failed: {e}")),
+    // The directory is the truth: report the state it now holds (re-read only when
+    // something was written; an unchanged directory is what was just observed).
+    // (A failed or lost operation may have written part of its work: re-read then too.)
+    let wrote = !report.done.is_empty()
+        || !report.failed.is_empty()
+        || !report.lost_races.is_empty()
+        || !counters.is_empty();
+    let after = if !wrote {
+        observed
+    } else {
+        match dir
+            .observe(&config.ldap.base_dn, config.ldap.page_size)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // Say what was written and what failed before the directory went away.
+                print_apply(
+                    &first,
+                    &report,
+                    &Plan::default(),
+                    &SlurmReport::default(),
+                    &Ok(crate::gold::Report::default()),
+                    args.output,
+                );
+                return fail(format!("applied, but re-reading the directory failed: {e}"));
+            }
+        }
     };
     let last = plan(&site, &after, now, &policy);
     let slurm =
