@@ -164,6 +164,10 @@ pub enum GoldError {
     Timeout { addr: String, seconds: u64 },
     #[error("Gold's reply could not be read: {0}")]
     Protocol(String),
+    /// The connection ended before any byte of a reply: whether a write was performed is
+    /// unknown, so only reads are retried on it (deposits are checked first).
+    #[error("Gold at {addr} closed the connection without a reply ({message})")]
+    NoReply { addr: String, message: String },
     #[error(
         "Gold refused the signature (code {code}): {message}; check gold.authKeyFile against the server's auth_key"
     )]
@@ -259,12 +263,24 @@ pub fn parse_reply(pieces: &[String]) -> Result<Response, GoldError> {
 }
 
 /// A connection factory: Gold takes one request per connection.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     pub addr: String,
     pub actor: String,
     key: String,
     pub timeout: Duration,
+}
+
+/// Never the key: a debug print must not leak it into a log.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("actor", &self.actor)
+            .field("key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Client {
@@ -296,10 +312,17 @@ impl Client {
                     message: e.to_string(),
                 })?;
             let mut raw = Vec::new();
-            s.read_to_end(&mut raw)
-                .await
-                .map_err(|e| GoldError::Protocol(e.to_string()))?;
-            Ok::<_, GoldError>(raw)
+            let read = s.read_to_end(&mut raw).await;
+            let no_reply = |message: String| GoldError::NoReply {
+                addr: self.addr.clone(),
+                message,
+            };
+            match read {
+                Ok(_) if raw.is_empty() => Err(no_reply("end of stream".into())),
+                Err(e) if raw.is_empty() => Err(no_reply(e.to_string())),
+                Err(e) => Err(GoldError::Protocol(e.to_string())),
+                Ok(_) => Ok::<_, GoldError>(raw),
+            }
         };
         let raw = tokio::time::timeout(self.timeout, exchange)
             .await
