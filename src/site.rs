@@ -82,7 +82,9 @@ pub struct ManifestError {
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.object {
-            Some(o) => write!(f, "{}: {}: {}", self.source, o, self.message),
+            // A name from the manifest is shown with its control characters escaped: an error
+            // message must not move a terminal's cursor or hide what follows.
+            Some(o) => write!(f, "{}: {}: {}", self.source, o.escape_debug(), self.message),
             None => write!(f, "{}: {}", self.source, self.message),
         }
     }
@@ -290,10 +292,8 @@ fn read_inputs(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<(String, Str
         })
     };
     if path == Path::new("-") {
-        let mut text = String::new();
-        let limit = (MAX_INPUT_BYTES + 1) as u64;
-        match std::io::stdin().take(limit).read_to_string(&mut text) {
-            Ok(_) => out.push(("<stdin>".to_string(), text)),
+        match read_bounded(std::io::stdin()) {
+            Ok(text) => out.push(("<stdin>".to_string(), text)),
             Err(e) => push_err(errors, path, e),
         }
         return out;
@@ -303,18 +303,39 @@ fn read_inputs(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<(String, Str
         collect_files(path, &mut files, errors);
         files.sort();
         for f in files {
-            match std::fs::read_to_string(&f) {
+            match std::fs::File::open(&f).and_then(read_bounded) {
                 Ok(text) => out.push((f.display().to_string(), text)),
                 Err(e) => push_err(errors, &f, e),
             }
         }
         return out;
     }
-    match std::fs::read_to_string(path) {
+    match std::fs::File::open(path).and_then(read_bounded) {
         Ok(text) => out.push((path.display().to_string(), text)),
         Err(e) => push_err(errors, path, e),
     }
     out
+}
+
+/// Reads at most [`MAX_INPUT_BYTES`] + 1 bytes (so the caller sees that the input is too large
+/// without a huge file, or `/dev/zero`, being read to its end) and checks they are UTF-8,
+/// naming the line of the first byte that is not.
+fn read_bounded(input: impl Read) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 (the first invalid byte is on line {line})"),
+        )
+    })
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
@@ -340,5 +361,59 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<Manifest
         ) {
             files.push(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_read_bounded_and_only_as_utf8() {
+        let dir = std::env::temp_dir().join(format!("roster-site-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let latin1 = dir.join("latin1.yaml");
+        std::fs::write(&latin1, b"kind: Person\nspec: {givenName: J\xfcrgen}\n").unwrap();
+        let control = dir.join("control.yaml");
+        std::fs::write(
+            &control,
+            "kind: Person\napiVersion: roster.io/v1alpha1\nmetadata: {name: \"a\\e[2Jb\", namespace: x}\n",
+        )
+        .unwrap();
+        let errors = load(&[control], None).unwrap_err();
+        let shown = errors[0].to_string();
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert!(
+            shown.contains("Person x/a\\u{1b}[2Jb: ")
+                && shown.contains("metadata.name: Invalid value: \"a\\x1b[2Jb\""),
+            "{shown:?}"
+        );
+        let errors = load(&[latin1], None).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().ends_with(
+                "latin1.yaml: cannot read: not UTF-8 (the first invalid byte is on line 2)"
+            ),
+            "{}",
+            errors[0]
+        );
+        // A huge file is refused after reading just past the limit, not to its end.
+        let big = dir.join("big.yaml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_INPUT_BYTES as u64 * 16)
+            .unwrap();
+        let errors = load(&[big], None).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .message
+                .contains(&format!("exceeds {MAX_INPUT_BYTES} bytes")),
+            "{}",
+            errors[0]
+        );
+        let endless = load(&[PathBuf::from("/dev/zero")], None).unwrap_err();
+        assert!(endless[0].message.contains("exceeds"), "{}", endless[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

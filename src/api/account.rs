@@ -21,6 +21,11 @@ fn reserved_username_rule() -> kube::core::Rule {
         .message("username is reserved for a system account")
 }
 
+/// System directories no home directory may be or lie in (a login whose home is `/etc` or
+/// `/root` could write where only the system should).
+pub const SYSTEM_DIRECTORIES: &str =
+    "^/(etc|root|bin|sbin|lib[0-9a-z]*|usr|boot|dev|proc|sys|run|var/lib|var/run)(/|$)";
+
 /// A person's login: POSIX account in LDAP, Slurm user with its associations, Gold user.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -89,7 +94,11 @@ pub struct AccountSpec {
     /// Roster records it but never creates or deletes home directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 255), pattern(PATH_PATTERN))]
-    #[x_kube(validation = kube::core::Rule::new("!self.matches('(^|/)[.][.]?(/|$)')").message("homeDirectory must not contain '.' or '..' path segments"))]
+    #[x_kube(
+        validation = kube::core::Rule::new("!self.matches('(^|/)[.][.]?(/|$)')").message("homeDirectory must not contain '.' or '..' path segments"),
+        validation = kube::core::Rule::new("self.matches('^(/[^/]+)+/?$')").message("homeDirectory must name a directory below / without empty segments"),
+        validation = kube::core::Rule::new(format!("!self.matches('{SYSTEM_DIRECTORIES}')")).message("homeDirectory must not be in a system directory (/etc, /root, /bin, /sbin, /lib…, /usr, /boot, /dev, /proc, /sys, /run, /var/lib, /var/run)")
+    )]
     pub home_directory: Option<String>,
     /// Projects (by name, in this namespace) this account is a member of, in addition to the
     /// Projects that list its username.

@@ -20,7 +20,7 @@ pub const PATH_PATTERN: &str = r"^/[A-Za-z0-9._/+@-]{0,254}$";
 /// A loose e-mail check; delivery is the mail system's business.
 pub const EMAIL_PATTERN: &str = r"^[^@\s]{1,64}@[^@\s]{1,253}$";
 /// One OpenSSH public key line: type, base64 blob and an optional comment.
-pub const SSH_KEY_PATTERN: &str = r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f]*)?$";
+pub const SSH_KEY_PATTERN: &str = r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?$";
 /// Free text a human reads (descriptions, display names): printable, one line.
 pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f]*$";
 

@@ -132,6 +132,23 @@ pub struct SlurmProject {
     pub prune_unmanaged: bool,
 }
 
+/// Whether `s` is a TRES name as Slurm spells it (`cpu`, `mem`, `node`, `billing`, `gres/gpu`,
+/// `gres/gpu:a100`, `license/matlab`): nothing that could end the `name=count` pair it goes
+/// into (`=`, `,`, spaces) or start another sacctmgr argument. Not an admission rule: a CEL rule
+/// over map keys has no length bound for the API server's cost estimate, so the Slurm side
+/// refuses such a Project instead (`InvalidSlurmName`).
+pub fn is_tres_name(s: &str) -> bool {
+    let (kind, name) = s.split_once('/').unwrap_or((s, "x"));
+    let mut k = kind.bytes();
+    k.next().is_some_and(|b| b.is_ascii_lowercase())
+        && kind.len() <= 32
+        && k.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
 /// Association limits as sacctmgr names them. Absent: unlimited.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -142,7 +159,7 @@ pub struct SlurmLimits {
         default,
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "integer", "format": "int64", "minimum": 0}))]
     pub grp_tres: BTreeMap<String, i64>,
     /// `GrpTRESMins`: resource name → minutes.
     #[serde(
@@ -150,19 +167,23 @@ pub struct SlurmLimits {
         default,
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "integer", "format": "int64", "minimum": 0}))]
     pub grp_tres_mins: BTreeMap<String, i64>,
     /// `GrpJobs`: running jobs of the whole account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub grp_jobs: Option<i64>,
     /// `GrpSubmitJobs`: pending and running jobs of the whole account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub grp_submit_jobs: Option<i64>,
     /// `MaxJobs`: running jobs per member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub max_jobs: Option<i64>,
     /// `MaxSubmitJobs`: pending and running jobs per member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub max_submit_jobs: Option<i64>,
     /// `MaxWall`: longest job, as a duration such as `2d` or `12h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,4 +248,40 @@ pub struct ProjectStatus {
     /// Lifecycle timestamps mirrored from the directory.
     #[serde(flatten)]
     pub lifecycle: Lifecycle,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tres_name;
+
+    #[test]
+    fn tres_names_cannot_carry_another_sacctmgr_setting() {
+        for ok in [
+            "cpu",
+            "mem",
+            "node",
+            "billing",
+            "gres/gpu",
+            "gres/gpu:a100",
+            "license/m-2.0",
+        ] {
+            assert!(is_tres_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "cpu=1,mem",
+            "cpu grpjobs",
+            "a,b",
+            "-i",
+            "Cpu",
+            "gres/",
+            "/gpu",
+            "gres/a b",
+            "gres/a=b",
+            "cpu\n",
+            "where",
+        ] {
+            assert_eq!(is_tres_name(bad), bad == "where", "{bad:?}");
+        }
+    }
 }

@@ -18,9 +18,10 @@
 //!    the enum, too long, too many), in which case the API server skips them and says so with a
 //!    field-less error, which is reproduced here.
 //!
-//! `metadata` is checked only for being an object (the file-mode loader checks name and
-//! namespace); in [`validate_object`], `status` is ignored, as the API server ignores it on
-//! writes to a resource with a status subresource. `allOf`/`anyOf`/`oneOf`/`not` and
+//! In `metadata`, `name` must be a DNS-1123 subdomain and `namespace` a DNS-1123 label, as the
+//! API server requires of custom resources (nothing else in it is checked); in
+//! [`validate_object`], `status` is ignored, as the API server ignores it on writes to a
+//! resource with a status subresource. `allOf`/`anyOf`/`oneOf`/`not` and
 //! `multipleOf` are not evaluated (no Roster CRD uses them).
 
 use std::cell::RefCell;
@@ -318,6 +319,20 @@ pub fn validate_object(object: &Value, old: Option<&Value>) -> Result<(), Vec<Fi
     } else {
         Err(errors)
     }
+}
+
+/// [`validate_object`] of a typed resource Roster built itself (an import's Person or
+/// Account): `Err` is every refused field, joined as the API server would print them, so such an
+/// object is refused as a `kubectl apply` of it would be.
+pub fn validate_typed<K: serde::Serialize>(object: &K) -> Result<(), String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    validate_object(&value, None).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Validates `object` against an explicit openAPIV3Schema (any CRD's): the structural checks,
@@ -832,9 +847,9 @@ fn check_object(
     let preserve_unknown = flag(schema, "x-kubernetes-preserve-unknown-fields");
     for (key, v) in fields {
         if resource && key == "metadata" {
-            // Only its shape: the file-mode loader checks name and namespace.
-            if !v.is_object() {
-                errors.push(type_mismatch(&child_path(path, key), "object", v));
+            match v {
+                Value::Object(meta) => check_metadata(meta, &child_path(path, key), errors),
+                _ => errors.push(type_mismatch(&child_path(path, key), "object", v)),
             }
         } else if let Some(prop) = props.and_then(|p| p.get(key)) {
             check(prop, v, &child_path(path, key), false, errors);
@@ -853,6 +868,76 @@ fn check_object(
             ));
         }
     }
+}
+
+/// The API server's `metadata` checks for a custom resource that the schema cannot express:
+/// `name` a DNS-1123 subdomain (`NameIsDNSSubdomain`), `namespace` a DNS-1123 label, with the
+/// API server's messages. Neither may be anything but a string. Everything else in `metadata`
+/// (labels, annotations …) is left to the API server's own rules and not checked here.
+fn check_metadata(meta: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
+    for (key, check) in [
+        ("name", dns_subdomain_problem as fn(&str) -> Option<String>),
+        ("namespace", dns_label_problem),
+    ] {
+        let field = child_path(path, key);
+        match meta.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                if let Some(problem) = check(s) {
+                    errors.push(FieldError::new(
+                        field,
+                        FieldErrorKind::Invalid,
+                        Some(Value::from(s.as_str())),
+                        problem,
+                    ));
+                }
+            }
+            Some(other) => errors.push(type_mismatch(&field, "string", other)),
+        }
+    }
+}
+
+const DNS1123_LABEL: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Why `s` is not a lowercase RFC 1123 subdomain (at most 253 characters), in the API
+/// server's words; `None` when it is one.
+pub fn dns_subdomain_problem(s: &str) -> Option<String> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    if s.split('.').all(is_dns_label) {
+        return None;
+    }
+    Some(format!(
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+         '-' or '.', and must start and end with an alphanumeric character (e.g. \
+         'example.com', regex used for validation is '{DNS1123_LABEL}(\\.{DNS1123_LABEL})*')"
+    ))
+}
+
+/// Why `s` is not a lowercase RFC 1123 label (at most 63 characters), in the API server's
+/// words; `None` when it is one.
+pub fn dns_label_problem(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    if is_dns_label(s) {
+        return None;
+    }
+    Some(format!(
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or \
+         '-', and must start and end with an alphanumeric character (e.g. 'my-name', or \
+         '123-abc', regex used for validation is '{DNS1123_LABEL}')"
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1425,7 +1510,7 @@ mod tests {
             "spec: Invalid value: \"object\": a Personal guest needs validUntil"
         );
         // A Project whose name is no group name needs spec.groupName (a rule at the root).
-        let project = obj("Project", "Physics-Lab", json!({}));
+        let project = obj("Project", "2024-lab", json!({}));
         let errors = validate_object(&project, None).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!((errors[0].field.as_str(), errors[0].kind), ("", Invalid));
@@ -1434,7 +1519,7 @@ mod tests {
                 .message
                 .starts_with("metadata.name is not a valid group name")
         );
-        let project = obj("Project", "Physics-Lab", json!({"groupName": "physics"}));
+        let project = obj("Project", "2024-lab", json!({"groupName": "physics"}));
         assert_eq!(errors_of(&project), vec![]);
         // The exactly-one-reader rule, below a map-free path.
         let mut doc = import_source(json!({}));
@@ -1540,6 +1625,62 @@ mod tests {
         assert_eq!(errors_of(&doc), vec![]);
         doc["metadata"] = json!("ada");
         assert_eq!(errors_of(&doc), blocking("metadata", TypeMismatch));
+    }
+
+    #[test]
+    fn names_and_namespaces_are_dns_names_as_the_api_server_requires() {
+        // LDAP DN and filter metacharacters, control characters, upper case, overlong.
+        let long = "a".repeat(254);
+        for bad in [
+            "a,b",
+            "a+b",
+            "cn=x",
+            "#x",
+            "a\\b",
+            "a\"b",
+            "<>",
+            ";",
+            "admin)(uid=*",
+            "*",
+            "(",
+            "a\u{0}b",
+            "a\u{1b}",
+            "a\r\nb",
+            "Ada",
+            "-a",
+            "a.",
+            "a b",
+            &long,
+        ] {
+            let mut doc = account(valid_account_spec());
+            doc["metadata"]["name"] = json!(bad);
+            let errors = validate_object(&doc, None).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+            assert_eq!(
+                (errors[0].field.as_str(), errors[0].kind),
+                ("metadata.name", Invalid),
+                "{bad:?}"
+            );
+        }
+        let mut doc = account(valid_account_spec());
+        doc["metadata"]["name"] = json!("a,b");
+        assert!(
+            validate_object(&doc, None).unwrap_err()[0]
+                .to_string()
+                .starts_with(
+                    "metadata.name: Invalid value: \"a,b\": a lowercase RFC 1123 subdomain"
+                )
+        );
+        doc["metadata"]["name"] = json!("ada.lovelace-2");
+        doc["metadata"]["namespace"] = json!("physics.dept");
+        assert_eq!(errors_of(&doc), one("metadata.namespace", Invalid));
+        doc["metadata"]["namespace"] = json!(7);
+        assert_eq!(
+            errors_of(&doc),
+            blocking("metadata.namespace", TypeMismatch)
+        );
+        doc["metadata"]["namespace"] = json!("physics");
+        assert_eq!(errors_of(&doc), vec![]);
     }
 
     #[test]

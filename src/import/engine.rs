@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::read::{Row, RowError};
 use super::scheme::{self, Template};
+use crate::api::validate::validate_typed;
 use crate::api::{
     Account, AccountSpec, DeletionPolicy, ImportMode, ImportRun, ImportSource, Person, PersonSpec,
     RECORD_UID_ANNOTATION, SOURCE_LABEL, SOURCE_UID_ANNOTATION, parse_duration, parse_valid_until,
@@ -406,46 +407,51 @@ pub fn run(
                 (created + jiff::SignedDuration::from_secs(d.as_secs() as i64)).to_string()
             }),
         };
-        out.people.insert(
-            obj_key.clone(),
-            Person {
-                metadata: meta(),
-                spec: PersonSpec {
-                    given_name: field(&r.fields, &["givenName", "firstname"])
-                        .unwrap_or("")
-                        .into(),
-                    family_name: field(&r.fields, &["familyName", "lastname"])
-                        .unwrap_or("")
-                        .into(),
-                    display_name: field(&r.fields, &["displayName"]).map(str::to_string),
-                    email,
-                    institute: field(&r.fields, &["institute"])
-                        .map(str::to_string)
-                        .or(defaults.institute.clone()),
-                    department: field(&r.fields, &["department"]).map(str::to_string),
-                    telephone_number: field(&r.fields, &["telephoneNumber"]).map(str::to_string),
-                    ..Default::default()
-                },
-                status: None,
+        let person = Person {
+            metadata: meta(),
+            spec: PersonSpec {
+                given_name: field(&r.fields, &["givenName", "firstname"])
+                    .unwrap_or("")
+                    .into(),
+                family_name: field(&r.fields, &["familyName", "lastname"])
+                    .unwrap_or("")
+                    .into(),
+                display_name: field(&r.fields, &["displayName"]).map(str::to_string),
+                email,
+                institute: field(&r.fields, &["institute"])
+                    .map(str::to_string)
+                    .or(defaults.institute.clone()),
+                department: field(&r.fields, &["department"]).map(str::to_string),
+                telephone_number: field(&r.fields, &["telephoneNumber"]).map(str::to_string),
+                ..Default::default()
             },
-        );
-        out.accounts.insert(
-            obj_key.clone(),
-            Account {
-                metadata: meta(),
-                spec: AccountSpec {
-                    person: name.clone(),
-                    username: username.clone(),
-                    login_shell: field(&r.fields, &["loginShell"])
-                        .map(str::to_string)
-                        .or(defaults.login_shell.clone()),
-                    projects,
-                    valid_until,
-                    ..Default::default()
-                },
-                status: None,
+            status: None,
+        };
+        let account = Account {
+            metadata: meta(),
+            spec: AccountSpec {
+                person: name.clone(),
+                username: username.clone(),
+                login_shell: field(&r.fields, &["loginShell"])
+                    .map(str::to_string)
+                    .or(defaults.login_shell.clone()),
+                projects,
+                valid_until,
+                ..Default::default()
             },
-        );
+            status: None,
+        };
+        // A record is admitted as `kubectl apply` of its objects would be: no control
+        // characters, LDAP metacharacters or overlong values reach the backends from a source.
+        if let Err(e) = validate_typed(&person)
+            .map_err(|e| format!("Person {obj_key}: {e}"))
+            .and_then(|()| validate_typed(&account).map_err(|e| format!("Account {obj_key}: {e}")))
+        {
+            out.errors.push(bad(e));
+            continue;
+        }
+        out.people.insert(obj_key.clone(), person);
+        out.accounts.insert(obj_key.clone(), account);
         out.usernames.insert(r.record_uid.clone(), username.clone());
         match known.get(&r.record_uid) {
             None => {
@@ -543,4 +549,127 @@ pub fn run(
         out.report.push(format!("x row {}: {}", e.row, e.message));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record whose values would be refused by admission is a bad row, never an object:
+    /// LDAP DN and filter metacharacters, control characters, overlong and reserved names.
+    #[test]
+    fn records_are_admitted_like_the_objects_they_become() {
+        let config = Config::parse(
+            "managerId: t\nldap: {uri: 'ldap://127.0.0.1:1', bindDN: cn=a, bindPasswordFile: pw, baseDN: dc=t}\nuidRange: {min: 20000, max: 29999}\ngidRange: {min: 20000, max: 29999}\n",
+            std::path::PathBuf::from("/"),
+        )
+        .unwrap();
+        let source: ImportSource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.io/v1alpha1",
+            "kind": "ImportSource",
+            "metadata": {"name": "hr", "namespace": "physics"},
+            "spec": {
+                "sourceUID": "hr",
+                "reader": {"type": "Csv", "csv": {"path": "x.csv"}},
+                "mapping": {"id": "employeeNumber", "first": "givenName", "last": "familyName",
+                            "user": "username", "mail": "email"},
+                "recordUID": "<employeeNumber>",
+                "toleratedErrors": 100,
+            },
+        }))
+        .unwrap();
+        let long = "x".repeat(10_000);
+        let rows: Vec<(&str, &str, &str, &str)> = vec![
+            ("Ann", "Ok", "annok", "ann@example.org"),
+            ("Bob", "X", "admin)(uid=*", "b@example.org"),
+            ("Eve\u{1b}[31m", "Y", "evey", "e@example.org"),
+            ("Dan", "Z", "a,b", "d@example.org"),
+            ("Fay", "Q", "fayq", "f\r\n@example.org"),
+            ("Gil", "R", "root", "g@example.org"),
+            ("Hal", &long, "halr", "h@example.org"),
+            (
+                "Ida",
+                "S",
+                "idas-with-a-name-longer-than-32-chars",
+                "i@example.org",
+            ),
+        ];
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (first, last, user, mail))| Row {
+                number: i + 2,
+                fields: [
+                    ("id", (i + 1).to_string()),
+                    ("first", first.into()),
+                    ("last", last.into()),
+                    ("user", user.into()),
+                    ("mail", mail.into()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            })
+            .collect();
+        let now = jiff::Timestamp::from_second(1_900_000_000).unwrap();
+        let o = run(
+            &source,
+            &Key::new("physics", "hr"),
+            &rows,
+            &[],
+            &Site::default(),
+            &Observed::default(),
+            &config,
+            now,
+        );
+        assert_eq!(o.aborted, None);
+        assert_eq!(
+            o.accounts
+                .values()
+                .map(|a| a.spec.username.as_str())
+                .collect::<Vec<_>>(),
+            ["annok"]
+        );
+        assert_eq!(o.people.len(), 1);
+        let errors: Vec<(usize, &str)> = o
+            .errors
+            .iter()
+            .map(|e| (e.row, e.message.as_str()))
+            .collect();
+        let expect = [
+            (
+                3,
+                "Person physics/admin)(uid=*: metadata.name: Invalid value: \"admin)(uid=*\"",
+            ),
+            (
+                4,
+                "Person physics/evey: spec.givenName: Invalid value: \"Eve\\x1b[31m\"",
+            ),
+            (
+                5,
+                "Person physics/a,b: metadata.name: Invalid value: \"a,b\"",
+            ),
+            (
+                6,
+                "Person physics/fayq: spec.email: Invalid value: \"f\\r\\n@example.org\"",
+            ),
+            (
+                7,
+                "Account physics/root: spec.username: Invalid value: \"string\": username is reserved",
+            ),
+            (
+                8,
+                "Person physics/halr: spec.familyName: Too long: may not be more than 128 bytes",
+            ),
+            (
+                9,
+                "Account physics/idas-with-a-name-longer-than-32-chars: spec.username: Too long",
+            ),
+        ];
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        for ((row, message), (want_row, want)) in errors.iter().zip(expect) {
+            assert_eq!(*row, want_row, "{message}");
+            assert!(message.starts_with(want), "row {row}: {message}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub async fn read_source(
             let csv = reader.csv.as_ref().ok_or("reader.csv is missing")?;
             let text = if let Some(p) = &csv.path {
                 let path = manifest_dir.join(p);
-                std::fs::read_to_string(&path)
+                read::read_csv_file(&path)
                     .map_err(|e| format!("reader.csv.path {}: {e}", path.display()))?
             } else if let Some(r) = csv.config_map_ref.as_ref().or(csv.secret_ref.as_ref()) {
                 secret(secrets_dir, r, "reader.csv")?

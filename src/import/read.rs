@@ -147,6 +147,20 @@ pub fn decode_csv(bytes: &[u8]) -> Result<&str, ReadError> {
     })
 }
 
+/// Reads a CSV file (file mode's `reader.csv.path`, a file from `--secrets-dir`): never more
+/// than [`MAX_INPUT_BYTES`] of it (a larger file, or `/dev/zero`, is refused without being read
+/// to its end), and only UTF-8 ([`decode_csv`]'s message names the line of the first bad byte).
+pub fn read_csv_file(path: &std::path::Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| ReadError::Settings(format!("cannot read it: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    decode_csv(&bytes).map(str::to_owned)
+}
+
 /// Parses a CSV file: UTF-8 with or without BOM, LF or CRLF line ends, RFC 4180 quoting
 /// (delimiters, doubled quotes and line breaks inside quoted cells).
 ///
@@ -975,6 +989,35 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn a_csv_file_is_read_bounded_and_only_as_utf8() {
+        let dir = std::env::temp_dir().join(format!("roster-read-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let latin1 = dir.join("latin1.csv");
+        std::fs::write(&latin1, b"id,first\n1,Ann\n2,J\xfcrgen\n").unwrap();
+        assert_eq!(
+            read_csv_file(&latin1).unwrap_err().to_string(),
+            "the CSV file is not UTF-8 (the first invalid byte is on line 3); export it as UTF-8"
+        );
+        let big = dir.join("big.csv");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_INPUT_BYTES as u64 + 1).unwrap();
+        assert!(matches!(
+            read_csv_file(&big),
+            Err(ReadError::TooLarge { what: "CSV file" })
+        ));
+        // A device that never ends is cut at the limit, not read forever.
+        assert!(matches!(
+            read_csv_file(std::path::Path::new("/dev/zero")),
+            Err(ReadError::TooLarge { .. })
+        ));
+        let missing = read_csv_file(&dir.join("missing.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.starts_with("cannot read it: "), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

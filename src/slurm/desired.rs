@@ -205,6 +205,12 @@ pub fn desired(
             .chain(sl.default_qos.iter())
             .chain(sl.parent.iter())
             .filter(|n| !super::is_slurm_name(n))
+            .chain(
+                sl.limits
+                    .iter()
+                    .flat_map(|l| l.grp_tres.keys().chain(l.grp_tres_mins.keys()))
+                    .filter(|n| !crate::api::is_tres_name(n)),
+            )
             .collect();
         if !bad.is_empty() {
             waiting.push(Waiting {
@@ -212,7 +218,7 @@ pub fn desired(
                 key: key.clone(),
                 reason: "InvalidSlurmName",
                 message: format!(
-                    "{bad:?} cannot be used as Slurm names (lower-case a-z, 0-9, '.', '_', '-')"
+                    "{bad:?} cannot be used as Slurm names (lower-case a-z, 0-9, '.', '_', '-') or TRES names (cpu, mem, gres/gpu:a100 …)"
                 ),
             });
             continue;
