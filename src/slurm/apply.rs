@@ -404,10 +404,16 @@ pub fn diff(
     for (c, _, u, _) in &stale {
         *removing.entry((c.clone(), u.clone())).or_default() += 1;
     }
+    // A user who moves from one account to another keeps the user: deleting it on the cluster
+    // would take the new association (added above) with it.
+    let wanted_on: BTreeSet<(&String, &String)> =
+        want.assocs.keys().map(|(c, _, u, _)| (c, u)).collect();
     let mut remove: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (c, a, u, p) in stale {
-        if removing[&(c.clone(), u.clone())] == users_on[&(c.clone(), u.clone())] {
+        if removing[&(c.clone(), u.clone())] == users_on[&(c.clone(), u.clone())]
+            && !wanted_on.contains(&(c, u))
+        {
             gone.entry(c.clone()).or_default().push(u.clone());
         } else {
             remove
@@ -706,6 +712,40 @@ mod tests {
                 &mut vec![]
             ),
             []
+        );
+    }
+
+    #[test]
+    fn a_user_moving_to_another_account_keeps_the_new_association() {
+        let have = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[("c", "optics", "ada")],
+            &[("c", "ada", "optics")],
+        );
+        let want = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[("c", "cosmo", "ada")],
+            &[("c", "ada", "cosmo")],
+        );
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["ada"]),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
+        assert_eq!(
+            args,
+            [
+                "add user name=ada account=cosmo cluster=c",
+                "modify user where name=ada cluster=c set defaultaccount=cosmo",
+                "delete user where name=ada account=optics cluster=c",
+            ]
         );
     }
 
