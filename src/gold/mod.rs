@@ -79,7 +79,11 @@ async fn send(
         *count += 1;
         match client.send(req).await {
             Ok(r) => return Ok(r),
-            Err(e) if e.is_transient() => {
+            // A query lost on the way is safe to ask again; a write is not (it may be done).
+            Err(e)
+                if e.is_transient()
+                    || (req.action == "Query" && matches!(e, GoldError::NoReply { .. })) =>
+            {
                 last = Some(e);
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -88,6 +92,27 @@ async fn send(
         }
     }
     Err(last.expect("at least one attempt"))
+}
+
+/// Reads Gold's state (queries only, so a connection lost on the way is safe to try again),
+/// up to `attempts` times with a short backoff.
+async fn observe(client: &Client, attempts: u32) -> Result<(sync::State, u64), GoldError> {
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sync::observe(client).await {
+            Err(e)
+                if tries < attempts.max(1)
+                    && (e.is_transient() || matches!(e, GoldError::NoReply { .. })) =>
+            {
+                tracing::debug!(error = %e, "reading Gold failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The allocations of one account as Gold holds them now.
@@ -205,7 +230,7 @@ pub async fn converge(
     };
     let g = config.gold.as_ref().expect("client implies config");
     let mut report = Report::default();
-    let (have, queries) = sync::observe(&client).await?;
+    let (have, queries) = observe(&client, g.attempts).await?;
     report.requests += queries;
     let want = sync::desired(site, ldap, plan, config, now);
     let (steps, notes) = sync::diff(&have, &want);

@@ -1301,7 +1301,6 @@ impl Worker {
 
     async fn unavailable(&self, e: String) -> PassOutcome {
         tracing::warn!(error = %e, "the directory is unavailable; nothing was written");
-        self.say_unavailable(&e).await;
         self.metrics.inc(
             "roster_backend_operations_total",
             "Backend operations by backend, operation and outcome.",
@@ -1312,6 +1311,7 @@ impl Worker {
             ],
             1.0,
         );
+        self.say_unavailable(&e).await;
         PassOutcome {
             error: Some(e),
             ..Default::default()

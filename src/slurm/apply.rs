@@ -411,8 +411,15 @@ pub fn diff(
     let mut remove: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (c, a, u, p) in stale {
+        // slurmdbd refuses to delete a user on a cluster while it has associations besides
+        // its default one: those go first, one account at a time, then the user.
+        let default = have
+            .defaults
+            .get(&(c.clone(), u.clone()))
+            .is_none_or(|d| d == a);
         if removing[&(c.clone(), u.clone())] == users_on[&(c.clone(), u.clone())]
             && !wanted_on.contains(&(c, u))
+            && default
         {
             gone.entry(c.clone()).or_default().push(u.clone());
         } else {
@@ -745,6 +752,35 @@ mod tests {
                 "add user name=ada account=cosmo cluster=c",
                 "modify user where name=ada cluster=c set defaultaccount=cosmo",
                 "delete user where name=ada account=optics cluster=c",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_user_leaving_every_project_loses_the_other_associations_before_the_default() {
+        let have = state(
+            &[("c", "optics"), ("c", "cosmo")],
+            &[("c", "optics", "ada"), ("c", "cosmo", "ada")],
+            &[("c", "ada", "optics")],
+        );
+        let want = state(&[("c", "optics"), ("c", "cosmo")], &[], &[]);
+        let args: Vec<String> = diff(
+            &have,
+            &want,
+            &managed(&["ada"]),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
+        assert_eq!(
+            args,
+            [
+                "delete user where name=ada account=cosmo cluster=c",
+                "delete user where name=ada cluster=c",
             ]
         );
     }
