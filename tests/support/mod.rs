@@ -386,3 +386,4 @@ pub fn received(maildir: &Path) -> Vec<Vec<u8>> {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect()
 }
+pub mod faults;
