@@ -173,7 +173,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         let gold_steps = gold.as_ref().map(|g| g.steps.len()).unwrap_or(0);
         return if gold.is_err() {
             ExitCode::FAILURE
-        } else if first.has_blocked() || guests_blocked {
+        } else if first.has_blocked() || guests_blocked || invalid_in_slurm(&slurm) {
             ExitCode::from(BLOCKED)
         } else if !first.ops.is_empty() || !slurm.calls.is_empty() || gold_steps > 0 {
             ExitCode::from(CHANGES)
@@ -253,11 +253,22 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     );
     if !report.failed.is_empty() || slurm_failed || gold_failed {
         ExitCode::FAILURE
-    } else if last.has_blocked() || guests_blocked || !report.lost_races.is_empty() || slurm_held {
+    } else if last.has_blocked()
+        || guests_blocked
+        || !report.lost_races.is_empty()
+        || slurm_held
+        || invalid_in_slurm(&slurm)
+    {
         ExitCode::from(BLOCKED)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether Slurm refused an object as written (a name or TRES name sacctmgr must never see):
+/// the object is Invalid, and the run ends with exit code 3, not as converged.
+fn invalid_in_slurm(slurm: &SlurmReport) -> bool {
+    slurm.waiting.iter().any(|w| w.reason == "InvalidSlurmName")
 }
 
 /// Runs every ImportSource of the site (file mode): reads it, matches its records, and adds

@@ -86,6 +86,22 @@ fn field<'a>(f: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a str>
         .filter(|v| !v.is_empty())
 }
 
+/// More bad rows than `toleratedErrors`: the run is aborted (reported, nothing changed).
+fn abort_on_errors(out: &mut Outcome, tolerated: usize) -> bool {
+    if out.errors.len() <= tolerated {
+        return false;
+    }
+    for e in &out.errors {
+        out.report.push(format!("x row {}: {}", e.row, e.message));
+    }
+    out.aborted = Some(format!(
+        "{} bad row(s), more than toleratedErrors ({tolerated}); nothing was changed",
+        out.errors.len()
+    ));
+    out.run.errors = out.errors.len() as i64;
+    true
+}
+
 /// Runs the import over `rows` (already read) against the directory as `observed`.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -210,15 +226,7 @@ pub fn run(
     }
     // Too many bad rows: nothing happens at all.
     let tolerated = spec.tolerated_errors.unwrap_or(0).max(0) as usize;
-    if out.errors.len() > tolerated {
-        for e in &out.errors {
-            out.report.push(format!("x row {}: {}", e.row, e.message));
-        }
-        out.aborted = Some(format!(
-            "{} bad row(s), more than toleratedErrors ({tolerated}); nothing was changed",
-            out.errors.len()
-        ));
-        out.run.errors = out.errors.len() as i64;
+    if abort_on_errors(&mut out, tolerated) {
         return out;
     }
 
@@ -479,6 +487,15 @@ pub fn run(
         }
     }
 
+    // Rows refused while making their objects (a taken or hostile name) count too.
+    if abort_on_errors(&mut out, tolerated) {
+        out.people.clear();
+        out.accounts.clear();
+        out.usernames.clear();
+        out.counters.clear();
+        return out;
+    }
+
     // 4. Gone: Sync mode removes what the source no longer lists; action D removes in any mode.
     let explicitly_gone: BTreeSet<&String> = records
         .iter()
@@ -623,6 +640,27 @@ mod tests {
             now,
         );
         assert_eq!(o.aborted, None);
+        let mut strict = source.clone();
+        strict.spec.tolerated_errors = None;
+        let aborted = run(
+            &strict,
+            &Key::new("physics", "hr"),
+            &rows,
+            &[],
+            &Site::default(),
+            &Observed::default(),
+            &config,
+            now,
+        );
+        assert!(
+            aborted
+                .aborted
+                .as_deref()
+                .is_some_and(|a| a.starts_with("7 bad row(s)")),
+            "{:?}",
+            aborted.aborted
+        );
+        assert!(aborted.accounts.is_empty() && aborted.people.is_empty());
         assert_eq!(
             o.accounts
                 .values()

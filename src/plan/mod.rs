@@ -377,7 +377,20 @@ impl<'a> Planner<'a> {
         let mut gids = BTreeMap::new();
         let mut names_seen: BTreeMap<String, Key> = BTreeMap::new();
         let mut gid_seen: BTreeMap<i64, Key> = BTreeMap::new();
-        for (key, project) in &self.site.projects {
+        // The Project that owns its group in the directory is planned first, so a claim on the
+        // same name from another object (another namespace) is the one in Conflict, never the
+        // owner.
+        let mut projects: Vec<(&Key, &Project)> = self.site.projects.iter().collect();
+        projects.sort_by_key(|(key, project)| {
+            let mine = owner(cfg, Kind::Project, key);
+            let owns = self
+                .observed
+                .groups
+                .get(&group_name(project))
+                .is_some_and(|e| e.owner() == Some(mine.as_str()));
+            !owns
+        });
+        for (key, project) in projects {
             let group = group_name(project);
             let status = self.status(Kind::Project, key);
             status.dn = None;
@@ -572,7 +585,19 @@ impl<'a> Planner<'a> {
         let mut uid_seen: BTreeMap<i64, Key> = BTreeMap::new();
         let declared_groups: BTreeSet<String> =
             self.site.projects.values().map(group_name).collect();
-        for (key, account) in &self.site.accounts {
+        // Accounts that own their entry in the directory are planned first (see plan_projects):
+        // another namespace declaring the same username or uid cannot knock the owner out.
+        let mut accounts: Vec<(&Key, &Account)> = self.site.accounts.iter().collect();
+        accounts.sort_by_key(|(key, account)| {
+            let mine = owner(cfg, Kind::Account, key);
+            let owns = self
+                .observed
+                .accounts
+                .get(&account.spec.username)
+                .is_some_and(|e| e.owner() == Some(mine.as_str()));
+            !owns
+        });
+        for (key, account) in accounts {
             let spec = &account.spec;
             let username = spec.username.clone();
             let target = Target {
@@ -730,7 +755,10 @@ impl<'a> Planner<'a> {
             let personal_existing = self.observed.groups.get(&username);
             if personal {
                 let mine = owner(cfg, Kind::Account, key);
-                let clash = declared_groups.contains(&username)
+                // A Project declaring the name of a personal group this account already owns
+                // is that Project's Conflict, not the account's.
+                let owned = personal_existing.is_some_and(|g| g.owner() == Some(mine.as_str()));
+                let clash = (declared_groups.contains(&username) && !owned)
                     || personal_existing.is_some_and(|g| {
                         g.owner() != Some(mine.as_str())
                             && !(g.first("rosterIdentity") == Some(identity.as_str())

@@ -448,6 +448,73 @@ fn duplicates_in_the_declaration_lose_to_the_first() {
 }
 
 #[test]
+fn a_claim_from_another_namespace_never_knocks_out_the_owner() {
+    // physics/ada and its project own their entries; chemistry (planned first by key order)
+    // declares the same username, uid and group name.
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |a| a.uid_number = Some(20100));
+    project(&mut site, "physics", "optics", |p| {
+        p.members = vec!["ada".into()]
+    });
+    let dir = converge(&site, &Observed::default());
+    assert_eq!(run(&site, &dir).ops, []);
+    account(&mut site, "chemistry", "ada", |a| {
+        a.uid_number = Some(20100)
+    });
+    account(&mut site, "chemistry", "eve", |a| {
+        a.uid_number = Some(20100)
+    });
+    project(&mut site, "chemistry", "optics", |_| {});
+    // A Project (in the owner's own namespace) named like ada's personal group.
+    project(&mut site, "physics", "ada", |_| {});
+    let p = run(&site, &dir);
+    assert_eq!(
+        p.ops,
+        [],
+        "nothing is written, the owner keeps its membership"
+    );
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Active
+    );
+    assert_eq!(
+        status(&p, Kind::Project, "physics", "optics").phase,
+        Phase::Active
+    );
+    for (kind, name, says) in [
+        (
+            Kind::Account,
+            "ada",
+            "spec.username ada is also declared by Account physics/ada",
+        ),
+        (
+            Kind::Account,
+            "eve",
+            "spec.uidNumber 20100 is also declared by Account physics/ada",
+        ),
+        (
+            Kind::Project,
+            "optics",
+            "groupName optics is also declared by Project physics/optics",
+        ),
+    ] {
+        let s = status(&p, kind, "chemistry", name);
+        assert_eq!(s.phase, Phase::Conflict, "{name}");
+        assert!(s.message().unwrap().contains(says), "{:?}", s.message());
+    }
+    let group = status(&p, Kind::Project, "physics", "ada");
+    assert_eq!(group.phase, Phase::Conflict);
+    assert!(
+        group
+            .message()
+            .unwrap()
+            .contains("group ada is already taken"),
+        "{:?}",
+        group.message()
+    );
+}
+
+#[test]
 fn missing_references_make_the_object_invalid_and_unwritten() {
     let mut site = Site::default();
     project(&mut site, "physics", "optics", |p| {
