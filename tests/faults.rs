@@ -71,7 +71,7 @@ async fn ldap_killed_during_a_large_file_apply_exits_1_and_a_reapply_converges_w
     let slapd = Slapd::start(&dir.join("slapd"));
     let (cfg, m) = files(&dir, &slapd, "", &site);
     let child = spawn_apply(&m, &cfg);
-    until_accounts(&slapd, 20).await;
+    until_accounts(&slapd, 5).await;
     slapd.kill();
     let out = child.wait_with_output().unwrap();
     let text = format!(
@@ -190,7 +190,7 @@ async fn ldap_killed_during_operator_convergence_is_reported_unavailable_and_con
     let site = Site::new("lab", 300, 30);
     w.cluster.apply(&site.ns, &site.manifests());
     let (mut op, port) = w.cluster.operator(&w.config, "op");
-    until_accounts(&w.slapd, 20).await;
+    until_accounts(&w.slapd, 5).await;
     w.slapd.kill();
     // While the directory is down, the objects say so.
     wait_sync("LdapSynced=False DirectoryUnavailable", 60, || {

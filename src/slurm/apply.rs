@@ -722,6 +722,22 @@ mod tests {
         );
     }
 
+    /// The calls' arguments for a diff without pruning or retirement.
+    fn plain_args(have: &State, want: &State, users: &[&str]) -> Vec<String> {
+        diff(
+            have,
+            want,
+            &managed(users),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        )
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect()
+    }
+
     #[test]
     fn a_user_moving_to_another_account_keeps_the_new_association() {
         let have = state(
@@ -734,20 +750,8 @@ mod tests {
             &[("c", "cosmo", "ada")],
             &[("c", "ada", "cosmo")],
         );
-        let args: Vec<String> = diff(
-            &have,
-            &want,
-            &managed(&["ada"]),
-            &BTreeSet::new(),
-            &BTreeSet::new(),
-            1000,
-            &mut vec![],
-        )
-        .iter()
-        .map(|c| c.args.join(" "))
-        .collect();
         assert_eq!(
-            args,
+            plain_args(&have, &want, &["ada"]),
             [
                 "add user name=ada account=cosmo cluster=c",
                 "modify user where name=ada cluster=c set defaultaccount=cosmo",
@@ -764,20 +768,8 @@ mod tests {
             &[("c", "ada", "optics")],
         );
         let want = state(&[("c", "optics"), ("c", "cosmo")], &[], &[]);
-        let args: Vec<String> = diff(
-            &have,
-            &want,
-            &managed(&["ada"]),
-            &BTreeSet::new(),
-            &BTreeSet::new(),
-            1000,
-            &mut vec![],
-        )
-        .iter()
-        .map(|c| c.args.join(" "))
-        .collect();
         assert_eq!(
-            args,
+            plain_args(&have, &want, &["ada"]),
             [
                 "delete user where name=ada account=cosmo cluster=c",
                 "delete user where name=ada cluster=c",
