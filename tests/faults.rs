@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use support::faults::*;
-use support::{roster, scratch};
+use support::roster;
 
 /// Writes the config (the directory's part plus `extra`) and the site's manifests.
 fn files(dir: &Path, slapd: &Slapd, extra: &str, site: &Site) -> (String, String) {
@@ -56,7 +56,7 @@ async fn until_accounts(slapd: &Slapd, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_killed_during_a_large_file_apply_exits_1_and_a_reapply_converges_without_renumbering()
 {
-    let dir = scratch("faults-ldap-file");
+    let dir = Workdir::new("faults-ldap-file");
     let site = Site::new("lab", 300, 30);
     // The reference: what a clean run allocates, in a directory of its own.
     let clean = Slapd::start(&dir.join("clean"));
@@ -117,14 +117,14 @@ async fn ldap_killed_during_a_large_file_apply_exits_1_and_a_reapply_converges_w
 
 /// A fake API server, a private slapd and a config for the operator.
 struct World {
-    dir: std::path::PathBuf,
     slapd: Slapd,
     cluster: Cluster,
     config: std::path::PathBuf,
+    _dir: Workdir,
 }
 
 fn world(name: &str, flags: &[&str], extra: &str) -> World {
-    let dir = scratch(name);
+    let dir = Workdir::new(name);
     let slapd = Slapd::start(&dir.join("slapd"));
     let cluster = Cluster::start(&dir, flags);
     let config = file(
@@ -133,10 +133,10 @@ fn world(name: &str, flags: &[&str], extra: &str) -> World {
         &format!("{}{OPERATOR}{extra}", slapd.config()),
     );
     World {
-        dir,
         slapd,
         cluster,
         config,
+        _dir: dir,
     }
 }
 
@@ -222,13 +222,11 @@ async fn ldap_killed_during_operator_convergence_is_reported_unavailable_and_con
     let st = w.slapd.state().await;
     st.assert_converged(&site);
     w.assert_status_uids(&site, &st.uids());
-    drop(op);
-    let _ = std::fs::remove_dir_all(&w.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_unobservable_then_slurmdbd_down_in_file_mode_ldap_completes_and_slurm_catches_up() {
-    let dir = scratch("faults-slurm-file");
+    let dir = Workdir::new("faults-slurm-file");
     let slapd = Slapd::start(&dir.join("slapd"));
     let slurm = Slurm::start(&dir.join("slurm"), "ffile");
     let url = file(&dir, "ro.url", &closed_port_url(&slurm.ro_url()));
@@ -282,7 +280,7 @@ async fn slurm_unobservable_then_slurmdbd_down_in_file_mode_ldap_completes_and_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_unobservable_then_slurmdbd_down_in_operator_mode_fails_only_slurm_and_recovers() {
-    let dir = scratch("faults-slurm-op-url");
+    let dir = Workdir::new("faults-slurm-op-url");
     let slurm = Slurm::start(&dir.join("slurm"), "fop");
     let url = file(&dir, "ro.url", &closed_port_url(&slurm.ro_url()));
     let w = world("faults-slurm-op", &[], &slurm.config(&url));
@@ -381,7 +379,7 @@ fn assert_deposited_once(server: &roster::gold::server::GoldServer, site: &Site)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gold_dropping_connections_and_replies_in_file_mode_retries_and_never_deposits_twice() {
-    let dir = scratch("faults-gold-file");
+    let dir = Workdir::new("faults-gold-file");
     let slapd = Slapd::start(&dir.join("slapd"));
     let (server, proxy, extra) = gold(&dir).await;
     let site = Site::new("lab", 20, 4);
@@ -428,7 +426,7 @@ async fn gold_dropping_connections_and_replies_in_file_mode_retries_and_never_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gold_dropping_connections_in_operator_mode_says_gold_synced_false_then_converges() {
-    let dir = scratch("faults-gold-op-key");
+    let dir = Workdir::new("faults-gold-op-key");
     let (server, proxy, extra) = gold(&dir).await;
     proxy.set_dropping(true);
     let w = world("faults-gold-op", &[], &extra);

@@ -26,6 +26,31 @@ impl Drop for Owned {
     }
 }
 
+/// A test's scratch directory, removed when the test passes (kept for inspection when it
+/// fails). Declare it before the servers that live in it, so they stop first.
+pub struct Workdir(pub PathBuf);
+
+impl Workdir {
+    pub fn new(name: &str) -> Workdir {
+        Workdir(super::scratch(name))
+    }
+}
+
+impl std::ops::Deref for Workdir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Sends SIGKILL to `pid` (a process this test started) and waits until it is gone.
 pub fn kill_pid(pid: u32) {
     let status = Command::new("kill")
