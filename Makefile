@@ -82,3 +82,15 @@ bench-slurm: dev-up
 # A benchmark, not a test: planning an import of 50,000 rows against 50,000 imported people.
 bench-import: dev-up
 	hack/bench-import.sh
+
+# Fuzzing (docs/testing.md, "Fuzzing"): cargo fuzz targets for the parsers that read outside
+# input, built in fuzz/ (its own crate and target directory). `make fuzz` runs each target for
+# FUZZ_SECONDS; `make fuzz-smoke` is the short run CI does. FUZZ_TARGETS narrows either.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+.PHONY: fuzz fuzz-smoke
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	fuzz/run.sh 20 $(FUZZ_TARGETS)

@@ -118,6 +118,37 @@ pub fn load(
             docs.push((name, text));
         }
     }
+    build(docs, default_namespace, errors)
+}
+
+/// [`load`] of one manifest text (`name` stands for its file in messages): the same parsing,
+/// limits and validation, without reading files (the fuzz targets use it).
+pub fn load_text(
+    name: &str,
+    text: &str,
+    default_namespace: Option<&str>,
+) -> Result<Site, Vec<ManifestError>> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(vec![ManifestError {
+            source: name.to_string(),
+            object: None,
+            message: format!("input exceeds {MAX_INPUT_BYTES} bytes"),
+        }]);
+    }
+    build(
+        vec![(name.to_string(), text.to_string())],
+        default_namespace,
+        Vec::new(),
+    )
+}
+
+/// The site declared by `docs` (`(name, text)` of each input), unless there is a problem in
+/// them or already in `errors`.
+fn build(
+    docs: Vec<(String, String)>,
+    default_namespace: Option<&str>,
+    mut errors: Vec<ManifestError>,
+) -> Result<Site, Vec<ManifestError>> {
     let mut site = Site::default();
     let mut seen: BTreeMap<(String, Key), String> = BTreeMap::new();
     for (name, text) in docs {

@@ -241,7 +241,8 @@ pub fn parse_reply(pieces: &[String]) -> Result<Response, GoldError> {
         }
         if let Some(c) = resp.find("Count") {
             let n: u64 = c.text_content().trim().parse().unwrap_or(0);
-            out.count = Some(out.count.unwrap_or(0) + n);
+            // A hostile server's counts must not overflow (found by fuzz/gold_reply).
+            out.count = Some(out.count.unwrap_or(0).saturating_add(n));
         }
         if let Some(d) = resp.find("Data") {
             for row in d.elements() {
@@ -433,6 +434,13 @@ mod tests {
         let f = String::from_utf8(frame(&p)).unwrap();
         assert!(f.starts_with("POST /SSSRMAP3 HTTP/1.1\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nTransfer-Encoding: chunked\r\n\r\n"));
         assert!(f.ends_with(&format!("{:x}\r\n{p}0\r\n", p.len())));
+    }
+
+    #[test]
+    fn counts_of_chunked_replies_saturate_instead_of_overflowing() {
+        let piece = "<Envelope><Body><Response><Status><Value>Success</Value><Code>000</Code></Status><Count>18446744073709551615</Count></Response></Body></Envelope>".to_string();
+        let r = parse_reply(&[piece.clone(), piece]).unwrap();
+        assert_eq!(r.count, Some(u64::MAX));
     }
 
     #[test]

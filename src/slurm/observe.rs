@@ -196,28 +196,80 @@ pub async fn observe_with_sacctmgr(
     sacctmgr: &mut super::apply::Sacctmgr,
     clusters: &[String],
 ) -> Result<State, ObserveError> {
-    let mut state = State::default();
     let q = |out: Result<String, String>| out.map_err(ObserveError::Database);
-    let known: Vec<String> = q(sacctmgr.query(&["show", "cluster", "format=Cluster"]).await)?
-        .lines()
-        .map(|l| l.trim().to_string())
-        .collect();
-    for c in clusters {
-        if !known.contains(c) {
-            return Err(ObserveError::UnknownCluster(c.clone()));
-        }
-        state.clusters.insert(c.clone());
-    }
-    state.qos = q(sacctmgr.query(&["show", "qos", "format=Name"]).await)?
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    for line in q(sacctmgr
+    let mut show = SacctmgrShow {
+        clusters: q(sacctmgr.query(&["show", "cluster", "format=Cluster"]).await)?,
+        ..SacctmgrShow::default()
+    };
+    known_clusters(&show.clusters, clusters)?;
+    show.qos = q(sacctmgr.query(&["show", "qos", "format=Name"]).await)?;
+    show.accounts = q(sacctmgr
         .query(&["show", "account", "format=Account,Descr,Org"])
-        .await)?
-    .lines()
-    {
+        .await)?;
+    show.coordinators = q(sacctmgr
+        .query(&["show", "user", "withcoord", "format=User,Coordinators"])
+        .await)?;
+    for c in clusters {
+        let cluster = format!("cluster={c}");
+        let assocs = q(sacctmgr
+            .query(&["show", "assoc", &cluster, SACCTMGR_ASSOC_FORMAT])
+            .await)?;
+        let defaults = q(sacctmgr
+            .query(&[
+                "show",
+                "user",
+                "withassoc",
+                "format=User,Cluster,DefaultAccount",
+            ])
+            .await)?;
+        show.per_cluster.push((assocs, defaults));
+    }
+    parse_sacctmgr(clusters, &show)
+}
+
+/// The columns of `sacctmgr show assoc` that [`parse_sacctmgr`] reads, in this order.
+const SACCTMGR_ASSOC_FORMAT: &str = "format=Account,User,Partition,ParentName,Fairshare,MaxJobs,MaxSubmit,GrpJobs,GrpSubmit,GrpTRES,MaxWall,QOS,DefaultQOS";
+
+/// What `sacctmgr -nP show …` printed for [`observe_with_sacctmgr`], one text per query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SacctmgrShow {
+    /// `show cluster format=Cluster`.
+    pub clusters: String,
+    /// `show qos format=Name`.
+    pub qos: String,
+    /// `show account format=Account,Descr,Org`.
+    pub accounts: String,
+    /// `show user withcoord format=User,Coordinators`.
+    pub coordinators: String,
+    /// For each cluster asked for, in order: `show assoc cluster=<c>` ([`SACCTMGR_ASSOC_FORMAT`])
+    /// and `show user withassoc format=User,Cluster,DefaultAccount`.
+    pub per_cluster: Vec<(String, String)>,
+}
+
+/// Every cluster asked for is one sacctmgr lists.
+fn known_clusters(listed: &str, clusters: &[String]) -> Result<(), ObserveError> {
+    let known: Vec<&str> = listed.lines().map(str::trim).collect();
+    match clusters.iter().find(|c| !known.contains(&c.as_str())) {
+        Some(c) => Err(ObserveError::UnknownCluster(c.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The snapshot in sacctmgr's texts (pure: the fuzz targets feed it arbitrary output).
+pub fn parse_sacctmgr(clusters: &[String], show: &SacctmgrShow) -> Result<State, ObserveError> {
+    known_clusters(&show.clusters, clusters)?;
+    let mut state = State {
+        clusters: clusters.iter().cloned().collect(),
+        ..State::default()
+    };
+    state.qos = show
+        .qos
+        .lines()
+        .map(|l| l.trim().to_string())
+        // One field per line was asked for; a `|` is not part of a name (found by fuzz/sacctmgr).
+        .filter(|l| !l.is_empty() && !l.contains('|'))
+        .collect();
+    for line in show.accounts.lines() {
         let f: Vec<&str> = line.split('|').collect();
         if f.len() == 3 {
             state
@@ -225,27 +277,19 @@ pub async fn observe_with_sacctmgr(
                 .insert(f[0].into(), (f[1].into(), f[2].into()));
         }
     }
-    for line in q(sacctmgr
-        .query(&["show", "user", "withcoord", "format=User,Coordinators"])
-        .await)?
-    .lines()
-    {
-        if let Some((user, coords)) = line.split_once('|') {
+    for line in show.coordinators.lines() {
+        // Two fields, or the line is not what was asked for (found by fuzz/sacctmgr).
+        if let [user, coords] = line.split('|').collect::<Vec<_>>()[..] {
             for a in coords.split(',').filter(|a| !a.is_empty()) {
                 state.coordinators.insert((a.to_string(), user.to_string()));
             }
         }
     }
     let num = |s: &str| s.trim().parse::<i64>().ok();
-    for c in clusters {
-        let args = [
-            "show".to_string(),
-            "assoc".into(),
-            format!("cluster={c}"),
-            "format=Account,User,Partition,ParentName,Fairshare,MaxJobs,MaxSubmit,GrpJobs,GrpSubmit,GrpTRES,MaxWall,QOS,DefaultQOS".into(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        for line in q(sacctmgr.query(&args).await)?.lines() {
+    let none = (String::new(), String::new());
+    for (i, c) in clusters.iter().enumerate() {
+        let (assocs, defaults) = show.per_cluster.get(i).unwrap_or(&none);
+        for line in assocs.lines() {
             let f: Vec<&str> = line.split('|').collect();
             if f.len() < 13 {
                 continue;
@@ -292,14 +336,7 @@ pub async fn observe_with_sacctmgr(
                 );
             }
         }
-        let args = [
-            "show".to_string(),
-            "user".into(),
-            "withassoc".into(),
-            "format=User,Cluster,DefaultAccount".into(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        for line in q(sacctmgr.query(&args).await)?.lines() {
+        for line in defaults.lines() {
             let f: Vec<&str> = line.split('|').collect();
             if f.len() == 3 && f[1] == c && !f[2].is_empty() {
                 state
@@ -325,11 +362,46 @@ fn wall_minutes(s: &str) -> Option<i64> {
         .split(':')
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
+    // Checked: a value beyond any real limit is no limit Roster can read (found by fuzz/sacctmgr).
     let minutes = match parts.as_slice() {
         [m] => *m,
-        [h, m, _s] => h * 60 + m,
+        [h, m, _s] => h.checked_mul(60)?.checked_add(*m)?,
         [m, _s] => *m,
         _ => return None,
     };
-    Some(days * 1440 + minutes)
+    days.checked_mul(1440)?.checked_add(minutes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_wall_in_sacctmgr_forms_and_out_of_range() {
+        assert_eq!(wall_minutes("2-03:04:05"), Some(2 * 1440 + 3 * 60 + 4));
+        assert_eq!(wall_minutes("30:00"), Some(30));
+        assert_eq!(wall_minutes("90"), Some(90));
+        assert_eq!(wall_minutes(""), None);
+        assert_eq!(wall_minutes("99999999999999999-00:00:00"), None);
+        assert_eq!(wall_minutes("9223372036854775807:00:00"), None);
+        assert_eq!(wall_minutes("1-9223372036854775807"), None);
+    }
+
+    #[test]
+    fn qos_and_coordinator_lines_with_other_fields_are_not_read() {
+        let show = SacctmgrShow {
+            clusters: "dev\n".into(),
+            qos: "normal\nbob|x\n".into(),
+            coordinators: "ada|physics,detector\nbob|x|y\ncarl|\n".into(),
+            per_cluster: vec![(String::new(), String::new())],
+            ..SacctmgrShow::default()
+        };
+        let state = parse_sacctmgr(&["dev".to_string()], &show).unwrap();
+        let expected =
+            [("detector", "ada"), ("physics", "ada")].map(|(a, u)| (a.to_string(), u.to_string()));
+        assert_eq!(state.coordinators, expected.into_iter().collect());
+        assert_eq!(state.qos, ["normal".to_string()].into_iter().collect());
+        let err = parse_sacctmgr(&["gpu".to_string()], &show).unwrap_err();
+        assert!(matches!(err, ObserveError::UnknownCluster(c) if c == "gpu"));
+    }
 }
