@@ -169,8 +169,8 @@ pub fn read_csv_file(path: &std::path::Path) -> Result<String, ReadError> {
 /// - Without a configured `delimiter` it is detected from the column-naming line (the first
 ///   line when there is no header): the most frequent of `,` `;` tab `|` outside quotes, the
 ///   earlier one on a tie, `,` when none occurs.
-/// - Cells are trimmed of whitespace outside quotes; text inside quotes is kept as it is (a CRLF
-///   inside quotes becomes LF). List cells are not split.
+/// - Cells are trimmed of whitespace outside quotes; text inside quotes is kept as it is (a line
+///   break inside quotes, CRLF or a lone CR, becomes LF). List cells are not split.
 /// - Blank lines, and lines whose cells are all empty (spreadsheets export `;;;`), are skipped
 ///   everywhere, and do not count as header lines.
 /// - A row with another number of cells than the header, or with bad quoting (a quote inside
@@ -457,15 +457,9 @@ impl<'a> Lexer<'a> {
                             break;
                         }
                     }
-                    Some('\r') if self.chars.peek() == Some(&'\n') => {
-                        self.chars.next();
-                        self.line += 1;
-                        value.push('\n');
-                    }
-                    Some(c @ ('\n' | '\r')) => {
-                        self.line += 1;
-                        value.push(c);
-                    }
+                    // LF, CRLF and a lone CR all become LF, so a cell written back quoted
+                    // reads the same (`"\r\r\n"` was `\r\n`, then `\n`: found by fuzz/csv_import).
+                    Some(c) if self.line_break(c) => value.push('\n'),
                     Some(c) => value.push(c),
                 }
             }
@@ -1094,6 +1088,16 @@ mod tests {
         assert_eq!(rows[1].fields["note"], "two\nlines");
         assert_eq!(rows[1].number, 3, "a record is numbered by its first line");
         assert_eq!(rows[2].number, 5, "lines inside quotes count");
+    }
+
+    #[test]
+    fn line_breaks_inside_quotes_become_lf_and_read_back_the_same() {
+        let (rows, errors) = csv("id,note\n1,\"a\r\r\nb\rc\"\n2,x\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(rows[0].fields["note"], "a\n\nb\nc");
+        assert_eq!(rows[1].number, 6, "each break counts as a line");
+        let (again, _) = csv("id,note\n1,\"a\n\nb\nc\"\n");
+        assert_eq!(again[0].fields, rows[0].fields);
     }
 
     #[test]
