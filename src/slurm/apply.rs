@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::{Account, State};
+use super::model::{Account, Assoc, State};
 
 /// One sacctmgr invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct Call {
     /// The users (or, for account calls, accounts) a failure concerns.
     pub users: Vec<String>,
     pub accounts: Vec<String>,
+    /// For `load`: the file's content (written to a private file when the call runs).
+    pub file: Option<String>,
 }
 
 fn n(v: Option<i64>) -> String {
@@ -118,6 +120,7 @@ pub fn diff(
     unmanaged: &mut Vec<String>,
 ) -> Vec<Call> {
     let mut calls = vec![];
+    let mut load = Load::default();
     let chunks = |names: &[String]| -> Vec<String> {
         names.chunks(batch.max(1)).map(|c| c.join(",")).collect()
     };
@@ -149,13 +152,37 @@ pub fn diff(
                         what: format!("update account {name} on {cluster}"),
                         users: vec![],
                         accounts: vec![name.clone()],
+                        file: None,
                     });
                 }
             }
         }
     }
     for ((cluster, settings, desc, org), names) in new_accounts {
+        // In a bulk load when its parent exists already and its text fits the file format.
+        let parent = settings[0].trim_start_matches("parent=");
+        let loadable = (parent == "root"
+            || have
+                .accounts
+                .contains_key(&(cluster.clone(), parent.into())))
+            && [&desc, &org].iter().all(|v| load_safe(v))
+            && settings.iter().all(|v| load_safe(v));
+        if loadable {
+            let mut options = vec![
+                format!("Description='{desc}'"),
+                format!("Organization='{org}'"),
+            ];
+            options.extend(settings[1..].iter().cloned());
+            let c = load.clusters.entry(cluster.clone()).or_default();
+            for name in &names {
+                c.accounts
+                    .push((parent.to_string(), name.clone(), options.clone()));
+            }
+        }
         for list in chunks(&names) {
+            if loadable {
+                load.replaces.push(calls.len());
+            }
             let mut args: Vec<String> = vec![
                 "add".into(),
                 "account".into(),
@@ -170,6 +197,7 @@ pub fn diff(
                 what: format!("add account(s) {list} on {cluster}"),
                 users: vec![],
                 accounts: names.clone(),
+                file: None,
             });
         }
     }
@@ -197,6 +225,7 @@ pub fn diff(
                 what: format!("update description of account {name}"),
                 users: vec![],
                 accounts: vec![name.clone()],
+                file: None,
             });
         }
     }
@@ -228,7 +257,37 @@ pub fn diff(
             let mut users = users.clone();
             users.sort();
             users.dedup();
+            let loadable = partition.is_empty()
+                && (have
+                    .accounts
+                    .contains_key(&(cluster.clone(), account.clone()))
+                    || load.has_account(cluster, account));
+            if loadable {
+                let c = load.clusters.entry(cluster.clone()).or_default();
+                for user in &users {
+                    let key = (
+                        cluster.clone(),
+                        account.clone(),
+                        user.clone(),
+                        String::new(),
+                    );
+                    let mut options = vec![];
+                    if default {
+                        options.push(format!("DefaultAccount='{account}'"));
+                    }
+                    if let Some(w) = want.assocs.get(&key).filter(|w| **w != Assoc::default()) {
+                        options.push(format!("MaxJobs={}", n(w.max_jobs)));
+                        options.push(format!("MaxSubmitJobs={}", n(w.max_submit_jobs)));
+                    }
+                    c.users
+                        .push((default, account.clone(), user.clone(), options));
+                    load.assocs.insert(key);
+                }
+            }
             for list in chunks(&users) {
+                if loadable {
+                    load.replaces.push(calls.len());
+                }
                 let mut args = vec![
                     "add".to_string(),
                     "user".into(),
@@ -250,6 +309,7 @@ pub fn diff(
                     ),
                     users: users.clone(),
                     accounts: vec![],
+                    file: None,
                 });
             }
         }
@@ -283,19 +343,22 @@ pub fn diff(
                 what: format!("set default account {account} for {list} on {cluster}"),
                 users: users.clone(),
                 accounts: vec![],
+                file: None,
             });
         }
     }
 
     // 4. Association limits (deactivation sets MaxJobs=0 MaxSubmitJobs=0; reactivation restores).
-    let mut limits: BTreeMap<(String, String, String, String, String), Vec<String>> =
-        BTreeMap::new();
+    // (Loaded by the load below?, cluster, account, partition, maxjobs, maxsubmitjobs.)
+    type LimitGroup = (bool, String, String, String, String, String);
+    let mut limits: BTreeMap<LimitGroup, Vec<String>> = BTreeMap::new();
     for (key, w) in &want.assocs {
         let h = have.assocs.get(key).cloned().unwrap_or_default();
         if &h != w {
             let (cluster, account, user, partition) = key;
             limits
                 .entry((
+                    load.assocs.contains(key),
                     cluster.clone(),
                     account.clone(),
                     partition.clone(),
@@ -306,8 +369,11 @@ pub fn diff(
                 .push(user.clone());
         }
     }
-    for ((cluster, account, partition, max_jobs, max_submit), users) in limits {
+    for ((loaded, cluster, account, partition, max_jobs, max_submit), users) in limits {
         for list in chunks(&users) {
+            if loaded {
+                load.replaces.push(calls.len());
+            }
             let mut args = vec![
                 "modify".to_string(),
                 "user".into(),
@@ -332,6 +398,7 @@ pub fn diff(
                 ),
                 users: users.clone(),
                 accounts: vec![],
+                file: None,
             });
         }
     }
@@ -362,6 +429,18 @@ pub fn diff(
                 .find(|(_, a)| *a == account)
                 .map(|(c, _)| c.clone())
                 .unwrap_or_default();
+            // A coordinator's line in the load needs the association there before it.
+            let exists = |u: &String| {
+                let key = (cluster.clone(), account.clone(), u.clone(), String::new());
+                have.assocs.contains_key(&key) || load.assocs.contains(&key)
+            };
+            if verb == "add" && !cluster.is_empty() && users.iter().all(exists) {
+                let c = load.clusters.entry(cluster.clone()).or_default();
+                for u in &users {
+                    c.coordinators.push((account.clone(), u.clone()));
+                }
+                load.replaces.push(calls.len());
+            }
             calls.push(Call {
                 args: vec![
                     verb.into(),
@@ -373,6 +452,7 @@ pub fn diff(
                 what: format!("{what} {} coordinator(s) of {account}", users.join(",")),
                 users: users.clone(),
                 accounts: vec![],
+                file: None,
             });
         }
     }
@@ -450,6 +530,7 @@ pub fn diff(
                 ),
                 users: users.clone(),
                 accounts: vec![],
+                file: None,
             });
         }
     }
@@ -468,6 +549,7 @@ pub fn diff(
                 what: format!("remove user(s) {list} from {cluster} (no memberships left)"),
                 users: users.clone(),
                 accounts: vec![],
+                file: None,
             });
         }
     }
@@ -492,10 +574,139 @@ pub fn diff(
                 what: format!("remove account(s) {list} from {cluster} (project purged)"),
                 users: vec![],
                 accounts: accounts.clone(),
+                file: None,
             });
         }
     }
-    calls
+    load.into_calls(calls)
+}
+
+/// Below this many calls a bulk `sacctmgr load` costs more than it saves: a load has a fixed
+/// cost of a few seconds, a single call about 0.6 s.
+const LOAD_MIN_CALLS: usize = 8;
+
+/// The additions of a diff as `sacctmgr load` files, one per cluster: new accounts, new
+/// associations (a new user's default first), their limits and new coordinators. `load` adds and
+/// modifies but never removes — the same effect as the calls it stands for, in one call.
+#[derive(Default)]
+struct Load {
+    clusters: BTreeMap<String, LoadCluster>,
+    /// Associations the load makes.
+    assocs: BTreeSet<(String, String, String, String)>,
+    /// Indices of the calls it stands for.
+    replaces: Vec<usize>,
+}
+
+#[derive(Default)]
+struct LoadCluster {
+    /// (parent, account, options).
+    accounts: Vec<(String, String, Vec<String>)>,
+    /// (the user's default, account, user, options).
+    users: Vec<(bool, String, String, Vec<String>)>,
+    /// (account, user).
+    coordinators: Vec<(String, String)>,
+}
+
+impl Load {
+    fn has_account(&self, cluster: &str, account: &str) -> bool {
+        self.clusters
+            .get(cluster)
+            .is_some_and(|c| c.accounts.iter().any(|(_, a, _)| a == account))
+    }
+
+    /// The calls with the ones it stands for replaced by one load per cluster, where the
+    /// first of them was; unchanged when the load would not pay.
+    fn into_calls(self, calls: Vec<Call>) -> Vec<Call> {
+        if self.replaces.len() < LOAD_MIN_CALLS {
+            return calls;
+        }
+        let replaced: BTreeSet<usize> = self.replaces.iter().copied().collect();
+        let at = *replaced.first().expect("not empty");
+        let mut out = Vec::with_capacity(calls.len() - replaced.len() + self.clusters.len());
+        for (i, call) in calls.into_iter().enumerate() {
+            if i == at {
+                out.extend(self.clusters.iter().map(|(name, c)| c.call(name)));
+            }
+            if !replaced.contains(&i) {
+                out.push(call);
+            }
+        }
+        out
+    }
+}
+
+impl LoadCluster {
+    fn call(&self, cluster: &str) -> Call {
+        let mut text = format!("Cluster - '{cluster}'\n");
+        let mut parent = String::new();
+        let mut under = |text: &mut String, p: &str| {
+            if parent != p {
+                text.push_str(&format!("Parent - '{p}'\n"));
+                parent = p.to_string();
+            }
+        };
+        for (p, account, options) in &self.accounts {
+            under(&mut text, p);
+            text.push_str(&line("Account", account, options));
+        }
+        // A new user's first line names its default account: without it, the first account
+        // would become the default. Options on a user's later lines are not read (the user
+        // exists by then), so all of a user's coordinatorships go on its first line.
+        let mut coordinators: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (a, u) in &self.coordinators {
+            coordinators.entry(u.as_str()).or_default().push(a.as_str());
+        }
+        let mut users: Vec<&(bool, String, String, Vec<String>)> = self.users.iter().collect();
+        users.sort_by(|a, b| (!a.0, &a.1, &a.2).cmp(&(!b.0, &b.1, &b.2)));
+        for (_, account, user, options) in users {
+            under(&mut text, account);
+            let mut options = options.clone();
+            if let Some(accounts) = coordinators.remove(user.as_str()) {
+                options.push(format!("Coordinator='{}'", accounts.join(",")));
+            }
+            text.push_str(&line("User", user, &options));
+        }
+        // Users already in Slurm: a line under an account they are in.
+        for (user, accounts) in coordinators {
+            under(&mut text, accounts[0]);
+            text.push_str(&line(
+                "User",
+                user,
+                &[format!("Coordinator='{}'", accounts.join(","))],
+            ));
+        }
+        let users: BTreeSet<String> = self.users.iter().map(|u| u.2.clone()).collect();
+        let accounts: Vec<String> = self.accounts.iter().map(|a| a.1.clone()).collect();
+        Call {
+            args: vec!["load".into(), "file=-".into()],
+            what: format!(
+                "load {} account(s), {} association(s) and {} coordinator(s) on {cluster} in one call",
+                self.accounts.len(),
+                self.users.len(),
+                self.coordinators.len()
+            ),
+            users: users.into_iter().collect(),
+            accounts,
+            file: Some(text),
+        }
+    }
+}
+
+fn line(kind: &str, name: &str, options: &[String]) -> String {
+    let mut l = format!("{kind} - '{name}'");
+    for o in options {
+        l.push(':');
+        l.push_str(o);
+    }
+    l.push('\n');
+    l
+}
+
+/// A value the load file format carries unchanged: options are separated by `:` and quoted
+/// with `'`, lines end at a newline. (Names are validated before; free text may hold these.)
+fn load_safe(v: &str) -> bool {
+    !v.chars()
+        .any(|c| c == '\'' || c == ':' || c == '"' || c.is_control())
 }
 
 fn in_partition(partition: &str) -> String {
@@ -562,6 +773,50 @@ impl Sacctmgr {
                 String::from_utf8_lossy(&o.stderr).trim()
             )),
         }
+    }
+
+    /// Runs a call; a `load` call's file is written privately (mode 0600) for the run only.
+    pub async fn run_call(&mut self, call: &Call) -> Outcome {
+        let Some(text) = &call.file else {
+            return self.run(&call.args).await;
+        };
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "roster-sacctmgr-{}-{}.cfg",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let written = {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+        };
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Outcome::Failed {
+                reason: "LoadFile",
+                message: format!("cannot write the load file {}: {e}", path.display()),
+            };
+        }
+        let args: Vec<String> = call
+            .args
+            .iter()
+            .map(|a| {
+                if a == "file=-" {
+                    format!("file={}", path.display())
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let out = self.run(&args).await;
+        let _ = std::fs::remove_file(&path);
+        out
     }
 
     pub async fn run(&mut self, args: &[String]) -> Outcome {
@@ -676,6 +931,154 @@ mod tests {
 
     fn managed(users: &[&str]) -> BTreeSet<String> {
         users.iter().map(|u| u.to_string()).collect()
+    }
+
+    #[test]
+    fn many_additions_become_one_load_per_cluster_with_defaults_first() {
+        // Ten new projects, a member each, everyone also in p0 (not their default), p0's first
+        // member its coordinator; a locked association carries its limits; one account whose
+        // description the file format cannot carry stays a call of its own.
+        let mut want = state(&[], &[], &[]);
+        let mut have = state(
+            &[("c", "old")],
+            &[("c", "old", "zed")],
+            &[("c", "zed", "old")],
+        );
+        have.account_info.clear();
+        for i in 0..10 {
+            let (p, u) = (format!("p{i}"), format!("u{i}"));
+            want.accounts.insert(
+                ("c".into(), p.clone()),
+                Account {
+                    parent: "root".into(),
+                    ..Default::default()
+                },
+            );
+            want.account_info
+                .insert(p.clone(), (format!("project {i}"), "inst".into()));
+            want.assocs.insert(
+                ("c".into(), p.clone(), u.clone(), String::new()),
+                Assoc::default(),
+            );
+            want.defaults.insert(("c".into(), u.clone()), p.clone());
+            if i > 0 {
+                want.assocs.insert(
+                    ("c".into(), "p0".into(), u.clone(), String::new()),
+                    Assoc::default(),
+                );
+            }
+        }
+        want.accounts.insert(
+            ("c".into(), "odd".into()),
+            Account {
+                parent: "root".into(),
+                ..Default::default()
+            },
+        );
+        want.account_info
+            .insert("odd".into(), ("it's: odd".into(), "inst".into()));
+        want.accounts.insert(
+            ("c".into(), "old".into()),
+            Account {
+                parent: "root".into(),
+                ..Default::default()
+            },
+        );
+        want.assocs.insert(
+            ("c".into(), "old".into(), "zed".into(), String::new()),
+            Assoc::default(),
+        );
+        want.defaults
+            .insert(("c".into(), "zed".into()), "old".into());
+        want.assocs.insert(
+            ("c".into(), "p3".into(), "u3".into(), String::new()),
+            Assoc {
+                max_jobs: Some(0),
+                max_submit_jobs: Some(0),
+            },
+        );
+        want.coordinators.insert(("p0".into(), "u0".into()));
+        want.coordinators.insert(("p0".into(), "u1".into()));
+        want.coordinators.insert(("p1".into(), "u1".into()));
+        want.coordinators.insert(("old".into(), "zed".into()));
+        let calls = diff(
+            &have,
+            &want,
+            &managed(&["zed"]),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        );
+        let args: Vec<String> = calls.iter().map(|c| c.args.join(" ")).collect();
+        assert_eq!(
+            args,
+            [
+                "add account name=odd cluster=c description=it's: odd organization=inst parent=root",
+                "load file=-",
+            ]
+        );
+        let file = calls[1].file.as_deref().unwrap();
+        let lines: Vec<&str> = file.lines().collect();
+        assert_eq!(lines[0], "Cluster - 'c'");
+        assert_eq!(lines[1], "Parent - 'root'");
+        assert_eq!(
+            lines[2],
+            "Account - 'p0':Description='project 0':Organization='inst'"
+        );
+        // Every user's default line comes before any other line of that user.
+        for i in 0..10 {
+            let u = format!("User - 'u{i}'");
+            let first = lines.iter().position(|l| l.starts_with(&u)).unwrap();
+            assert!(
+                lines[first].contains(&format!(":DefaultAccount='p{i}'")),
+                "{}",
+                lines[first]
+            );
+            let parent = lines[..first]
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("Parent"))
+                .unwrap();
+            assert_eq!(*parent, format!("Parent - 'p{i}'"));
+        }
+        assert!(lines.contains(&"User - 'u3':DefaultAccount='p3':MaxJobs=0:MaxSubmitJobs=0"));
+        assert!(lines.contains(&"User - 'u0':DefaultAccount='p0':Coordinator='p0'"));
+        // sacctmgr reads a user's options on its first line only: every coordinatorship there.
+        assert!(lines.contains(&"User - 'u1':DefaultAccount='p1':Coordinator='p0,p1'"));
+        assert!(lines.iter().filter(|l| l.contains("Coordinator")).count() == 3);
+        // The existing association gets its coordinator by a line of its own under its account.
+        let zed = lines
+            .iter()
+            .position(|l| *l == "User - 'zed':Coordinator='old'")
+            .unwrap();
+        assert_eq!(
+            lines[..zed].iter().rev().find(|l| l.starts_with("Parent")),
+            Some(&"Parent - 'old'")
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("User - 'u5'"))
+                .count(),
+            2
+        );
+        assert!(
+            calls[1]
+                .what
+                .contains("10 account(s), 19 association(s) and 4 coordinator(s)")
+        );
+        // A few additions stay single calls: a load costs more than it saves there.
+        let small = diff(
+            &State::default(),
+            &state(&[("c", "a")], &[("c", "a", "u")], &[("c", "u", "a")]),
+            &managed(&["u"]),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            1000,
+            &mut vec![],
+        );
+        assert!(small.iter().all(|c| c.file.is_none() && c.args[0] == "add"));
     }
 
     #[test]

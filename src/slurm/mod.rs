@@ -164,7 +164,7 @@ pub async fn converge(
         report.recorded.push((dn.clone(), cluster.clone()));
     }
     for call in calls {
-        let outcome = sacctmgr.run(&call.args).await;
+        let outcome = sacctmgr.run_call(&call).await;
         report.calls.push((call, Some(outcome)));
     }
     report.invocations = sacctmgr.invocations;
