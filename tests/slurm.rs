@@ -165,6 +165,109 @@ async fn projects_become_accounts_members_associations_and_a_second_apply_change
     tree.cleanup().await;
 }
 
+/// A site too large for single calls: twelve projects, users in one to three of them (a
+/// default project chosen), leaders coordinating two projects, a locked account.
+fn bulk_site(p: &str) -> (String, Vec<String>) {
+    let mut s = String::new();
+    let mut rows = vec![];
+    for j in 0..12 {
+        let members: Vec<String> = (0..24)
+            .filter(|i| {
+                i % 12 == j
+                    || (i % 5 == 0 && j == (i + 1) % 12)
+                    || (i % 7 == 0 && j == (i + 3) % 12)
+            })
+            .map(|i| format!("{p}v{i}"))
+            .collect();
+        for m in &members {
+            let locked = if m.ends_with("v7") { "0|0" } else { "|" };
+            rows.push(format!("{p}k{j}|{m}|{locked}"));
+        }
+        // The leader of project j also leads project j+1.
+        s.push_str(&format!(
+            "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}k{j}, namespace: physics}}\nspec:\n  leaders: [{p}v{j}, {p}v{}]\n  members: [{}]\n",
+            (j + 11) % 12,
+            members.join(", ")
+        ));
+    }
+    for i in 0..24 {
+        let spec = format!(
+            "  defaultProject: {p}k{}\n{}",
+            i % 12,
+            if i == 7 { "  locked: true\n" } else { "" }
+        );
+        s.push_str(&person_account("physics", &format!("{p}v{i}"), &spec));
+        s.push('\n');
+    }
+    rows.sort();
+    rows.dedup();
+    (s, rows)
+}
+
+#[tokio::test]
+async fn a_large_addition_is_one_sacctmgr_load_that_leaves_exactly_the_declared_state() {
+    let tree = TestTree::new("slurmload").await;
+    let dir = scratch("slurmload");
+    let c = cluster("load");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let p = format!("l{}", std::process::id() % 100000);
+    let (text, mut want) = bulk_site(&p);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, text).unwrap();
+    let f = f.display().to_string();
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let calls = report["slurm"]["calls"].as_array().unwrap();
+    let args: Vec<String> = calls.iter().map(|c| c["args"].to_string()).collect();
+    assert_eq!(args, [r#"["load","file=-"]"#], "one load: {args:?}");
+    assert_eq!(calls[0]["status"], "done");
+    // The leaders' extra associations (leaders are members) belong to the declared state too.
+    for j in 0..12 {
+        for k in [j, (j + 11) % 12] {
+            want.push(format!(
+                "{p}k{j}|{p}v{k}|{}",
+                if k == 7 { "0|0" } else { "|" }
+            ));
+        }
+    }
+    want.sort();
+    want.dedup();
+    let mut rows = assocs(&c);
+    rows.retain(|r| r.split('|').nth(1).is_some_and(|u| !u.is_empty()));
+    assert_eq!(rows, want);
+    for i in 0..24 {
+        assert_eq!(
+            defaults(&c, &format!("{p}v{i}")),
+            format!("{p}k{}", i % 12),
+            "v{i}"
+        );
+    }
+    for j in [0usize, 5] {
+        let (_, coords) = sacctmgr(&[
+            "-nP",
+            "show",
+            "user",
+            &format!("{p}v{j}"),
+            "withcoord",
+            "format=User,Coordinators",
+        ]);
+        for k in [j, (j + 1) % 12] {
+            assert!(
+                coords.contains(&format!("{p}k{k}")),
+                "v{j} coordinates k{k}: {coords}"
+            );
+        }
+    }
+    // Nothing left to do, and slurmdbd records nothing on the second apply.
+    let before = max_txn(&c, &p).await;
+    let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(max_txn(&c, &p).await, before);
+    tree.cleanup().await;
+}
+
 #[tokio::test]
 async fn locks_block_submission_and_removals_switch_the_default_first() {
     let tree = TestTree::new("slurmlock").await;
