@@ -235,8 +235,11 @@ async fn controllers(
 /// spec (generation), deletion, finalizers, labels and annotations wake it.
 fn controller<K: Declared>(client: &Client) -> Controller<K> {
     let (reader, writer) = reflector::store();
+    // managedFields are most of an object's size on a real API server and Roster never reads
+    // them: the caches keep objects without.
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(meaningful::<K>, PredicateConfig::default());
