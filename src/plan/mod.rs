@@ -14,7 +14,7 @@ use crate::api::{
     Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_duration,
     parse_valid_until,
 };
-use crate::config::{Config, PrimaryGroup};
+use crate::config::{Config, IdRange, PrimaryGroup};
 use crate::ldap::{Entry, Observed};
 use crate::site::{Key, Site};
 
@@ -114,6 +114,26 @@ fn conflict(status: &mut ObjectStatus, reason: &str, message: String) {
     status
         .conditions
         .push(cond("Conflict", true, reason, message));
+}
+
+/// A number declared for a new entry must come from the site's range (`uidRange` for
+/// `uidNumber`, `gidRange` for `gidNumber`): edit rights in one namespace must not put a system
+/// uid or gid (27 is sudo on Debian) into the directory.
+fn outside_range(
+    field: &str,
+    declared: Option<u32>,
+    claim: &Claim,
+    range: IdRange,
+) -> Option<String> {
+    let d = declared?;
+    let new = matches!(claim, Claim::New { number: None });
+    let what = field.trim_end_matches("Number");
+    (new && !range.contains(d)).then(|| {
+        format!(
+            "spec.{field} {d} is outside the configured {what}Range {}..{}",
+            range.min, range.max
+        )
+    })
 }
 
 /// How a declared object relates to what the directory holds.
@@ -483,6 +503,10 @@ impl<'a> Planner<'a> {
                 invalid(self.status(Kind::Project, key), "NumberMismatch", m);
                 continue;
             }
+            if let Some(m) = outside_range("gidNumber", declared, &claim, cfg.gid_range) {
+                invalid(self.status(Kind::Project, key), "NumberOutOfRange", m);
+                continue;
+            }
             if let (Some(d), Claim::New { .. }) = (declared, &claim)
                 && self.index.gids_in_use.contains(&d)
             {
@@ -741,6 +765,11 @@ impl<'a> Planner<'a> {
                     "spec.uidNumber {d} differs from the directory's {e}; uid numbers never change"
                 );
                 invalid(self.status(Kind::Account, key), "NumberMismatch", m);
+                continue;
+            }
+            // (The personal group's gid is the uid.)
+            if let Some(m) = outside_range("uidNumber", declared, &claim, cfg.uid_range) {
+                invalid(self.status(Kind::Account, key), "NumberOutOfRange", m);
                 continue;
             }
             if let (Some(d), Claim::New { number: None }) = (declared, &claim)

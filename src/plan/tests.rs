@@ -86,6 +86,17 @@ fn status<'p>(p: &'p Plan, kind: Kind, ns: &str, name: &str) -> &'p ObjectStatus
     p.status_of(kind, &Key::new(ns, name)).expect("status")
 }
 
+/// The object is in `phase` with a message containing `says`, and nothing is written for it.
+fn blocked(p: &Plan, kind: Kind, ns: &str, name: &str, phase: Phase, says: &str) {
+    let s = status(p, kind, ns, name);
+    assert_eq!(s.phase, phase, "{ns}/{name}");
+    assert!(s.message().unwrap().contains(says), "{:?}", s.message());
+    assert!(
+        p.ops.iter().all(|o| o.target().key != Key::new(ns, name)),
+        "{ns}/{name}"
+    );
+}
+
 fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
     Entry {
         dn: dn.into(),
@@ -379,6 +390,43 @@ fn unmarked_entries_are_adopted_only_with_config_and_annotation() {
 }
 
 #[test]
+fn declared_numbers_outside_the_site_ranges_are_invalid_and_unwritten() {
+    // uid 1 (daemon, and its personal group's gid 1) and gid 27 (sudo on Debian): a namespace
+    // may not put a system uid or gid into the directory by declaring it.
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |a| a.uid_number = Some(1));
+    project(&mut site, "physics", "wheel", |p| p.gid_number = Some(27));
+    account(&mut site, "physics", "bob", |a| a.uid_number = Some(29999));
+    project(&mut site, "physics", "optics", |p| {
+        p.gid_number = Some(20000)
+    });
+    let p = run(&site, &Observed::default());
+    for (kind, name, says) in [
+        (
+            Kind::Account,
+            "ada",
+            "spec.uidNumber 1 is outside the configured uidRange 20000..29999",
+        ),
+        (
+            Kind::Project,
+            "wheel",
+            "spec.gidNumber 27 is outside the configured gidRange 20000..29999",
+        ),
+    ] {
+        blocked(&p, kind, "physics", name, Phase::Invalid, says);
+    }
+    // The ends of the ranges are inside.
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "bob").uid_number,
+        Some(29999)
+    );
+    assert_eq!(
+        status(&p, Kind::Project, "physics", "optics").phase,
+        Phase::Pending
+    );
+}
+
+#[test]
 fn tombstones_keep_names_for_their_identity_only() {
     let tomb = entry(
         "cn=Account:ada,ou=tombstones,dc=test",
@@ -498,9 +546,7 @@ fn a_claim_from_another_namespace_never_knocks_out_the_owner() {
             "groupName optics is also declared by Project physics/optics",
         ),
     ] {
-        let s = status(&p, kind, "chemistry", name);
-        assert_eq!(s.phase, Phase::Conflict, "{name}");
-        assert!(s.message().unwrap().contains(says), "{:?}", s.message());
+        blocked(&p, kind, "chemistry", name, Phase::Conflict, says);
     }
     let group = status(&p, Kind::Project, "physics", "ada");
     assert_eq!(group.phase, Phase::Conflict);
