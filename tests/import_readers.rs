@@ -251,7 +251,9 @@ async fn ldap_failures_are_errors_never_empty_lists() {
     assert!(matches!(e, ReadError::LdapSearch { .. }), "{e}");
     assert!(e.to_string().contains("not valid"), "{e}");
 
-    // StartTLS to a server without TLS: an error, never a silent plaintext bind.
+    // StartTLS to the dev slapd (which offers it) without a CA: its certificate, from the dev
+    // CA, is checked against the system's CAs and refused in the handshake, before the bind;
+    // never a silent plaintext or unverified bind. With the dev CA the same reader reads.
     let starttls = LdapReader {
         start_tls: true,
         ..reader.clone()
@@ -260,9 +262,17 @@ async fn ldap_failures_are_errors_never_empty_lists() {
         .await
         .unwrap_err();
     assert!(matches!(e, ReadError::LdapTls { .. }), "{e}");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
     assert!(!e.to_string().contains(&password), "{e}");
+    let ca = std::fs::read_to_string(&dev_env()["LDAP_TLS_CA_FILE"]).unwrap();
+    assert_eq!(
+        read_ldap(&starttls, Some(&password), Some(&ca))
+            .await
+            .unwrap(),
+        read_ldap(&reader, Some(&password), None).await.unwrap(),
+    );
 
-    // ldaps:// to a plaintext port fails (in the TLS handshake).
+    // ldaps:// to the plaintext port fails (in the TLS handshake).
     let ldaps = LdapReader {
         url: reader.url.replacen("ldap://", "ldaps://", 1),
         ..reader.clone()
