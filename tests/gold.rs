@@ -262,6 +262,28 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
     let (code, out) = apply("2030-04-07T00:00:00Z", false).await;
     assert_eq!(code, 0, "{out}");
     assert!(row(&gold.rows("User"), "Name", "glb").is_none(), "purged");
+    // Everything the actor did over the whole lifecycle (docs/security.md): signed requests as
+    // the configured actor, these actions on these objects only (never Withdraw, Charge,
+    // Refund, Transfer, Undelete, roles or machines).
+    let allowed = [
+        (
+            "Query",
+            "Organization User Project ProjectUser Account Allocation",
+        ),
+        ("Create", "Organization Project User ProjectUser"),
+        ("Modify", "Project User ProjectUser Allocation"),
+        ("Delete", "ProjectUser User Project"),
+        ("Deposit", "Account"),
+    ];
+    for e in gold.log() {
+        assert!(e.signed && e.actor == "root", "{e:?}");
+        assert!(
+            allowed.iter().any(|(action, objects)| e.action == *action
+                && e.objects.len() == 1
+                && objects.split(' ').any(|o| o == e.objects[0])),
+            "{e:?}"
+        );
+    }
     tree.cleanup().await;
 }
 
