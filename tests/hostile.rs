@@ -444,6 +444,40 @@ fn catalogue(p: &str) -> Vec<Case> {
         vec![format!("Account physics/{p}u: Conflict"), "24999".into()],
         Api::Phase("account", "physics", "Conflict"),
     );
+    // A system uid or gid declared for a new entry (uid 1 is daemon, gid 27 sudo on Debian).
+    case(
+        "a new Account declares a system uid".into(),
+        vec![
+            person("physics", &format!("{p}s")),
+            doc(
+                "Account",
+                "physics",
+                &format!("{p}s"),
+                json!({"person": format!("{p}s"), "username": format!("{p}s"), "uidNumber": 1}),
+            ),
+        ],
+        3,
+        vec![
+            format!("Account physics/{p}s: Invalid"),
+            "spec.uidNumber 1 is outside the configured uidRange".into(),
+        ],
+        Api::Phase("account", "physics", "Invalid"),
+    );
+    case(
+        "a new Project declares a system gid".into(),
+        vec![doc(
+            "Project",
+            "physics",
+            &format!("{p}wheel"),
+            json!({"gidNumber": 27}),
+        )],
+        3,
+        vec![
+            format!("Project physics/{p}wheel: Invalid"),
+            "spec.gidNumber 27 is outside the configured gidRange".into(),
+        ],
+        Api::Phase("project", "physics", "Invalid"),
+    );
     case(
         "a Project claims the baseline account's personal group".into(),
         vec![doc(
@@ -959,7 +993,8 @@ async fn admission_and_the_operator_refuse_the_same_catalogue() {
             }
         }
     }
-    // Every claim on what the baseline owns: Conflict, with a message naming what is taken.
+    // Every claim on what the baseline owns: Conflict, with a message naming what is taken;
+    // a declared system number: Invalid, with its reason.
     for (case, kind, ns, name, want) in &claims {
         wait_until(&format!("{case}: {want}"), || {
             phase(kind, ns, name) == *want
@@ -973,7 +1008,7 @@ async fn admission_and_the_operator_refuse_the_same_catalogue() {
                     "-n",
                     ns,
                     "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Conflict\")].message}",
+                    &format!("jsonpath={{.status.conditions[?(@.type==\"{want}\")].message}}"),
                 ],
                 None,
             )
@@ -981,7 +1016,7 @@ async fn admission_and_the_operator_refuse_the_same_catalogue() {
         )
         .unwrap();
         if message.is_empty() {
-            failures.push(format!("{case}: no Conflict condition message"));
+            failures.push(format!("{case}: no {want} condition message"));
         }
     }
     assert_eq!(
