@@ -106,7 +106,12 @@ fn check_rows(rows: &[Row], errors: &[roster::import::read::RowError]) {
     if let Some(first) = rows.first() {
         let columns: Vec<&String> = first.fields.keys().collect();
         for r in rows {
-            assert_eq!(r.fields.keys().collect::<Vec<_>>(), columns, "row {}", r.number);
+            assert_eq!(
+                r.fields.keys().collect::<Vec<_>>(),
+                columns,
+                "row {}",
+                r.number
+            );
         }
     }
     for w in rows.windows(2) {
@@ -176,7 +181,11 @@ fn import(rows: &[Row], errors: &[roster::import::read::RowError]) {
         .chain(errors.iter().map(|e| e.row))
         .collect();
     for e in &o.errors {
-        assert!(numbers.contains(&e.row), "an error for row {} of none", e.row);
+        assert!(
+            numbers.contains(&e.row),
+            "an error for row {} of none",
+            e.row
+        );
     }
     assert!(o.accounts.len() <= rows.len());
 }

@@ -83,5 +83,8 @@ fn check_reply(pieces: &[String]) {
         }
     }
     assert_eq!(resp.data.len(), rows, "rows lost or invented");
-    assert_eq!(resp.count, count, "Count is not the sum of the pieces' counts");
+    assert_eq!(
+        resp.count, count,
+        "Count is not the sum of the pieces' counts"
+    );
 }

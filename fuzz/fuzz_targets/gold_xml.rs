@@ -162,12 +162,20 @@ fn request(r: Req) {
     let of = |kind: &str| q.elements().filter(|e| e.name == kind).collect::<Vec<_>>();
     let objects: Vec<String> = of("Object").iter().map(|e| e.text_content()).collect();
     assert_eq!(objects, req.objects);
-    let gets: Vec<&str> = of("Get").iter().filter_map(|e| e.get_attr("name")).collect();
+    let gets: Vec<&str> = of("Get")
+        .iter()
+        .filter_map(|e| e.get_attr("name"))
+        .collect();
     assert_eq!(gets, req.gets);
     let pairs = |kind: &str| -> Vec<(String, String)> {
         of(kind)
             .iter()
-            .map(|e| (e.get_attr("name").unwrap_or("").to_string(), e.text_content()))
+            .map(|e| {
+                (
+                    e.get_attr("name").unwrap_or("").to_string(),
+                    e.text_content(),
+                )
+            })
             .collect()
     };
     assert_eq!(pairs("Set"), req.sets);

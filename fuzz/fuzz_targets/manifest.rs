@@ -58,9 +58,18 @@ fn documents(site: &Site) -> Vec<(&'static str, Key, Value)> {
             .collect()
     }
     let mut out = all("Person", site.people.iter().map(|(k, o)| (k.clone(), o)));
-    out.extend(all("Account", site.accounts.iter().map(|(k, o)| (k.clone(), o))));
-    out.extend(all("Project", site.projects.iter().map(|(k, o)| (k.clone(), o))));
-    out.extend(all("Guest", site.guests.iter().map(|(k, o)| (k.clone(), o))));
+    out.extend(all(
+        "Account",
+        site.accounts.iter().map(|(k, o)| (k.clone(), o)),
+    ));
+    out.extend(all(
+        "Project",
+        site.projects.iter().map(|(k, o)| (k.clone(), o)),
+    ));
+    out.extend(all(
+        "Guest",
+        site.guests.iter().map(|(k, o)| (k.clone(), o)),
+    ));
     out.extend(all(
         "ImportSource",
         site.imports.iter().map(|(k, (o, _))| (k.clone(), o)),

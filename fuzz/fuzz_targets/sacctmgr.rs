@@ -25,9 +25,13 @@ struct Model {
     info: Vec<(String, String, String)>,
     coordinators: Vec<(String, String)>,
     accounts: Vec<(u8, String, AccountModel)>,
-    assocs: Vec<(u8, String, String, String, Option<i64>, Option<i64>)>,
+    assocs: Vec<AssocModel>,
     defaults: Vec<(u8, String, String)>,
 }
+
+/// A user's association: cluster (index), account, user, partition, MaxJobs, MaxSubmit.
+#[derive(Arbitrary, Debug)]
+struct AssocModel(u8, String, String, String, Option<i64>, Option<i64>);
 
 #[derive(Arbitrary, Debug)]
 struct AccountModel {
@@ -170,7 +174,12 @@ fn model(m: Model) {
         ..State::default()
     };
     let mut show = SacctmgrShow::default();
-    for c in m.others.iter().map(|c| name(c)).chain(clusters.iter().cloned()) {
+    for c in m
+        .others
+        .iter()
+        .map(|c| name(c))
+        .chain(clusters.iter().cloned())
+    {
         show.clusters.push_str(&format!("{c}\n"));
     }
     for q in &m.qos {
@@ -230,10 +239,14 @@ fn model(m: Model) {
         };
         expected.accounts.insert((c, a), account);
     }
-    for (i, a, u, p, max_jobs, max_submit) in &m.assocs {
+    for AssocModel(i, a, u, p, max_jobs, max_submit) in &m.assocs {
         let (c, a, u) = (cluster(*i), name(a), name(u));
         // Most associations have no partition.
-        let p = if p.len() % 2 == 0 { String::new() } else { name(p) };
+        let p = if p.len() % 2 == 0 {
+            String::new()
+        } else {
+            name(p)
+        };
         assoc_lines.entry(c.clone()).or_default().push_str(&format!(
             "{a}|{u}|{p}|root|1|{}|{}|||||normal|\n",
             num(*max_jobs),

@@ -63,8 +63,16 @@ fuzz_target!(|data: &[u8]| {
             0 => None,
             n => Some(usize::from(n)),
         },
-        next: [None, Some(0), Some(1), Some(2), Some(9), Some(u32::MAX - 1), Some(u32::MAX), Some(1000)]
-            [usize::from((flags >> 4) & 7)],
+        next: [
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(9),
+            Some(u32::MAX - 1),
+            Some(u32::MAX),
+            Some(1000),
+        ][usize::from((flags >> 4) & 7)],
         taken,
         all_taken: flags & 128 != 0,
     });
@@ -74,7 +82,10 @@ fn check(input: Input) {
     let fields = &input.fields;
     for value in fields.values() {
         let t = scheme::transliterate(value);
-        assert!(t.is_ascii(), "transliterate({value:?}) = {t:?} is not ASCII");
+        assert!(
+            t.is_ascii(),
+            "transliterate({value:?}) = {t:?} is not ASCII"
+        );
     }
     let template = match Template::parse(&input.template) {
         Ok(t) => t,
@@ -96,7 +107,10 @@ fn check(input: Input) {
     let base = match scheme::username_base(&template, fields, max) {
         Ok(b) => {
             assert!(!b.is_empty());
-            assert!(b.chars().count() <= max.unwrap_or(usize::MAX), "{b:?} > {max:?}");
+            assert!(
+                b.chars().count() <= max.unwrap_or(usize::MAX),
+                "{b:?} > {max:?}"
+            );
             assert!(
                 b.chars()
                     .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-')),
@@ -110,7 +124,10 @@ fn check(input: Input) {
     let is_taken = |n: &str| all_taken || input.taken.contains(n);
     let result = scheme::username(&template, fields, max, input.next, &is_taken);
     if let Ok((name, stored)) = &result {
-        assert!(!all_taken, "{name:?} generated although every name is taken");
+        assert!(
+            !all_taken,
+            "{name:?} generated although every name is taken"
+        );
         let base = base.expect("a username without a base");
         check_username(&template, &base, name, *stored, input.next);
         assert!(!is_taken(name), "{name:?} is taken");
