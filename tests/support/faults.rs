@@ -389,14 +389,29 @@ pub struct Slurm {
 
 impl Slurm {
     pub fn start(dir: &Path, cluster: &str) -> Slurm {
-        let s = Slurm {
-            dir: dir.to_path_buf(),
-            cluster: cluster.into(),
-            mysql_port: free_port(),
-            dbd_port: free_port(),
-        };
-        s.restart();
-        s
+        // A port free when chosen can be taken by a parallel test's server before ours binds
+        // it: then the stack is started again on other ports (at most three tries).
+        for attempt in 0.. {
+            let s = Slurm {
+                dir: dir.to_path_buf(),
+                cluster: cluster.into(),
+                mysql_port: free_port(),
+                dbd_port: free_port(),
+            };
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.restart()));
+            match started {
+                Ok(()) => return s,
+                Err(e) if attempt >= 2 => std::panic::resume_unwind(e),
+                Err(_) => {
+                    let _ = Command::new(repo_root().join("hack/lib/slurm.sh"))
+                        .args(["stop", "--dir", &s.dir.display().to_string()])
+                        .stdin(Stdio::null())
+                        .output();
+                    let _ = std::fs::remove_dir_all(&s.dir);
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts whatever of the stack is not running.
