@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use roster::gold::server::{GoldServer, Options};
@@ -603,38 +603,6 @@ fn catalogue(p: &str) -> Vec<Case> {
 // ---------------------------------------------------------------------------------------------
 // File mode
 
-fn sacctmgr(args: &[&str]) -> (bool, String) {
-    let out = Command::new("sacctmgr")
-        .args(args)
-        .env("SLURM_CONF", &dev_env()["SLURM_CONF"])
-        .output()
-        .expect("sacctmgr runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// The newest slurmdbd transaction about this cluster or these names.
-async fn slurm_txn(cluster: &str, prefix: &str) -> u64 {
-    use mysql_async::prelude::*;
-    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_RO_URL"]).unwrap();
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
-    let like = format!("%{prefix}%");
-    let v: Option<Option<u64>> = conn
-        .exec_first(
-            "SELECT MAX(id) FROM txn_table WHERE cluster = ? OR name LIKE ? OR info LIKE ?",
-            (cluster, &like, &like),
-        )
-        .await
-        .unwrap();
-    v.flatten().unwrap_or(0)
-}
-
 /// The baseline: a Person, its Account and a Project with Slurm limits, a Gold allocation and
 /// XML metacharacters in its description.
 fn baseline(p: &str) -> Vec<Value> {
@@ -861,15 +829,6 @@ async fn huge_manifests_and_exports_are_refused_at_the_size_limit() {
 
 // ---------------------------------------------------------------------------------------------
 // Through the API server
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

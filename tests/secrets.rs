@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -393,15 +393,6 @@ async fn wrong_and_unreachable_backends_are_reported_without_the_secrets() {
     }
     assert_eq!(fingerprint(&tree.dn).await, before, "nothing written");
     tree.cleanup().await;
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {

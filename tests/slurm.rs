@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
@@ -14,23 +13,6 @@ fn cluster(name: &str) -> String {
     let out = sacctmgr(&["-i", "add", "cluster", &c]);
     assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
     c
-}
-
-fn sacctmgr(args: &[&str]) -> (bool, String) {
-    let env = dev_env();
-    let out = Command::new("sacctmgr")
-        .args(args)
-        .env("SLURM_CONF", &env["SLURM_CONF"])
-        .output()
-        .expect("sacctmgr runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// `account|user|maxjobs|maxsubmit` rows of a cluster's associations, sorted.
@@ -101,23 +83,6 @@ fn site(p: &str, extra: &str) -> String {
     s
 }
 
-/// The newest slurmdbd transaction about this test's cluster or names (txn_table is shared by
-/// the tests running in parallel, so the global maximum would move under our feet).
-async fn max_txn(cluster: &str, prefix: &str) -> u64 {
-    use mysql_async::prelude::*;
-    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_RO_URL"]).unwrap();
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
-    let like = format!("%{prefix}%");
-    let v: Option<Option<u64>> = conn
-        .exec_first(
-            "SELECT MAX(id) FROM txn_table WHERE cluster = ? OR name LIKE ? OR info LIKE ?",
-            (cluster, &like, &like),
-        )
-        .await
-        .unwrap();
-    v.flatten().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn projects_become_accounts_members_associations_and_a_second_apply_changes_nothing() {
     let tree = TestTree::new("slurm").await;
@@ -152,13 +117,13 @@ async fn projects_become_accounts_members_associations_and_a_second_apply_change
     );
 
     // The server says no change: txn_table does not move on a second apply.
-    let before = max_txn(&c, &p).await;
+    let before = slurm_txn(&c, &p).await;
     assert!(before > 0, "the first apply was recorded");
     let (code, out, _) = roster(&["apply", "-f", &f, "--config", &cfg]);
     assert_eq!(code, 0);
     assert!(out.contains("No changes"), "{out}");
     assert_eq!(
-        max_txn(&c, &p).await,
+        slurm_txn(&c, &p).await,
         before,
         "slurmdbd recorded changes on a no-op apply"
     );
@@ -260,11 +225,11 @@ async fn a_large_addition_is_one_sacctmgr_load_that_leaves_exactly_the_declared_
         }
     }
     // Nothing left to do, and slurmdbd records nothing on the second apply.
-    let before = max_txn(&c, &p).await;
+    let before = slurm_txn(&c, &p).await;
     let (code, out, err) = roster(&["apply", "-f", &f, "--config", &cfg]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("No changes"), "{out}");
-    assert_eq!(max_txn(&c, &p).await, before);
+    assert_eq!(slurm_txn(&c, &p).await, before);
     tree.cleanup().await;
 }
 

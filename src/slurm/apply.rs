@@ -177,6 +177,7 @@ pub fn diff(
             for name in &names {
                 c.accounts
                     .push((parent.to_string(), name.clone(), options.clone()));
+                load.accounts.insert((cluster.clone(), name.clone()));
             }
         }
         for list in chunks(&names) {
@@ -261,7 +262,7 @@ pub fn diff(
                 && (have
                     .accounts
                     .contains_key(&(cluster.clone(), account.clone()))
-                    || load.has_account(cluster, account));
+                    || load.accounts.contains(&(cluster.clone(), account.clone())));
             if loadable {
                 let c = load.clusters.entry(cluster.clone()).or_default();
                 for user in &users {
@@ -591,6 +592,8 @@ const LOAD_MIN_CALLS: usize = 8;
 #[derive(Default)]
 struct Load {
     clusters: BTreeMap<String, LoadCluster>,
+    /// (cluster, account) of the accounts the load makes.
+    accounts: BTreeSet<(String, String)>,
     /// Associations the load makes.
     assocs: BTreeSet<(String, String, String, String)>,
     /// Indices of the calls it stands for.
@@ -608,12 +611,6 @@ struct LoadCluster {
 }
 
 impl Load {
-    fn has_account(&self, cluster: &str, account: &str) -> bool {
-        self.clusters
-            .get(cluster)
-            .is_some_and(|c| c.accounts.iter().any(|(_, a, _)| a == account))
-    }
-
     /// The calls with the ones it stands for replaced by one load per cluster, where the
     /// first of them was; unchanged when the load would not pay.
     fn into_calls(self, calls: Vec<Call>) -> Vec<Call> {

@@ -387,3 +387,47 @@ pub fn received(maildir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 pub mod faults;
+
+/// `sacctmgr ARGS` with the dev SLURM_CONF: whether it succeeded, and what it said.
+pub fn sacctmgr(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("sacctmgr")
+        .args(args)
+        .env("SLURM_CONF", &dev_env()["SLURM_CONF"])
+        .output()
+        .expect("sacctmgr runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The newest slurmdbd transaction about a cluster or names with a prefix (txn_table is shared
+/// by the tests running in parallel, so the global maximum would move under our feet).
+pub async fn slurm_txn(cluster: &str, prefix: &str) -> u64 {
+    use mysql_async::prelude::*;
+    let opts = mysql_async::Opts::from_url(&dev_env()["SLURMDB_RO_URL"]).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let like = format!("%{prefix}%");
+    let v: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT MAX(id) FROM txn_table WHERE cluster = ? OR name LIKE ? OR info LIKE ?",
+            (cluster, &like, &like),
+        )
+        .await
+        .unwrap();
+    v.flatten().unwrap_or(0)
+}
+
+/// A child process killed (and reaped) when the test lets go of it.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
