@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
 use regex::Regex;
@@ -953,9 +953,10 @@ pub fn dns_label_problem(s: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// Whether `s` matches the schema pattern (RE2 syntax, as the API server evaluates it).
-/// Compiled patterns are cached for the life of the process.
+/// Compiled patterns are cached for the life of the process, shared (`Arc`): a cloned `Regex`
+/// would build its matching cache anew on every use, which cost more than the match.
 fn pattern_matches(pattern: &str, s: &str) -> Result<bool, String> {
-    type Cache = Mutex<HashMap<String, Result<Regex, String>>>;
+    type Cache = Mutex<HashMap<String, Result<Arc<Regex>, String>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let compiled = {
         let mut cache = CACHE
@@ -964,7 +965,11 @@ fn pattern_matches(pattern: &str, s: &str) -> Result<bool, String> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
             .entry(pattern.to_owned())
-            .or_insert_with(|| Regex::new(&re2_to_rust(pattern)).map_err(|e| e.to_string()))
+            .or_insert_with(|| {
+                Regex::new(&re2_to_rust(pattern))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
     };
     compiled.map(|re| re.is_match(s))
