@@ -726,6 +726,9 @@ pub enum Outcome {
     },
 }
 
+/// What a `sacctmgr load` may take per line of its file, on top of the call timeout.
+pub const LOAD_TIME_PER_LINE: Duration = Duration::from_millis(100);
+
 /// Runs sacctmgr.
 pub struct Sacctmgr {
     pub bin: String,
@@ -811,12 +814,22 @@ impl Sacctmgr {
                 }
             })
             .collect();
-        let out = self.run(&args).await;
+        // A load takes time in proportion to its lines (about 15 ms each here; 10,000 users
+        // take minutes): cut off at the call timeout, it would be killed and retried forever.
+        let lines = u32::try_from(text.lines().count()).unwrap_or(u32::MAX);
+        let timeout = self.timeout + LOAD_TIME_PER_LINE * lines;
+        let out = self.run_within(&args, timeout).await;
         let _ = std::fs::remove_file(&path);
         out
     }
 
     pub async fn run(&mut self, args: &[String]) -> Outcome {
+        self.run_within(args, self.timeout).await
+    }
+
+    /// Runs `sacctmgr -i args`, each attempt allowed `timeout`; a busy database or a timeout
+    /// is retried (4 attempts, backing off from 0.5 s).
+    async fn run_within(&mut self, args: &[String], timeout: Duration) -> Outcome {
         let mut delay = Duration::from_millis(500);
         for attempt in 0..4 {
             self.invocations += 1;
@@ -828,10 +841,10 @@ impl Sacctmgr {
             if let Some(conf) = &self.slurm_conf {
                 cmd.env("SLURM_CONF", conf);
             }
-            let out = match tokio::time::timeout(self.timeout, cmd.output()).await {
+            let out = match tokio::time::timeout(timeout, cmd.output()).await {
                 Err(_) => Outcome::Failed {
                     reason: "Timeout",
-                    message: format!("sacctmgr did not answer within {:?}", self.timeout),
+                    message: format!("sacctmgr did not answer within {timeout:?}"),
                 },
                 Ok(Err(e)) => Outcome::Failed {
                     reason: "SacctmgrMissing",
@@ -1353,5 +1366,56 @@ mod tests {
                 ..
             }
         ));
+    }
+}
+
+#[cfg(test)]
+mod load_timeout {
+    use super::*;
+
+    /// A stand-in for sacctmgr that answers after 0.6 s (a test of timing, not of sacctmgr).
+    fn slow_sacctmgr() -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::env::temp_dir().join(format!("roster-slow-sacctmgr-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "#!/usr/bin/env python3\nimport time\ntime.sleep(0.6)\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        path
+    }
+
+    fn load(lines: usize) -> Call {
+        Call {
+            args: vec!["load".into(), "file=-".into()],
+            what: "load".into(),
+            users: vec![],
+            accounts: vec![],
+            file: Some("User - 'u':DefaultAccount='a'\n".repeat(lines)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_may_take_longer_than_one_call_in_proportion_to_its_lines() {
+        let bin = slow_sacctmgr();
+        let mut sacctmgr = Sacctmgr {
+            bin: bin.display().to_string(),
+            slurm_conf: None,
+            timeout: Duration::from_millis(200),
+            invocations: 0,
+        };
+        // 10 lines: 0.2 s + 10 × 0.1 s, enough for the 0.6 s answer, at the first attempt.
+        assert_eq!(sacctmgr.run_call(&load(10)).await, Outcome::Done);
+        assert_eq!(sacctmgr.invocations, 1);
+        // 1 line: 0.3 s is not; each of the 4 attempts is cut off.
+        let out = sacctmgr.run_call(&load(1)).await;
+        assert!(
+            matches!(&out, Outcome::Failed { reason: "Timeout", message } if message.contains("300ms")),
+            "{out:?}"
+        );
+        assert_eq!(sacctmgr.invocations, 5);
+        std::fs::remove_file(bin).unwrap();
     }
 }
