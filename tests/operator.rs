@@ -586,6 +586,77 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates() {
     w.tree.cleanup().await;
 }
 
+/// `GET` of the fake API server over a connection of its own (closed after the answer).
+fn api_get(api_url: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let addr = api_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
+    let w = world("op-conns", "").await;
+    let mut docs = String::new();
+    for i in 0..150 {
+        docs.push_str(&person_account("physics", &format!("c{i:03}"), ""));
+        docs.push('\n');
+    }
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+            .status
+            .success()
+    );
+    let connections = || {
+        api_get(&w.api_url, "/_roster/faults")["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    // Every object is new to the operator: 300 finalizers to put on at once. Each request of
+    // this test opens one connection, counted in `ours`.
+    let before = connections();
+    let (_op, _) = w.operator(&w.config, "conns", false);
+    let mut ours = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = api_get(&w.api_url, "/apis/roster.io/v1alpha1/accounts");
+        ours += 1;
+        let ready = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| {
+                a["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        if ready == 150 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}/150 Ready after 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let operators = connections() - before - ours - 1;
+    // Its watches, the bounded finalizer writes and a connection for the status and Event
+    // writes; one connection per object (300) without the bound.
+    assert!(operators > 0, "the operator connected");
+    assert!(
+        operators <= 40,
+        "the operator opened {operators} connections"
+    );
+    w.tree.cleanup().await;
+}
+
 /// A second writer in the dev directory (`cn=replica-b`), with write access granted over ldapi.
 async fn second_writer() -> String {
     let env = dev_env();

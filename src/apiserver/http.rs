@@ -30,6 +30,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared
+            .faults
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let shared = shared.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -43,6 +43,8 @@ pub struct Faults {
     pub conflicts: std::sync::atomic::AtomicU64,
     /// Watches ended with 410 Gone (an expired resourceVersion) so far.
     pub gone: std::sync::atomic::AtomicU64,
+    /// TCP connections accepted so far (a client's connection use is observable).
+    pub connections: std::sync::atomic::AtomicU64,
 }
 
 impl Faults {
@@ -58,13 +60,15 @@ impl Faults {
         false
     }
 
-    /// `{"conflictEvery": N, "conflicts": …, "gone": …}` for `GET /_roster/faults`.
+    /// `{"conflictEvery": N, "conflicts": …, "gone": …, "connections": …}` for
+    /// `GET /_roster/faults`.
     pub fn report(&self) -> serde_json::Value {
         use std::sync::atomic::Ordering::SeqCst;
         serde_json::json!({
             "conflictEvery": self.conflict_every.load(SeqCst),
             "conflicts": self.conflicts.load(SeqCst),
             "gone": self.gone.load(SeqCst),
+            "connections": self.connections.load(SeqCst),
         })
     }
 }

@@ -82,7 +82,14 @@ struct Ctx {
     metrics: Arc<Metrics>,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<BTreeMap<(Kind, Key), u32>>,
+    /// Bounds the finalizer writes of first sight, the only API requests reconciles make at
+    /// once: on start every object is new, and unbounded they opened one HTTP connection each
+    /// (10,000 objects: 10,000 connections, ~40 KiB of buffers apiece, kept idle in the pool).
+    first_sight: tokio::sync::Semaphore,
 }
+
+/// At most this many finalizer writes at once.
+const FIRST_SIGHT_WRITES: usize = 8;
 
 /// Runs the operator until the process is stopped.
 pub async fn run(opts: Options) -> Result<(), RunError> {
@@ -199,6 +206,7 @@ async fn controllers(
         converger,
         metrics: metrics.clone(),
         failures: Mutex::new(BTreeMap::new()),
+        first_sight: tokio::sync::Semaphore::new(FIRST_SIGHT_WRITES),
     });
     metrics
         .ready
@@ -347,6 +355,7 @@ async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Re
     if !deleting && !has_finalizer {
         // First sight: put the finalizer on, so a deletion reaches the directory. The update
         // brings the object back here.
+        let _permit = ctx.first_sight.acquire().await.expect("never closed");
         let api: Api<K> = Api::namespaced(ctx.converger.client.clone(), &key.namespace);
         let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
             {"op": "test", "path": "/metadata/finalizers", "value": null},
