@@ -290,6 +290,13 @@ pub fn desired(
             .collect();
         d.windows.insert(group, windows);
     }
+    // Each group's leaders (the first project of that name, as declared order goes).
+    let mut leaders_of: BTreeMap<String, &[String]> = BTreeMap::new();
+    for p in site.projects.values() {
+        leaders_of
+            .entry(group_name(p))
+            .or_insert(p.spec.leaders.as_slice());
+    }
     for (key, a) in &site.accounts {
         let user = a.spec.username.clone();
         d.owners.insert((Kind::Account, user.clone()), key.clone());
@@ -343,11 +350,7 @@ pub fn desired(
             },
         );
         for g in projects {
-            let leader = site
-                .projects
-                .iter()
-                .find(|(_, p)| &group_name(p) == g)
-                .is_some_and(|(_, p)| p.spec.leaders.contains(&user));
+            let leader = leaders_of.get(g).is_some_and(|l| l.contains(&user));
             d.members.insert(
                 (g.clone(), user.clone()),
                 Member {

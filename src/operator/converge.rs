@@ -549,6 +549,9 @@ impl Worker {
             .min();
         // Deletions whose directory work is done release their finalizer.
         let mut guarded = 0usize;
+        // Accounts by key, built at the first held deletion (a mass deletion the guard holds
+        // would otherwise search every Account for each of them).
+        let mut accounts_by_key: Option<BTreeMap<Key, &Arc<Account>>> = None;
         for (kind, key) in deleting {
             // A Guest lets go once its account is deactivated (or was never created).
             if kind == Kind::Guest {
@@ -590,7 +593,11 @@ impl Worker {
             if let Some(held) = last.status_of(kind, &key).filter(|s| s.is_guarded()) {
                 guarded += 1;
                 if kind == Kind::Account
-                    && let Some(a) = accounts.iter().find(|a| Key::of(a.as_ref()) == key)
+                    && let Some(a) = accounts_by_key
+                        .get_or_insert_with(|| {
+                            accounts.iter().map(|a| (Key::of(a.as_ref()), a)).collect()
+                        })
+                        .get(&key)
                 {
                     // Say so where the user looks: on the object being deleted, and in an Event.
                     let existing = a
