@@ -486,23 +486,33 @@ async fn drift_is_repaired_on_resync() {
 async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retried_hot() {
     let w = world("op-unique", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
-    let docs = person_account("physics", "sam", "")
-        + "\n"
-        + &person_account("chemistry", "sam", "")
+    // The first to claim a username keeps it; a later claim from another namespace is a
+    // Conflict. (Declared in one apply, which is first depends on which pass sees it.)
+    let first = person_account("chemistry", "sam", "")
         + "\n"
         + &person_account("physics", "orphan", "")
             .replace("  person: orphan\n", "  person: nobody\n");
     assert!(
-        w.kubectl(&["apply", "-f", "-"], Some(&docs))
+        w.kubectl(&["apply", "-f", "-"], Some(&first))
             .status
             .success()
     );
-    wait_for("one winner", || {
+    let phases = || {
         w.get(&["get", "accounts", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}{\" \"}{end}"])
-            .contains("chemistry/sam=Active")
+    };
+    wait_for("the first claim", || {
+        phases().contains("chemistry/sam=Active")
     });
-    let phases = w.get(&["get", "accounts", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}{\" \"}{end}"]);
-    assert!(phases.contains("physics/sam=Conflict"), "{phases}");
+    let second = person_account("physics", "sam", "");
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&second))
+            .status
+            .success()
+    );
+    wait_for("the second claim refused", || {
+        phases().contains("physics/sam=Conflict")
+    });
+    assert!(phases().contains("chemistry/sam=Active"), "{}", phases());
     wait_for("orphan Invalid", || {
         w.get(&[
             "get",
