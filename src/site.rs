@@ -271,23 +271,27 @@ fn add_document(
     if let Some(first) = seen.insert((kind.clone(), key.clone()), source.to_string()) {
         return Err(err(object, format!("declared twice (first at {first})")));
     }
-    let parse_err = |e: serde_json::Error| err(object.clone(), e.to_string());
+    // An explicit null in a nullable field passes `has()` in a CEL rule, but the typed object
+    // Roster acts on has no such field: that object is checked too, so a rule such as "a
+    // Technical guest needs an adminGroup" cannot be met by `adminGroup: null` (found by fuzzing).
+    let nulls = has_null(&value);
+    let parse_err = |e: String| err(object.clone(), e);
     match kind.as_str() {
         "Person" => {
             site.people
-                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+                .insert(key, typed(value, nulls).map_err(parse_err)?);
         }
         "Account" => {
             site.accounts
-                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+                .insert(key, typed(value, nulls).map_err(parse_err)?);
         }
         "Project" => {
             site.projects
-                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+                .insert(key, typed(value, nulls).map_err(parse_err)?);
         }
         "Guest" => {
             site.guests
-                .insert(key, serde_json::from_value(value).map_err(parse_err)?);
+                .insert(key, typed(value, nulls).map_err(parse_err)?);
         }
         "ImportSource" => {
             let file = source.rsplit_once('#').map_or(source, |(f, _)| f);
@@ -295,12 +299,34 @@ fn add_document(
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default();
-            let src = serde_json::from_value(value).map_err(parse_err)?;
+            let src = typed(value, nulls).map_err(parse_err)?;
             site.imports.insert(key, (src, dir));
         }
         other => return Err(err(object, format!("unknown kind {other:?}"))),
     }
     Ok(())
+}
+
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(has_null),
+        Value::Object(fields) => fields.values().any(has_null),
+        _ => false,
+    }
+}
+
+/// The typed object of a validated document; when the document had explicit nulls, the typed
+/// object (which has none) must pass admission as well.
+fn typed<K: serde::de::DeserializeOwned + serde::Serialize>(
+    value: Value,
+    nulls: bool,
+) -> Result<K, String> {
+    let object: K = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    if nulls {
+        crate::api::validate::validate_typed(&object)?;
+    }
+    Ok(object)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -398,6 +424,28 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<Manifest
 #[cfg(test)]
 mod read_tests {
     use super::*;
+
+    #[test]
+    fn a_null_cannot_meet_a_rule_that_the_typed_object_breaks() {
+        let guest = |admin: &str| {
+            format!(
+                "apiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {{name: bot, namespace: physics}}\n\
+                 spec:\n  type: Technical\n  host: ada\n  adminGroup: {admin}\n  \
+                 person: {{givenName: B, familyName: Bot}}\n  account: {{username: bot}}\n"
+            )
+        };
+        for null in ["null", "~", "!optics"] {
+            let errors = load_text("g.yaml", &guest(null), None).unwrap_err();
+            assert!(
+                errors[0]
+                    .message
+                    .contains("a Technical guest needs an adminGroup"),
+                "{null}: {errors:?}"
+            );
+        }
+        let site = load_text("g.yaml", &guest("optics"), None).unwrap();
+        assert_eq!(site.guests.len(), 1);
+    }
 
     #[test]
     fn inputs_are_read_bounded_and_only_as_utf8() {
