@@ -555,16 +555,7 @@ async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retr
 #[tokio::test]
 async fn a_killed_operator_restarts_and_converges_without_duplicates() {
     let w = world("op-kill", "").await;
-    let mut docs = String::new();
-    for i in 0..400 {
-        docs.push_str(&person_account("physics", &format!("k{i:03}"), ""));
-        docs.push('\n');
-    }
-    assert!(
-        w.kubectl(&["apply", "-f", "-"], Some(&docs))
-            .status
-            .success()
-    );
+    declare_people(&w, "k", 400);
     let (mut op, _) = w.operator(&w.config, "first", false);
     // Kill it (SIGKILL) while it is writing.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -598,26 +589,15 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates() {
 
 /// `GET` of the fake API server over a connection of its own (closed after the answer).
 fn api_get(api_url: &str, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
     let addr = api_url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    serde_json::from_str(body).unwrap()
+    serde_json::from_str(&support::faults::http(addr, "GET", path)).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
-    let w = world("op-conns", "").await;
+/// Declares `n` Persons with an Account each (`<prefix>000` …) in physics.
+fn declare_people(w: &World, prefix: &str, n: usize) {
     let mut docs = String::new();
-    for i in 0..150 {
-        docs.push_str(&person_account("physics", &format!("c{i:03}"), ""));
+    for i in 0..n {
+        docs.push_str(&person_account("physics", &format!("{prefix}{i:03}"), ""));
         docs.push('\n');
     }
     assert!(
@@ -625,6 +605,12 @@ async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
             .status
             .success()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
+    let w = world("op-conns", "").await;
+    declare_people(&w, "c", 150);
     let connections = || {
         api_get(&w.api_url, "/_roster/faults")["connections"]
             .as_u64()
