@@ -194,21 +194,11 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         };
     }
     let report = dir.apply(&config, &observed, &first.ops).await;
-    // Username counters of the imports: generated names are never generated again.
-    for (base, next) in &counters {
-        let cn = crate::import::engine::counter_cn(base);
-        let dn = format!("cn={cn},{}", config.counters_dn());
-        if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
-            return fail(format!("storing the username counter {cn}: {e}"));
-        }
-    }
     // The directory is the truth: report the state it now holds (re-read only when
     // something was written; an unchanged directory is what was just observed).
     // (A failed or lost operation may have written part of its work: re-read then too.)
-    let wrote = !report.done.is_empty()
-        || !report.failed.is_empty()
-        || !report.lost_races.is_empty()
-        || !counters.is_empty();
+    let wrote =
+        !report.done.is_empty() || !report.failed.is_empty() || !report.lost_races.is_empty();
     let after = if !wrote {
         observed
     } else {
@@ -231,6 +221,18 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
             }
         }
     };
+    // Username counters of the imports, for the generated names now in the directory: a
+    // generated name is never generated again, and a name not written advances nothing.
+    let store = crate::import::engine::counters_to_store(&counters, &after, |u| {
+        after.accounts.contains_key(u)
+    });
+    for (base, next) in &store {
+        let cn = crate::import::engine::counter_cn(base);
+        let dn = format!("cn={cn},{}", config.counters_dn());
+        if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
+            return fail(format!("storing the username counter {cn}: {e}"));
+        }
+    }
     let last = plan(&site, &after, now, &policy);
     let slurm =
         match crate::slurm::converge(&config, &mut dir, &site, &after, &last, now, false).await {
@@ -296,13 +298,13 @@ async fn run_imports(
     now: jiff::Timestamp,
     secrets_dir: Option<&std::path::Path>,
     output: Output,
-) -> (bool, Vec<(String, u32)>) {
+) -> (bool, std::collections::BTreeMap<String, (String, u32)>) {
     let say = |line: String| match output {
         Output::Text => println!("{line}"),
         Output::Json => eprintln!("{line}"),
     };
     let mut blocked = false;
-    let mut counters = vec![];
+    let mut counters = std::collections::BTreeMap::new();
     for (key, (src, dir)) in site.imports.clone() {
         let mine =
             |e: &crate::ldap::Entry| e.first("rosterSourceUID") == Some(&src.spec.source_uid);

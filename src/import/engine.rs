@@ -29,6 +29,33 @@ pub fn counter_cn(base: &str) -> String {
     format!("username:{base}")
 }
 
+/// The username counters to write after a run: for each base, the highest next number among
+/// the generated names that are now `written`, where the directory's counter is lower. A name
+/// that was not written (a row refused later, a conflict, an aborted run) advances nothing, and
+/// a counter already there is not written again.
+pub fn counters_to_store(
+    counters: &BTreeMap<String, (String, u32)>,
+    observed: &Observed,
+    written: impl Fn(&str) -> bool,
+) -> Vec<(String, u32)> {
+    let mut out: BTreeMap<&str, u32> = BTreeMap::new();
+    for (name, (base, next)) in counters {
+        if !written(name) {
+            continue;
+        }
+        let stored = observed
+            .counters
+            .get(&counter_cn(base))
+            .and_then(|c| c.number("rosterCounterValue"))
+            .unwrap_or(0);
+        if *next > stored {
+            let v = out.entry(base).or_default();
+            *v = (*v).max(*next);
+        }
+    }
+    out.into_iter().map(|(b, n)| (b.to_string(), n)).collect()
+}
+
 /// A short, label-safe hash of a sourceUID (FNV-1a, 64 bit, hex).
 pub fn source_label(source_uid: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -48,8 +75,10 @@ pub struct Outcome {
     pub removed: BTreeMap<Key, DeletionPolicy>,
     pub purge_after: BTreeMap<Key, Duration>,
     pub deactivate_after: BTreeMap<Key, Duration>,
-    /// Username counters to store: base → the next number.
-    pub counters: BTreeMap<String, u32>,
+    /// Username counters of the names this run generated for records that became objects:
+    /// username → (base, the counter's next number after it). Stored only once the name is
+    /// written ([`counters_to_store`]): a row refused later never advances a counter.
+    pub counters: BTreeMap<String, (String, u32)>,
     /// Rows that could not be used (read errors included), with their row numbers.
     pub errors: Vec<RowError>,
     /// Why the run writes nothing at all (too many bad rows, the deletion guard …).
@@ -290,11 +319,14 @@ pub fn run(
         .and_then(|d| d.validity.as_deref())
         .and_then(|v| parse_duration(v).ok());
     let label = source_label(&spec.source_uid);
+    // Counters as this run advances them (a refused row's name stays taken within the run).
+    let mut numbering: BTreeMap<String, u32> = BTreeMap::new();
     for r in records.iter().filter(|r| r.action != Some('D')) {
         let bad = |m: String| RowError {
             row: r.number,
             message: m,
         };
+        let mut generated: Option<(String, (String, u32))> = None;
         let guest = field(&r.fields, &["email"])
             .and_then(|e| guest_by_email.get(&e.to_ascii_lowercase()))
             .filter(|_| !known.contains_key(&r.record_uid));
@@ -324,7 +356,7 @@ pub fn run(
                 .and_then(|s| s.max_length)
                 .map(|m| m as usize);
             let base = scheme::username_base(t, &r.fields, max).unwrap_or_default();
-            let next = out.counters.get(&base).copied().or_else(|| {
+            let next = numbering.get(&base).copied().or_else(|| {
                 observed
                     .counters
                     .get(&counter_cn(&base))
@@ -339,7 +371,8 @@ pub fn run(
             match scheme::username(t, &r.fields, max, next, &taken) {
                 Ok((name, counter)) => {
                     if let Some(c) = counter {
-                        out.counters.insert(base, c);
+                        numbering.insert(base.clone(), c);
+                        generated = Some((name.clone(), (base, c)));
                     }
                     name
                 }
@@ -460,6 +493,7 @@ pub fn run(
         }
         out.people.insert(obj_key.clone(), person);
         out.accounts.insert(obj_key.clone(), account);
+        out.counters.extend(generated);
         out.usernames.insert(r.record_uid.clone(), username.clone());
         match known.get(&r.record_uid) {
             None => {

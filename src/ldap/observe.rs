@@ -150,6 +150,7 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "rosterDeactivatedAt",
     "rosterPurgeAt",
     "rosterGoneAt",
+    "rosterDeactivateAt",
     "rosterSourceUID",
     "rosterRecordUID",
     "rosterIdentity",

@@ -220,6 +220,8 @@ struct Planner<'a> {
     wakeup: Option<jiff::Timestamp>,
     /// Removal-caused transitions the guard still allows in this plan (`None`: unlimited).
     budget: Option<usize>,
+    /// (username, group): memberships of identities this run does not declare that it keeps.
+    retained: BTreeSet<(String, String)>,
 }
 
 /// Plans the convergence of `site` into the directory as `observed`.
@@ -238,6 +240,7 @@ pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Pol
         statuses: BTreeMap::new(),
         wakeup: None,
         budget: None,
+        retained: BTreeSet::new(),
     };
     p.budget = guard_budget(policy.config, observed, now);
     p.run();
@@ -250,6 +253,7 @@ pub fn plan(site: &Site, observed: &Observed, now: jiff::Timestamp, policy: &Pol
         objects: p.statuses.into_values().collect(),
         next_wakeup: p.wakeup,
         now,
+        retained: p.retained,
     }
 }
 
@@ -530,6 +534,7 @@ impl<'a> Planner<'a> {
             set(&mut attrs, "rosterState", ["Active".to_string()]);
             // Declared again before its purge: the removal is undone.
             set(&mut attrs, "rosterGoneAt", None::<String>);
+            set(&mut attrs, "rosterDeactivateAt", None::<String>);
             set(&mut attrs, "rosterDeactivatedAt", None::<String>);
             set(&mut attrs, "rosterPurgeAt", None::<String>);
             let target = Target {
@@ -1091,6 +1096,7 @@ impl<'a> Planner<'a> {
             note(crate::api::RECORD_UID_ANNOTATION),
         );
         set(&mut a, "rosterGoneAt", None::<String>);
+        set(&mut a, "rosterDeactivateAt", None::<String>);
         set(&mut a, "rosterPurgeAt", None::<String>);
         match deactivated {
             Some(_) => {
@@ -1120,6 +1126,7 @@ impl<'a> Planner<'a> {
 
     /// memberUid of every project group = its effective members that exist or will exist.
     fn plan_memberships(&mut self, usable: &BTreeSet<String>, purged: &BTreeSet<String>) {
+        let retained = self.undeclared_accounts(purged);
         for (key, project) in &self.site.projects {
             let Some(status) = self.statuses.get(&Target {
                 kind: Kind::Project,
@@ -1145,9 +1152,30 @@ impl<'a> Planner<'a> {
                 kind: Kind::Project,
                 key: key.clone(),
             };
+            let existing = self.observed.groups.get(&group).filter(|e| e.dn == dn);
+            // Nothing of an undeclared identity is taken before its purge: Roster's accounts
+            // of the project's namespace that this run does not declare (absent without
+            // --prune, removed and not purged yet) and those of an import that did not run keep
+            // the memberships the directory holds. The directory is where an aborted source's
+            // last contribution is read from.
+            if let Some(e) = existing {
+                for u in e.values("memberUid") {
+                    if retained
+                        .get(u.as_str())
+                        .is_some_and(|(ns, kept)| *kept || *ns == key.namespace)
+                    {
+                        members.insert(u.clone());
+                    }
+                }
+            }
+            // What Slurm keeps of identities this run does not declare: their memberships here.
+            for u in &members {
+                if !self.index.declared_usernames.contains(u.as_str()) {
+                    self.retained.insert((u.clone(), group.clone()));
+                }
+            }
             let want: Vec<String> = members.iter().cloned().collect();
             let count = want.len();
-            let existing = self.observed.groups.get(&group).filter(|e| e.dn == dn);
             match existing {
                 None => {
                     // A new group: put the members into its Add.
@@ -1185,6 +1213,28 @@ impl<'a> Planner<'a> {
                 s.members = count;
             }
         }
+    }
+
+    /// Roster's accounts in the directory that this run does not declare and does not purge:
+    /// username → (namespace, whether an import that did not run protects it).
+    fn undeclared_accounts(&self, purged: &BTreeSet<String>) -> BTreeMap<&'a str, (&'a str, bool)> {
+        let cfg = self.config();
+        let mut out = BTreeMap::new();
+        for (u, e) in &self.observed.accounts {
+            let Some((_, [mgr, ns, kind, name])) = parse_owner(e) else {
+                continue;
+            };
+            if mgr != cfg.manager_id
+                || kind != "Account"
+                || self.index.declared_usernames.contains(u.as_str())
+                || purged.contains(u)
+            {
+                continue;
+            }
+            let kept = self.policy.keep.contains(&Key::new(ns, name));
+            out.insert(u.as_str(), (ns, kept));
+        }
+        out
     }
 
     /// A Person's phase follows its accounts.
@@ -1250,8 +1300,11 @@ impl<'a> Planner<'a> {
             if self.site.accounts.contains_key(&key) {
                 continue;
             }
-            let (policy, why) = match self.policy.removed.get(&key) {
-                Some(p) => (*p, format!("Account {key} was deleted")),
+            // A run that declares the removal (a deletion, an import's gone record, --prune)
+            // decides its deadlines, once, from that object's policy; any other run only carries
+            // out what the directory records (DESIGN.md §5.2).
+            let (policy, why, decides) = match self.policy.removed.get(&key) {
+                Some(p) => (*p, format!("Account {key} was deleted"), true),
                 None if self.policy.prune
                     && namespaces.contains(ns)
                     && !self.policy.keep.contains(&key) =>
@@ -1259,12 +1312,14 @@ impl<'a> Planner<'a> {
                     (
                         DeletionPolicy::Deactivate,
                         format!("Account {key} is no longer declared (--prune)"),
+                        true,
                     )
                 }
                 // Removed earlier (by either mode): its lifecycle goes on from the directory.
                 None if e.first("rosterGoneAt").is_some() => (
                     DeletionPolicy::Deactivate,
                     format!("Account {key} was removed"),
+                    false,
                 ),
                 None => continue,
             };
@@ -1283,48 +1338,64 @@ impl<'a> Planner<'a> {
                 }
                 (_, None) => site_grace,
             };
+            let delay = match policy {
+                DeletionPolicy::PurgeImmediately => jiff::SignedDuration::ZERO,
+                _ => self
+                    .policy
+                    .deactivate_after
+                    .get(&key)
+                    .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
+                    .unwrap_or(jiff::SignedDuration::ZERO),
+            };
             let target = Target {
                 kind: Kind::Account,
                 key: key.clone(),
             };
-            let r = Removal::of(e, self.now, grace);
+            let r = Removal::of(e, self.now, decides.then_some((grace, delay)));
             let username = e.first("uid").unwrap_or("").to_string();
-            // A grace before the deactivation: record when it went, stay active until then.
-            if let Some(delay) = self.policy.deactivate_after.get(&key)
-                && !r.deactivated
-            {
-                let gone_at = e
-                    .first("rosterGoneAt")
-                    .and_then(parse_generalized_time)
-                    .unwrap_or(self.now);
-                let due = gone_at
-                    .checked_add(jiff::SignedDuration::from_secs(delay.as_secs() as i64))
-                    .unwrap_or(jiff::Timestamp::MAX);
-                if self.now < due {
-                    if e.first("rosterGoneAt").is_none() {
-                        self.ops_prune.push(Op::Modify {
-                            target: target.clone(),
-                            dn: e.dn.clone(),
-                            changes: vec![AttrChange::Replace(
-                                "rosterGoneAt".into(),
-                                vec![generalized_time(self.now)],
-                            )],
-                            what: format!(
-                                "account {username} is gone from its source; deactivation at {due}"
-                            ),
-                        });
-                    }
-                    self.wake_at(due);
+            if !r.deactivated {
+                let Some(deactivate_at) = r.deactivate_at else {
+                    // Gone without a recorded deadline (written before Roster recorded them),
+                    // and this run does not declare its policy: not this run's to decide.
                     let s = self.status(Kind::Account, &key);
                     s.phase = Phase::Active;
                     s.dn = Some(e.dn.clone());
                     s.uid_number = e.number("uidNumber");
-                    s.next_transition = Some(("Deactivate", due));
+                    s.conditions.push(cond(
+                        "Gone",
+                        true,
+                        "DeadlineUndecided",
+                        format!("{why}; its deactivation is decided by a run that declares its namespace and source"),
+                    ));
+                    continue;
+                };
+                // A grace before the deactivation: record when it went and both deadlines,
+                // stay active until then.
+                if self.now < deactivate_at {
+                    if decides {
+                        let changes = r.unrecorded(e, self.now);
+                        if !changes.is_empty() {
+                            self.ops_prune.push(Op::Modify {
+                                target: target.clone(),
+                                dn: e.dn.clone(),
+                                changes,
+                                what: format!(
+                                    "account {username} is gone; deactivation at {deactivate_at}"
+                                ),
+                            });
+                        }
+                    }
+                    self.wake_at(deactivate_at);
+                    let s = self.status(Kind::Account, &key);
+                    s.phase = Phase::Active;
+                    s.dn = Some(e.dn.clone());
+                    s.uid_number = e.number("uidNumber");
+                    s.next_transition = Some(("Deactivate", deactivate_at));
                     s.conditions.push(cond(
                         "Gone",
                         true,
                         "GoneFromSource",
-                        format!("{why}; deactivation at {due}"),
+                        format!("{why}; deactivation at {deactivate_at}"),
                     ));
                     continue;
                 }
@@ -1383,10 +1454,14 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let key = Key::new(ns, name);
-            let policy = match self.policy.removed_projects.get(&key) {
-                Some(p) => *p,
-                None if self.policy.prune && namespaces.contains(ns) => DeletionPolicy::Deactivate,
-                None if e.first("rosterGoneAt").is_some() => DeletionPolicy::Deactivate,
+            // As for accounts: the run that declares the removal decides the purge time; any
+            // other run carries out what the directory records.
+            let (policy, decides) = match self.policy.removed_projects.get(&key) {
+                Some(p) => (*p, true),
+                None if self.policy.prune && namespaces.contains(ns) => {
+                    (DeletionPolicy::Deactivate, true)
+                }
+                None if e.first("rosterGoneAt").is_some() => (DeletionPolicy::Deactivate, false),
                 None => continue,
             };
             let grace = match policy {
@@ -1398,7 +1473,14 @@ impl<'a> Planner<'a> {
                 kind: Kind::Project,
                 key: key.clone(),
             };
-            let r = Removal::of(e, self.now, grace);
+            let r = Removal::of(
+                e,
+                self.now,
+                decides.then_some((grace, jiff::SignedDuration::ZERO)),
+            );
+            if !r.deactivated && r.deactivate_at.is_none() {
+                continue;
+            }
             if r.purge_due {
                 let description =
                     format!("purged group {group}; its name and gid are never reused");
@@ -1464,10 +1546,12 @@ impl<'a> Planner<'a> {
         if e.first("rosterGoneAt").is_none() {
             changes.push(AttrChange::Replace("rosterGoneAt".into(), vec![now]));
         }
-        if e.first("rosterPurgeAt").is_none() {
+        if e.first("rosterPurgeAt").is_none()
+            && let Some(t) = r.purge_at
+        {
             changes.push(AttrChange::Replace(
                 "rosterPurgeAt".into(),
-                vec![generalized_time(r.purge_at)],
+                vec![generalized_time(t)],
             ));
         }
         if !changes.is_empty() {
@@ -1478,11 +1562,13 @@ impl<'a> Planner<'a> {
                 what,
             });
         }
-        self.wake_at(r.purge_at);
         let s = self.status(target.kind, &target.key);
         s.phase = Phase::Deactivated;
         s.dn = Some(e.dn.clone());
-        s.next_transition = Some(("Purge", r.purge_at));
+        if let Some(t) = r.purge_at {
+            s.next_transition = Some(("Purge", t));
+            self.wake_at(t);
+        }
     }
 
     /// Adds the tombstone `cn=<cn>` for a purged entry (unless it exists), carrying `numbers`
@@ -1622,35 +1708,73 @@ pub struct GuardStatus {
     pub window: jiff::SignedDuration,
 }
 
-/// Where a removed entry stands, read from what the directory records.
+/// Where a removed entry stands: its deadlines as the directory records them, or — for a run
+/// that declares the removal — as they are decided now (DESIGN.md §5.2: decided once, recorded,
+/// never recomputed).
 struct Removal {
     deactivated: bool,
-    purge_at: jiff::Timestamp,
+    /// When it went (recorded, or now).
+    gone_at: jiff::Timestamp,
+    /// When it is (or was) deactivated; `None`: not recorded and not this run's to decide.
+    deactivate_at: Option<jiff::Timestamp>,
+    /// When it is purged; `None`: not recorded and not this run's to decide.
+    purge_at: Option<jiff::Timestamp>,
     /// Deactivated with a recorded purge time that has come.
     purge_due: bool,
 }
 
 impl Removal {
-    fn of(e: &Entry, now: jiff::Timestamp, grace: jiff::SignedDuration) -> Removal {
+    /// `decide`: (grace before the purge, delay before the deactivation) of the object's own
+    /// policy, when this run declares the removal; `None` when it only carries out deadlines.
+    fn of(
+        e: &Entry,
+        now: jiff::Timestamp,
+        decide: Option<(jiff::SignedDuration, jiff::SignedDuration)>,
+    ) -> Removal {
         let time = |attr: &str| e.first(attr).and_then(parse_generalized_time);
+        let add = |t: jiff::Timestamp, d: jiff::SignedDuration| {
+            t.checked_add(d).unwrap_or(jiff::Timestamp::MAX)
+        };
         let deactivated = e.first("rosterState") == Some("Deactivated");
         let gone_at = time("rosterGoneAt").unwrap_or(now);
-        let deactivated_at = if deactivated {
-            time("rosterDeactivatedAt").unwrap_or(now)
+        let deactivate_at = if deactivated {
+            Some(time("rosterDeactivatedAt").unwrap_or(now))
         } else {
-            now
+            time("rosterDeactivateAt").or_else(|| decide.map(|(_, delay)| add(gone_at, delay)))
         };
-        let computed = gone_at
-            .checked_add(grace)
-            .unwrap_or(jiff::Timestamp::MAX)
-            .max(deactivated_at);
         let recorded = time("rosterPurgeAt");
-        let purge_at = recorded.unwrap_or(computed);
+        let purge_at = recorded.or_else(|| {
+            let (grace, _) = decide?;
+            // Never before the deactivation: an Active identity is never purged directly.
+            let floor = if deactivated {
+                deactivate_at.unwrap_or(now)
+            } else {
+                deactivate_at.unwrap_or(now).max(now)
+            };
+            Some(add(gone_at, grace).max(floor))
+        });
         Removal {
             deactivated,
+            gone_at,
+            deactivate_at,
             purge_at,
-            purge_due: deactivated && recorded.is_some() && purge_at <= now,
+            purge_due: deactivated && recorded.is_some_and(|t| t <= now),
         }
+    }
+
+    /// The deadlines decided now that the directory does not record yet (with the time it
+    /// went): written while the entry stays active through a grace before its deactivation.
+    fn unrecorded(&self, e: &Entry, now: jiff::Timestamp) -> Vec<AttrChange> {
+        let mut changes = vec![];
+        let mut record = |attr: &str, t: Option<jiff::Timestamp>| {
+            if let Some(t) = t.filter(|_| e.first(attr).is_none()) {
+                changes.push(AttrChange::Replace(attr.into(), vec![generalized_time(t)]));
+            }
+        };
+        record("rosterGoneAt", Some(self.gone_at.min(now)));
+        record("rosterDeactivateAt", self.deactivate_at);
+        record("rosterPurgeAt", self.purge_at);
+        changes
     }
 }
 

@@ -238,6 +238,11 @@ pub struct Plan {
     pub next_wakeup: Option<jiff::Timestamp>,
     /// The instant the plan was made for.
     pub now: jiff::Timestamp,
+    /// (username, group): memberships in declared projects' groups of identities this plan
+    /// does not declare (another namespace's, absent without `--prune`, removed and not purged,
+    /// an import's that did not run). The other backends keep what they hold of these: a run
+    /// never takes from an identity it does not declare.
+    pub retained: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Plan {

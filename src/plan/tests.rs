@@ -826,12 +826,19 @@ fn a_removed_account_is_deactivated_then_purged_behind_a_tombstone_and_its_name_
         plan(&without, &deactivated, before, &Policy::new(&c)).ops,
         []
     );
-    // At purgeAt: the tombstone, then the entries.
+    // Deactivated is not removed: ada keeps her membership until the purge.
+    assert!(
+        deactivated.groups["optics"]
+            .values("memberUid")
+            .contains(&"ada".to_string())
+    );
+    // At purgeAt: her memberships go, the tombstone, then the entries.
     let p = plan(&without, &deactivated, purge_at, &Policy::new(&c));
     let verbs: Vec<(&str, &str)> = p.ops.iter().map(|o| (o.verb(), o.dn())).collect();
     assert_eq!(
         verbs,
         [
+            ("modify", "cn=optics,ou=groups,dc=test"),
             ("add", "cn=Account:ada,ou=tombstones,dc=test"),
             ("delete", "uid=ada,ou=people,dc=test"),
             ("delete", "cn=ada,ou=groups,dc=test"),
@@ -1132,5 +1139,179 @@ fn a_removed_project_is_deactivated_purged_behind_a_tombstone_and_keeps_its_gid_
         )
         .phase,
         Phase::Conflict
+    );
+}
+
+fn days(n: i64) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_hours(n * 24)
+}
+
+fn at(t: jiff::Timestamp) -> String {
+    generalized_time(t)
+}
+
+/// #19: the deadlines of a removal are decided once, by the run that declares it, from that
+/// object's own policy (an import's 14 and 180 days), and recorded; a run that does not declare
+/// it (another namespace's file-mode apply, a plan in a pull request) carries them out on time
+/// and never recomputes them from the site's defaults (90 days).
+#[test]
+fn deadlines_are_decided_once_by_the_declaring_run_and_kept_by_every_other() {
+    let c = config();
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    account(&mut site, "chemistry", "bob", |_| {});
+    let dir = converge(&site, &Observed::default());
+    let ada = Key::new("physics", "ada");
+    let mut gone = site.clone();
+    gone.accounts.remove(&ada);
+    // The source's run: ada is gone, deactivation after 14 days, purge after 180.
+    let mut source = Policy::new(&c);
+    source
+        .removed
+        .insert(ada.clone(), DeletionPolicy::Deactivate);
+    source
+        .deactivate_after
+        .insert(ada.clone(), std::time::Duration::from_secs(14 * 86_400));
+    source
+        .purge_after
+        .insert(ada.clone(), std::time::Duration::from_secs(180 * 86_400));
+    let p = plan(&gone, &dir, now(), &source);
+    assert_eq!(
+        status(&p, Kind::Account, "physics", "ada").phase,
+        Phase::Active
+    );
+    let recorded = simulate(&dir, &p, c.uid_range, c.gid_range);
+    let e = &recorded.accounts["ada"];
+    assert_eq!(e.first("rosterGoneAt"), Some(at(now()).as_str()));
+    assert_eq!(
+        e.first("rosterDeactivateAt"),
+        Some(at(now() + days(14)).as_str())
+    );
+    assert_eq!(
+        e.first("rosterPurgeAt"),
+        Some(at(now() + days(180)).as_str())
+    );
+    assert!(e.first("pwdAccountLockedTime").is_none());
+    // Recorded: the source's own next run writes nothing more.
+    assert_eq!(plan(&gone, &recorded, now() + days(1), &source).ops, []);
+    // Another namespace's run (chemistry only, no policy of ada's) a minute later: nothing.
+    let mut chemistry = Site::default();
+    account(&mut chemistry, "chemistry", "bob", |_| {});
+    for prune in [false, true] {
+        let other = Policy {
+            prune,
+            ..Policy::new(&c)
+        };
+        let p = plan(&chemistry, &recorded, now() + days(1), &other);
+        assert_eq!(p.ops, [], "prune {prune}");
+        assert_eq!(
+            status(&p, Kind::Account, "physics", "ada").next_transition,
+            Some(("Deactivate", now() + days(14)))
+        );
+    }
+    // On its recorded day, any run deactivates, and keeps the recorded purge time.
+    let p = plan(&chemistry, &recorded, now() + days(14), &Policy::new(&c));
+    let locked = simulate(&recorded, &p, c.uid_range, c.gid_range);
+    let e = &locked.accounts["ada"];
+    assert_eq!(e.first("rosterState"), Some("Deactivated"));
+    assert_eq!(e.first("pwdAccountLockedTime"), Some(LOCKED_FOREVER));
+    assert_eq!(
+        e.first("rosterPurgeAt"),
+        Some(at(now() + days(180)).as_str())
+    );
+    // Not purged at the site's 90 days (+10), by either run …
+    for (s, policy) in [(&chemistry, Policy::new(&c)), (&gone, source.clone())] {
+        assert_eq!(plan(s, &locked, now() + days(100), &policy).ops, []);
+    }
+    // … but at 180.
+    let p = plan(&chemistry, &locked, now() + days(180), &Policy::new(&c));
+    assert!(
+        p.ops
+            .iter()
+            .any(|o| o.verb() == "delete" && o.dn().starts_with("uid=ada"))
+    );
+}
+
+/// A removal recorded before deadlines were recorded (only rosterGoneAt, still active) is not
+/// deactivated by a run that does not know its policy; the source's run decides it then.
+#[test]
+fn a_gone_mark_without_a_deadline_waits_for_the_run_that_declares_it() {
+    let c = config();
+    let mut site = Site::default();
+    account(&mut site, "physics", "ada", |_| {});
+    let mut dir = converge(&site, &Observed::default());
+    let ada = dir.accounts.get_mut("ada").unwrap();
+    ada.attrs
+        .insert("rostergoneat".into(), vec![at(now() - days(3))]);
+    let empty = Site::default();
+    let p = plan(&empty, &dir, now(), &Policy::new(&c));
+    assert_eq!(p.ops, []);
+    let s = status(&p, Kind::Account, "physics", "ada");
+    assert_eq!(s.phase, Phase::Active);
+    assert!(s.conditions.iter().any(|c| c.reason == "DeadlineUndecided"));
+    let mut source = Policy::new(&c);
+    let key = Key::new("physics", "ada");
+    source
+        .removed
+        .insert(key.clone(), DeletionPolicy::Deactivate);
+    source
+        .deactivate_after
+        .insert(key, std::time::Duration::from_secs(14 * 86_400));
+    let p = plan(&empty, &dir, now(), &source);
+    let d = simulate(&dir, &p, c.uid_range, c.gid_range);
+    assert_eq!(
+        d.accounts["ada"].first("rosterDeactivateAt"),
+        Some(at(now() + days(11)).as_str()),
+        "counted from when it went"
+    );
+}
+
+/// An identity a run does not declare keeps its memberships until its purge: an import that did
+/// not run (kept), an account absent without --prune, a removed one; another namespace's member
+/// follows the project's own list.
+#[test]
+fn undeclared_identities_keep_their_memberships_until_purged() {
+    let c = config();
+    let mut site = Site::default();
+    for u in ["ada", "imp", "gone"] {
+        account(&mut site, "physics", u, |a| {
+            a.projects = vec!["optics".into()]
+        });
+    }
+    account(&mut site, "chemistry", "bob", |_| {});
+    project(&mut site, "physics", "optics", |p| {
+        p.members = vec!["bob".into()]
+    });
+    let dir = converge(&site, &Observed::default());
+    let mut members: Vec<String> = dir.groups["optics"].values("memberUid").to_vec();
+    members.sort();
+    assert_eq!(members, ["ada", "bob", "gone", "imp"]);
+    // physics alone: imp's source did not run (kept), gone is absent (no --prune), bob's project
+    // list no longer names him.
+    let mut physics = Site::default();
+    account(&mut physics, "physics", "ada", |a| {
+        a.projects = vec!["optics".into()]
+    });
+    project(&mut physics, "physics", "optics", |_| {});
+    let mut policy = Policy::new(&c);
+    policy.keep.insert(Key::new("physics", "imp"));
+    let p = plan(&physics, &dir, now(), &policy);
+    let after = simulate(&dir, &p, c.uid_range, c.gid_range);
+    let mut members: Vec<String> = after.groups["optics"].values("memberUid").to_vec();
+    members.sort();
+    assert_eq!(members, ["ada", "gone", "imp"]);
+    assert!(
+        p.retained
+            .contains(&("imp".to_string(), "optics".to_string()))
+    );
+    assert!(
+        p.retained
+            .contains(&("gone".to_string(), "optics".to_string()))
+    );
+    assert!(!p.retained.iter().any(|(u, _)| u == "ada" || u == "bob"));
+    assert_eq!(
+        plan(&physics, &after, now(), &policy).ops,
+        [],
+        "and stays so"
     );
 }

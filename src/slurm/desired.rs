@@ -386,6 +386,33 @@ pub fn desired(
                 .insert((cluster.clone(), user.clone()), default);
         }
     }
+    // Identities this run does not declare keep their associations with the projects whose
+    // groups keep them as members (another namespace's people, accounts absent without --prune,
+    // an import that did not run): a run never takes from an identity it does not declare.
+    for (user, group) in &plan.retained {
+        let Some((_, _, clusters)) = projects.get(group) else {
+            continue;
+        };
+        let block = ldap
+            .accounts
+            .get(user)
+            .is_some_and(|e| e.first("rosterState") == Some("Deactivated"));
+        for (k, v) in have
+            .assocs
+            .iter()
+            .filter(|(k, _)| &k.1 == group && &k.2 == user && clusters.contains(&k.0))
+        {
+            let assoc = if block {
+                Assoc {
+                    max_jobs: Some(0),
+                    max_submit_jobs: Some(0),
+                }
+            } else {
+                v.clone()
+            };
+            state.assocs.entry(k.clone()).or_insert(assoc);
+        }
+    }
     // Removed accounts that are deactivated but not purged yet keep their associations,
     // blocked (MaxJobs=0, MaxSubmitJobs=0): nothing is deleted before the purge.
     let declared: BTreeSet<&str> = site

@@ -5,7 +5,7 @@
 //! (`roster.io/gone-at` and the grace periods), stores its username counters in the directory,
 //! and reports in status, a report ConfigMap, Events and metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -216,7 +216,7 @@ impl Worker {
                             "dryRun: computed and reported, nothing written".into(),
                         ));
                     } else {
-                        let (modified, failures) =
+                        let (modified, failures, failed) =
                             self.write_import(src, &o, accounts, people, now).await;
                         run.modified = modified as i64;
                         run.unchanged = (o.accounts.len() as i64
@@ -224,8 +224,16 @@ impl Worker {
                             - run.reactivated
                             - run.modified)
                             .max(0);
+                        // The generated names of the Accounts now declared (their objects
+                        // written): a name not written advances nothing.
+                        let store =
+                            crate::import::engine::counters_to_store(&o.counters, observed, |u| {
+                                o.accounts
+                                    .iter()
+                                    .any(|(k, a)| a.spec.username == u && !failed.contains(k))
+                            });
                         if let Some(dir) = self.dir.as_mut() {
-                            for (base, next) in &o.counters {
+                            for (base, next) in &store {
                                 let cn = crate::import::engine::counter_cn(base);
                                 let dn = format!("cn={cn},{}", self.config.counters_dn());
                                 if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
@@ -299,13 +307,14 @@ impl Worker {
         accounts: &[Arc<Account>],
         people: &[Arc<Person>],
         now: jiff::Timestamp,
-    ) -> (usize, Vec<String>) {
+    ) -> (usize, Vec<String>, BTreeSet<Key>) {
         let account_of: BTreeMap<Key, &Arc<Account>> =
             accounts.iter().map(|a| (Key::of(a.as_ref()), a)).collect();
         let person_of: BTreeMap<Key, &Arc<Person>> =
             people.iter().map(|p| (Key::of(p.as_ref()), p)).collect();
         let mut modified = 0;
         let mut failures = vec![];
+        let mut failed = BTreeSet::new();
         let ours = |m: &kube::api::ObjectMeta| {
             m.annotations
                 .as_ref()
@@ -385,6 +394,7 @@ impl Worker {
                 .await
             {
                 failures.push(e);
+                failed.insert(key.clone());
             }
         }
         for key in o.removed.keys() {
@@ -408,7 +418,7 @@ impl Worker {
                 failures.push(format!("Account {key}: {e}"));
             }
         }
-        (modified, failures)
+        (modified, failures, failed)
     }
 
     /// The run's report as a ConfigMap `<source>-import-report` (gzip + base64, capped and
