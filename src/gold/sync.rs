@@ -213,6 +213,9 @@ pub struct Desired {
     pub purged_projects: BTreeSet<String>,
     /// Gold name → the object it belongs to (for conditions).
     pub owners: BTreeMap<(Kind, String), Key>,
+    /// Every project that is Roster's in the directory, declared in this run or not: a
+    /// deactivated user's memberships are suspended in all of them, whichever run deactivates.
+    pub roster_projects: BTreeSet<String>,
 }
 
 fn owned(config: &Config, e: &Entry) -> bool {
@@ -365,6 +368,12 @@ pub fn desired(
             d.deactivated_users.insert(user.clone());
         }
     }
+    d.roster_projects = ldap
+        .groups
+        .iter()
+        .filter(|(_, e)| owned(config, e) && e.first("rosterKind") == Some("Project"))
+        .map(|(g, _)| g.clone())
+        .collect();
     for (group, e) in &ldap.groups {
         if removed(config, e)
             && !d.projects.contains_key(group)
@@ -559,7 +568,11 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
     // (Purged users leave their memberships in the purge stage.)
     let roster_user = |u: &String| want.users.contains_key(u) || want.deactivated_users.contains(u);
     for ((project, user), h) in &have.members {
-        if !want.projects.contains_key(project) || !roster_user(user) {
+        // A deactivated user is suspended in every project of Roster's at once, not when a
+        // run next declares that project (a deadline is carried out whole, by any run).
+        let suspend = want.deactivated_users.contains(user)
+            && (want.projects.contains_key(project) || want.roster_projects.contains(project));
+        if !suspend && (!want.projects.contains_key(project) || !roster_user(user)) {
             continue;
         }
         if want.members.contains_key(&(project.clone(), user.clone())) {

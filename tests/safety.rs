@@ -1,0 +1,883 @@
+//! The safety suite (#19; docs/security.md, "Safety invariants"): seeded, reproducible random
+//! sequences of steps — file-mode applies of random subsets of namespaces with and without
+//! `--prune`, declarations and removals, import runs with full, truncated, empty, garbled and
+//! unreachable exports (which trip the deletion guard or abort), clock jumps — against the real
+//! slapd, slurmdbd and the Gold test server. After every step the invariants are checked on the
+//! servers (entries and their entryCSN, slurmdbd's associations and `txn_table`, Gold's rows and
+//! request log), never on Roster's own report:
+//!
+//! - I1 nothing is locked, deactivated or purged before the deadline its own declaration or its
+//!   source's policy gives (and nothing a run declares is locked);
+//! - I2 a source whose run is aborted or guarded changes nothing in LDAP, Slurm or Gold for its
+//!   identities and their memberships;
+//! - I3 no username or uid ever belongs to two identities, across purge and re-creation;
+//! - I4 a run with nothing changed writes nothing anywhere;
+//! - I5 an apply of namespaces X changes nothing owned by another namespace except to execute a
+//!   deadline the directory records;
+//! - I6 an entry or association without Roster's marker is never modified, and no run makes more
+//!   removal-caused transitions than the guard allows.
+//!
+//! `make test` runs a fixed seed and a bounded number of steps; `make safety SEED=… STEPS=…`
+//! (environment `SAFETY_SEED`, `SAFETY_STEPS`) runs longer. A failure prints the seed and the
+//! steps up to it, which replay it exactly.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use roster::gold::server::{GoldServer, Options};
+use support::*;
+
+const DAY: i64 = 86_400;
+/// People declared by hand per namespace, and records of the import.
+const HAND: usize = 4;
+const RECORDS: usize = 6;
+/// The import's grace periods (days) and the site's purge grace.
+const SOURCE_DEACTIVATION: i64 = 14;
+const SOURCE_DELETION: i64 = 180;
+const SITE_PURGE: i64 = 90;
+/// The site guard: removal-caused transitions per window.
+const GUARD: usize = 2;
+const HAND_NS: [&str; 2] = ["alpha", "beta"];
+const SOURCE_NS: &str = "hr";
+const GOLD_SECRET: &str = "safety-gold-secret";
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// What an import run reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Export {
+    /// The export as the model holds it.
+    Full,
+    /// The first half of it.
+    Truncated,
+    /// A header and nothing else.
+    Empty,
+    /// A line the CSV reader refuses (toleratedErrors is 0).
+    Garbled,
+    /// No file at all.
+    Unreachable,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// `roster apply` of these namespaces' manifests.
+    Apply {
+        namespaces: Vec<&'static str>,
+        prune: bool,
+    },
+    /// A hand-declared person declared again or removed from its namespace's manifests.
+    Toggle { ns: &'static str, person: usize },
+    /// A record joins or leaves the (good) export.
+    Record { record: usize },
+    /// `roster apply` of the import's namespace, reading this export.
+    Import(Export),
+    /// The clock moves on.
+    Clock { days: i64 },
+}
+
+/// What the servers hold, read after every step.
+#[derive(Clone, Default)]
+struct Snapshot {
+    /// DN → attributes (entryCSN included).
+    ldap: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// `account|user|partition|maxjobs|maxsubmit` on the suite's cluster.
+    assocs: BTreeSet<String>,
+    txn: u64,
+    /// Gold ProjectUser and User rows, as sorted text.
+    gold: BTreeSet<String>,
+    gold_writes: usize,
+}
+
+impl Snapshot {
+    fn first<'a>(&'a self, dn: &str, attr: &str) -> Option<&'a str> {
+        self.ldap.get(dn)?.get(attr)?.first().map(String::as_str)
+    }
+}
+
+fn time(v: &str) -> i64 {
+    jiff::civil::DateTime::strptime("%Y%m%d%H%M%SZ", v)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_second()
+}
+
+fn rfc3339(t: i64) -> String {
+    jiff::Timestamp::from_second(t).unwrap().to_string()
+}
+
+struct World {
+    tree: TestTree,
+    dir: PathBuf,
+    cfg: String,
+    cluster: String,
+    p: String,
+    gold: GoldServer,
+    now: i64,
+    /// Hand-declared people: (namespace, index) → declared in the manifests.
+    declared: BTreeMap<(&'static str, usize), bool>,
+    /// Records in the good export.
+    export: BTreeSet<usize>,
+    /// Imported records with a live entry, and whether the source already marked them gone.
+    live: BTreeMap<usize, bool>,
+    /// Identity → the earliest instant it could have gone (declaration or export lost).
+    gone: BTreeMap<String, i64>,
+    /// Every username and uid ever seen → the identity that had it.
+    usernames: BTreeMap<String, String>,
+    uids: BTreeMap<String, String>,
+    /// Entries and associations Roster does not own, with how they looked at the start.
+    strangers: Vec<(String, String)>,
+    stranger_assoc: String,
+    snapshot: Snapshot,
+}
+
+impl World {
+    async fn new() -> World {
+        let tree = TestTree::new("safety").await;
+        let dir = scratch("safety");
+        let p = format!("s{}", std::process::id() % 100_000);
+        let cluster = format!("sf{}", std::process::id());
+        let out = sacctmgr(&["-i", "add", "cluster", &cluster]);
+        assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
+        let gold = GoldServer::start(
+            "127.0.0.1:0",
+            Options {
+                secret: GOLD_SECRET.into(),
+                actors: vec!["root".into()],
+                chunk_rows: 3,
+            },
+        )
+        .await
+        .expect("the Gold test server starts");
+        let cfg = config(&tree, &dir, &cluster, gold.addr().port());
+        let mut w = World {
+            tree,
+            dir,
+            cfg,
+            cluster,
+            p,
+            gold,
+            now: jiff::Timestamp::from_second(1_893_456_000)
+                .unwrap()
+                .as_second(),
+            declared: BTreeMap::new(),
+            export: (0..RECORDS).collect(),
+            live: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            usernames: BTreeMap::new(),
+            uids: BTreeMap::new(),
+            strangers: vec![],
+            stranger_assoc: String::new(),
+            snapshot: Snapshot::default(),
+        };
+        for ns in HAND_NS {
+            for i in 0..HAND {
+                w.declared.insert((ns, i), true);
+            }
+        }
+        w.write_manifests();
+        w.write_export(Export::Full);
+        w
+    }
+
+    fn username(&self, ns: &str, i: usize) -> String {
+        format!("{}{}{i}", self.p, &ns[..1])
+    }
+
+    fn source_uid(&self) -> String {
+        format!("{}-hr", self.p)
+    }
+
+    fn identity(&self, ns: &str, i: usize) -> String {
+        format!("{ns}/{}", self.username(ns, i))
+    }
+
+    /// The model's name of a record's identity (its entries say `rosterRecordUID`).
+    fn record_identity(&self, r: usize) -> String {
+        format!("record:{}", r + 1)
+    }
+
+    /// The model's name of the identity behind an entry.
+    fn model_identity(&self, a: &BTreeMap<String, Vec<String>>) -> Option<String> {
+        match (one(a, "rosterSourceUID"), one(a, "rosterRecordUID")) {
+            (Some(s), Some(r)) if s == self.source_uid() => Some(format!("record:{r}")),
+            _ => one(a, "rosterIdentity").map(str::to_string),
+        }
+    }
+
+    fn group(&self, ns: &str) -> String {
+        format!("{}{ns}", self.p)
+    }
+
+    fn repo(&self, ns: &str) -> PathBuf {
+        self.dir.join("repo").join(ns)
+    }
+
+    fn write_manifests(&self) {
+        for ns in HAND_NS {
+            let mut s = project(ns, &self.group(ns));
+            for i in 0..HAND {
+                if self.declared[&(ns, i)] {
+                    s.push_str(&person_account(
+                        ns,
+                        &self.username(ns, i),
+                        &format!("  projects: [{ns}]\n"),
+                    ));
+                    s.push('\n');
+                }
+            }
+            write(&self.repo(ns), "site.yaml", &s);
+        }
+        let mut s = project(SOURCE_NS, &self.group(SOURCE_NS));
+        s.push_str(&format!(
+            "---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {{name: staff, namespace: {SOURCE_NS}}}\nspec:\n  sourceUID: {}\n  reader:\n    type: Csv\n    csv: {{path: people.csv}}\n  mapping: {{id: employeeNumber, first: givenName, last: familyName}}\n  recordUID: <employeeNumber>\n  usernameScheme: {{template: \"<:lower><lastname>[COUNTER2]\"}}\n  mode: Sync\n  deletionGracePeriod: {{deactivation: {SOURCE_DEACTIVATION}, deletion: {SOURCE_DELETION}}}\n  maxDeletions: {{count: 1}}\n  toleratedErrors: 0\n  defaults: {{projects: [{SOURCE_NS}]}}\n",
+            self.source_uid()
+        ));
+        write(&self.repo(SOURCE_NS), "site.yaml", &s);
+    }
+
+    /// The records a run reads for `variant`; `None` when the file is absent or unreadable.
+    fn content(&self, variant: Export) -> Option<Vec<usize>> {
+        let all: Vec<usize> = self.export.iter().copied().collect();
+        match variant {
+            Export::Full => Some(all),
+            Export::Truncated => Some(all[..all.len() / 2].to_vec()),
+            Export::Empty => Some(vec![]),
+            Export::Garbled | Export::Unreachable => None,
+        }
+    }
+
+    fn write_export(&self, variant: Export) {
+        let path = self.repo(SOURCE_NS).join("people.csv");
+        let _ = std::fs::remove_file(&path);
+        if variant == Export::Unreachable {
+            return;
+        }
+        let mut t = String::from("id,first,last\n");
+        // Two records share a surname: the second gets a counter.
+        let last = |r: usize| format!("{}{}", self.p, ["ann", "ann", "bo", "cy", "di", "ed"][r]);
+        for r in self
+            .content(variant)
+            .unwrap_or_else(|| self.export.iter().copied().collect())
+        {
+            t.push_str(&format!("{},Kim,{}\n", r + 1, last(r)));
+        }
+        if variant == Export::Garbled {
+            t.push_str("99,\"Unterminated,quote\n");
+        }
+        std::fs::write(path, t).unwrap();
+    }
+
+    async fn apply(&self, namespaces: &[&str], prune: bool) -> (i32, String) {
+        let mut args: Vec<String> = vec!["apply".into()];
+        for ns in namespaces {
+            args.push("-f".into());
+            args.push(self.repo(ns).display().to_string());
+        }
+        args.extend([
+            "--config".into(),
+            self.cfg.clone(),
+            "--now".into(),
+            rfc3339(self.now),
+        ]);
+        if prune {
+            args.push("--prune".into());
+        }
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = roster(&a);
+            (code, format!("{out}{err}"))
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn read(&self) -> Snapshot {
+        let mut ldap = admin().await;
+        let ldap_entries = entries(&mut ldap, &self.tree.dn, "(objectClass=*)")
+            .await
+            .into_iter()
+            .map(|e| (e.dn.to_ascii_lowercase(), e.attrs.into_iter().collect()))
+            .collect();
+        let (_, out) = sacctmgr(&[
+            "-nP",
+            "show",
+            "assoc",
+            &format!("cluster={}", self.cluster),
+            "format=Account,User,Partition,MaxJobs,MaxSubmit",
+        ]);
+        let assocs = out
+            .lines()
+            .filter(|l| !l.starts_with("root|"))
+            .map(str::to_string)
+            .collect();
+        let mut gold = BTreeSet::new();
+        for object in ["ProjectUser", "User"] {
+            for row in self.gold.rows(object) {
+                gold.insert(format!("{object} {row:?}"));
+            }
+        }
+        let gold_writes = self
+            .gold
+            .log()
+            .iter()
+            .filter(|l| l.action != "Query")
+            .count();
+        Snapshot {
+            ldap: ldap_entries,
+            assocs,
+            txn: slurm_txn(&self.cluster, &self.p).await,
+            gold,
+            gold_writes,
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn project(ns: &str, group: &str) -> String {
+    format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec:\n  groupName: {group}\n  description: {ns} project\n"
+    )
+}
+
+fn config(tree: &TestTree, dir: &Path, cluster: &str, gold_port: u16) -> String {
+    let path = tree.write_config(dir);
+    let env = dev_env();
+    let url = dir.join("ro.url");
+    std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
+    let key = dir.join("gold.key");
+    std::fs::write(&key, format!("{GOLD_SECRET}\n")).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "gracePeriods: {{accountPurgeAfter: {SITE_PURGE}d}}\nguard: {{maxCount: {GUARD}, maxPercent: null, window: 24h}}\nslurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\ngold:\n  host: 127.0.0.1\n  port: {gold_port}\n  authKeyFile: {}\n  timeoutSeconds: 5\n  attempts: 2\n",
+        env["SLURM_CONF"],
+        url.display(),
+        key.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The steps of a seeded sequence.
+fn steps(seed: u64, n: usize) -> Vec<Step> {
+    let mut rng = Rng(seed.max(1));
+    let all: Vec<&'static str> = HAND_NS.iter().copied().chain([SOURCE_NS]).collect();
+    (0..n)
+        .map(|_| match rng.below(100) {
+            0..30 => {
+                let mut namespaces: Vec<&'static str> =
+                    all.iter().copied().filter(|_| rng.below(2) == 0).collect();
+                if namespaces.is_empty() {
+                    namespaces.push(all[rng.below(all.len())]);
+                }
+                Step::Apply {
+                    namespaces,
+                    prune: rng.below(2) == 0,
+                }
+            }
+            30..50 => Step::Toggle {
+                ns: HAND_NS[rng.below(HAND_NS.len())],
+                person: rng.below(HAND),
+            },
+            50..62 => Step::Record {
+                record: rng.below(RECORDS),
+            },
+            62..85 => Step::Import(
+                [
+                    Export::Full,
+                    Export::Full,
+                    Export::Truncated,
+                    Export::Empty,
+                    Export::Garbled,
+                    Export::Unreachable,
+                ][rng.below(6)],
+            ),
+            _ => Step::Clock {
+                days: [1, 7, 15, 40, 100, 200][rng.below(6)],
+            },
+        })
+        .collect()
+}
+
+/// Whose an entry is: the namespace of its `rosterOwner`, for the suite's manager.
+fn namespace_of<'a>(attrs: &'a BTreeMap<String, Vec<String>>) -> Option<&'a str> {
+    let owner = attrs.get("rosterOwner")?.first()?;
+    owner.split('/').nth(1)
+}
+
+fn one<'a>(attrs: &'a BTreeMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    attrs.get(name).and_then(|v| v.first()).map(String::as_str)
+}
+
+/// Identities with a deadline the directory records that has come (the only changes a run may
+/// make to identities it does not declare).
+fn due_at(s: &Snapshot, now: i64) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for a in s.ldap.values() {
+        let Some(id) = one(a, "rosterIdentity") else {
+            continue;
+        };
+        let deactivated = one(a, "rosterState") == Some("Deactivated");
+        let at = |n: &str| one(a, n).map(time);
+        let due = if deactivated {
+            at("rosterPurgeAt").is_some_and(|t| t <= now)
+        } else {
+            at("rosterDeactivateAt").is_some_and(|t| t <= now)
+        };
+        if due {
+            out.insert(id.to_string());
+            if let Some(u) = one(a, "uid") {
+                out.insert(u.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The parts of a snapshot that belong to identities (by username) for which `keep` holds:
+/// their account entries' entryCSN, their group memberships, Slurm associations, Gold rows.
+fn part(s: &Snapshot, keep: &dyn Fn(&str, &str) -> bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut users = BTreeSet::new();
+    for (dn, a) in &s.ldap {
+        // Accounts by username; groups (personal ones by their username) by name.
+        let (Some(ns), Some(name)) = (namespace_of(a), one(a, "uid").or(one(a, "cn"))) else {
+            continue;
+        };
+        if dn.starts_with("cn=account:") || !keep(ns, name) {
+            continue;
+        }
+        if dn.starts_with("uid=") {
+            users.insert(name.to_string());
+        }
+        if one(a, "rosterKind") == Some("Project") {
+            // A project's group, but for its members (compared one by one below: a purged
+            // identity's leftover membership goes when its project is next planned).
+            let fixed: BTreeMap<&String, &Vec<String>> = a
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "memberUid" | "entryCSN" | "modifyTimestamp" | "modifiersName"
+                    )
+                })
+                .collect();
+            out.insert(format!("group {dn} {fixed:?}"));
+        } else {
+            out.insert(format!("entry {dn} {:?}", a.get("entryCSN")));
+        }
+    }
+    for (dn, a) in &s.ldap {
+        for m in a.get("memberUid").into_iter().flatten() {
+            if users.contains(m) {
+                out.insert(format!("member {m} of {dn}"));
+            }
+        }
+    }
+    for l in &s.assocs {
+        if l.split('|').nth(1).is_some_and(|u| users.contains(u)) {
+            out.insert(format!("assoc {l}"));
+        }
+    }
+    for g in &s.gold {
+        if users
+            .iter()
+            .any(|u| g.contains(&format!("\"Name\": \"{u}\"")))
+        {
+            out.insert(format!("gold {g}"));
+        }
+    }
+    out
+}
+
+impl World {
+    /// The model's policy for an identity: (delay before deactivation, grace before purge).
+    fn policy(&self, identity: &str) -> (i64, i64) {
+        if identity.starts_with("record:") {
+            (SOURCE_DEACTIVATION * DAY, SOURCE_DELETION * DAY)
+        } else {
+            (0, SITE_PURGE * DAY)
+        }
+    }
+
+    /// Checks I1, I3 and I6 on a snapshot taken after `step` (`declared`: identities the step's
+    /// run declared).
+    fn check_state(&mut self, s: &Snapshot, declared: &BTreeSet<String>) -> Result<(), String> {
+        let before = &self.snapshot;
+        let mut transitions = 0;
+        for (dn, a) in &s.ldap {
+            let Some(id) = one(a, "rosterIdentity") else {
+                continue;
+            };
+            let tombstone = dn.starts_with("cn=account:");
+            let account = dn.starts_with("uid=");
+            if !(account || tombstone) {
+                continue;
+            }
+            // I3: a username and a uid belong to one identity, forever.
+            for (map, attr) in [(&mut self.usernames, "uid"), (&mut self.uids, "uidNumber")] {
+                if let Some(v) = one(a, attr)
+                    && let Some(other) = map.insert(v.to_string(), id.to_string())
+                    && other != id
+                {
+                    return Err(format!(
+                        "I3: {attr} {v} belonged to {other}, now to {id} ({dn})"
+                    ));
+                }
+            }
+            let key = self.model_identity(a).unwrap_or_default();
+            let (delay, grace) = self.policy(&key);
+            let gone = self.gone.get(&key).copied();
+            let at = |n: &str| one(a, n).map(time);
+            if tombstone {
+                if !before.ldap.contains_key(dn) {
+                    transitions += 1;
+                    let purged = at("rosterPurgeAt").unwrap_or(0);
+                    match gone {
+                        Some(g) if purged >= g + grace => {}
+                        _ => {
+                            return Err(format!(
+                                "I1: {id} purged at {} though it went at {gone:?} with a grace of {} days",
+                                rfc3339(purged),
+                                grace / DAY
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            let deactivated = one(a, "rosterState") == Some("Deactivated");
+            if deactivated
+                && before.first(dn, "rosterState") != Some("Deactivated")
+                && one(a, "rosterGoneAt").is_some()
+            {
+                transitions += 1;
+            }
+            if deactivated || a.contains_key("pwdAccountLockedTime") {
+                // I1: only a removal locks here, and not before its deadline.
+                let Some(g) = gone else {
+                    return Err(format!(
+                        "I1: {id} is locked though it was never removed: {a:?}"
+                    ));
+                };
+                let since = at("rosterDeactivatedAt").unwrap_or(0);
+                if since < g + delay {
+                    return Err(format!(
+                        "I1: {id} deactivated at {} but went at {} with {} days before deactivation",
+                        rfc3339(since),
+                        rfc3339(g),
+                        delay / DAY
+                    ));
+                }
+                if declared.contains(&key) {
+                    return Err(format!("I1: {id} is declared by this run but locked"));
+                }
+            }
+            if let (Some(g), Some(purge)) = (gone, at("rosterPurgeAt"))
+                && purge < g + grace
+            {
+                return Err(format!(
+                    "I1: {id} is to be purged at {}, before {} + {} days",
+                    rfc3339(purge),
+                    rfc3339(g),
+                    grace / DAY
+                ));
+            }
+        }
+        // I6: strangers untouched; transitions within the guard's limit.
+        for (dn, csn) in &self.strangers {
+            if s.first(dn, "entryCSN") != Some(csn) {
+                return Err(format!(
+                    "I6: the unmanaged entry {dn} was modified or removed"
+                ));
+            }
+        }
+        if !s.assocs.contains(&self.stranger_assoc) {
+            return Err(format!(
+                "I6: the unmanaged association {} is gone or changed: {:?}",
+                self.stranger_assoc, s.assocs
+            ));
+        }
+        if transitions > GUARD {
+            return Err(format!(
+                "I6: {transitions} removal-caused transitions in one run, the guard allows {GUARD}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model after a good import run that read `content`.
+    fn imported(&mut self, content: &[usize]) {
+        for r in 0..RECORDS {
+            let id = self.record_identity(r);
+            if content.contains(&r) {
+                self.live.insert(r, false);
+                self.gone.remove(&id);
+            } else if let Some(marked) = self.live.get_mut(&r)
+                && !*marked
+            {
+                *marked = true;
+                self.gone.entry(id).or_insert(self.now);
+            }
+        }
+    }
+
+    /// Whether an import run reading `content` trips the deletion guard (maxDeletions count 1;
+    /// an empty export never removes anyone) or aborts.
+    fn aborts(&self, content: Option<&[usize]>) -> bool {
+        let Some(content) = content else {
+            return true;
+        };
+        let newly_gone = self
+            .live
+            .iter()
+            .filter(|(r, marked)| !**marked && !content.contains(r))
+            .count();
+        newly_gone > 1 || (content.is_empty() && newly_gone > 0)
+    }
+
+    /// Runs one step and checks the invariants. Returns a description of a violation.
+    async fn step(&mut self, step: &Step) -> Result<(), String> {
+        let before = self.snapshot.clone();
+        let (namespaces, prune, aborted, content) = match step {
+            Step::Toggle { ns, person } => {
+                let d = self.declared.get_mut(&(*ns, *person)).unwrap();
+                *d = !*d;
+                self.write_manifests();
+                return Ok(());
+            }
+            Step::Record { record } => {
+                if !self.export.remove(record) {
+                    self.export.insert(*record);
+                }
+                return Ok(());
+            }
+            Step::Clock { days } => {
+                self.now += days * DAY;
+                return Ok(());
+            }
+            Step::Apply { namespaces, prune } => {
+                let content = namespaces
+                    .contains(&SOURCE_NS)
+                    .then(|| self.content(Export::Full))
+                    .flatten();
+                self.write_export(Export::Full);
+                let aborted = namespaces.contains(&SOURCE_NS) && self.aborts(content.as_deref());
+                (namespaces.clone(), *prune, aborted, content)
+            }
+            Step::Import(variant) => {
+                self.write_export(*variant);
+                let content = self.content(*variant);
+                let aborted = self.aborts(content.as_deref());
+                (vec![SOURCE_NS], false, aborted, content)
+            }
+        };
+        let (code, out) = self.apply(&namespaces, prune).await;
+        if code != 0 && code != 3 {
+            return Err(format!("roster apply failed ({code}):\n{out}"));
+        }
+        if namespaces.contains(&SOURCE_NS) && aborted != out.contains("x ImportSource") {
+            return Err(format!(
+                "the model expected the import {}, Roster said:\n{out}",
+                if aborted { "to abort" } else { "to run" }
+            ));
+        }
+        // The model: what this run declared, what it removed.
+        let mut declared = BTreeSet::new();
+        for ns in HAND_NS.iter().filter(|n| namespaces.contains(n)) {
+            for i in 0..HAND {
+                let id = self.identity(ns, i);
+                if self.declared[&(*ns, i)] {
+                    self.gone.remove(&id);
+                    declared.insert(id);
+                } else if prune {
+                    self.gone.entry(id).or_insert(self.now);
+                }
+            }
+        }
+        if namespaces.contains(&SOURCE_NS) && !aborted {
+            let content = content.unwrap_or_default();
+            self.imported(&content);
+            declared.extend(content.iter().map(|r| self.record_identity(*r)));
+        }
+        let after = self.read().await;
+        let now = self.now;
+        let due = due_at(&before, now);
+        // I2: an aborted import changed nothing of its identities.
+        if aborted {
+            let source = |ns: &str, u: &str| ns == SOURCE_NS && !due.contains(u);
+            let (was, is) = (part(&before, &source), part(&after, &source));
+            if was != is {
+                return Err(format!(
+                    "I2: the aborted import changed its identities:\n- {:?}\n+ {:?}\n{out}",
+                    was.difference(&is).collect::<Vec<_>>(),
+                    is.difference(&was).collect::<Vec<_>>()
+                ));
+            }
+        }
+        // I5: nothing of another namespace's identities changed, but recorded deadlines.
+        let others = |ns: &str, u: &str| !namespaces.contains(&ns) && !due.contains(u);
+        let (was, is) = (part(&before, &others), part(&after, &others));
+        if was != is {
+            return Err(format!(
+                "I5: an apply of {namespaces:?} changed another namespace's identities:\n- {:?}\n+ {:?}\n{out}",
+                was.difference(&is).collect::<Vec<_>>(),
+                is.difference(&was).collect::<Vec<_>>()
+            ));
+        }
+        self.check_state(&after, &declared)?;
+        self.snapshot = after;
+        // I4: the same run again writes nothing (one more run is allowed when a purge came due
+        // behind a deactivation this run made: an Active identity is never purged directly).
+        let purge_pending = !due_at(&self.snapshot, now).is_empty();
+        for attempt in 0..2 {
+            let (code, again) = self.apply(&namespaces, prune).await;
+            if code != 0 && code != 3 {
+                return Err(format!("roster apply failed ({code}):\n{again}"));
+            }
+            let s = self.read().await;
+            let wrote = fingerprint_of(&s) != fingerprint_of(&self.snapshot)
+                || s.txn != self.snapshot.txn
+                || s.gold_writes != self.snapshot.gold_writes;
+            if wrote && (attempt == 1 || !purge_pending) {
+                return Err(format!(
+                    "I4: the same run again wrote (LDAP {}, Slurm txn {} → {}, Gold writes {} → {}):\n{again}",
+                    fingerprint_of(&s) != fingerprint_of(&self.snapshot),
+                    self.snapshot.txn,
+                    s.txn,
+                    self.snapshot.gold_writes,
+                    s.gold_writes
+                ));
+            }
+            let empty = BTreeSet::new();
+            self.check_state(&s, if wrote { &empty } else { &declared })?;
+            self.snapshot = s;
+            if !wrote {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fingerprint_of(s: &Snapshot) -> Vec<(&String, Option<&Vec<String>>)> {
+    s.ldap
+        .iter()
+        .map(|(dn, a)| (dn, a.get("entryCSN")))
+        .collect()
+}
+
+/// Adds what Roster must never touch: an unmarked account, an unmarked group naming one of
+/// Roster's users, and an association of a user Roster does not manage in one of its accounts.
+async fn strangers(w: &mut World) {
+    let mut ldap = admin().await;
+    let user = format!("{}stranger", w.p);
+    let people = w.tree.config.people_dn();
+    let groups = w.tree.config.groups_dn();
+    let dn = format!("uid={user},{people}");
+    ldap.add(
+        &dn,
+        vec![
+            ("objectClass", ["inetOrgPerson", "posixAccount"].into()),
+            ("uid", [user.as_str()].into()),
+            ("cn", ["Stranger"].into()),
+            ("sn", ["Stranger"].into()),
+            ("uidNumber", ["39999"].into()),
+            ("gidNumber", ["39999"].into()),
+            ("homeDirectory", ["/home/stranger"].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let member = w.username("alpha", 0);
+    let gdn = format!("cn={user}s,{groups}");
+    ldap.add(
+        &gdn,
+        vec![
+            ("objectClass", ["posixGroup"].into()),
+            ("cn", [format!("{user}s").as_str()].into()),
+            ("gidNumber", ["39998"].into()),
+            ("memberUid", [member.as_str()].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let s = w.read().await;
+    for d in [dn, gdn] {
+        let d = d.to_ascii_lowercase();
+        let csn = s.first(&d, "entryCSN").unwrap().to_string();
+        w.strangers.push((d, csn));
+    }
+    let account = w.group("alpha");
+    let out = sacctmgr(&[
+        "-i",
+        "add",
+        "user",
+        &user,
+        &format!("account={account}"),
+        &format!("cluster={}", w.cluster),
+    ]);
+    assert!(out.0, "{}", out.1);
+    w.stranger_assoc = format!("{account}|{user}|||");
+    w.snapshot = w.read().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sequences_keep_every_safety_invariant_on_the_servers() {
+    let seed: u64 = std::env::var("SAFETY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(19);
+    let n: usize = std::env::var("SAFETY_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let mut w = World::new().await;
+    // The site as declared, applied once in full.
+    let (code, out) = w.apply(&["alpha", "beta", "hr"], true).await;
+    assert_eq!(code, 0, "{out}");
+    w.imported(&(0..RECORDS).collect::<Vec<_>>());
+    let first = w.read().await;
+    w.snapshot = first;
+    strangers(&mut w).await;
+    let plan = steps(seed, n);
+    for (i, step) in plan.iter().enumerate() {
+        if let Err(e) = w.step(step).await {
+            let replay: Vec<String> = plan[..=i]
+                .iter()
+                .enumerate()
+                .map(|(k, s)| format!("  {k:4} {s:?}"))
+                .collect();
+            panic!(
+                "step {i} of seed {seed} broke an invariant: {e}\nreproduce: make safety SEED={seed} STEPS={}\nsteps:\n{}",
+                i + 1,
+                replay.join("\n")
+            );
+        }
+    }
+    eprintln!("safety: seed {seed}, {n} steps, every invariant held");
+    w.tree.cleanup().await;
+}
