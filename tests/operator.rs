@@ -1678,37 +1678,92 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
     w.tree.cleanup().await;
 }
 
-#[tokio::test]
-async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone() {
-    let w = world("op-import", "").await;
-    let (_op, port) = w.operator(&w.config, "solo", false);
-    let csv = |rows: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hr-export, namespace: physics}}\ndata:\n  people.csv: |\n    id;first;last\n{rows}"
-        )
-    };
-    let three = "    1;Jürgen;Müller\n    2;Anna;Groß\n    3;Åsa;Lindqvist\n";
-    let source = "---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {name: hr, namespace: physics}\nspec:\n  sourceUID: op-hr\n  reader:\n    type: Csv\n    csv: {configMapRef: {name: hr-export, key: people.csv}}\n  mapping: {id: employeeNumber, first: givenName, last: familyName}\n  recordUID: <employeeNumber>\n  usernameScheme: {template: \"<:umlauts><:lower><firstname>[0]<lastname>[COUNTER2]\"}\n  mode: Sync\n  deletionGracePeriod: {deactivation: 0, deletion: 30}\n  maxDeletions: {count: 1}\n";
-    assert!(
-        w.kubectl(&["apply", "-f", "-"], Some(&(csv(three) + source)))
-            .status
-            .success()
-    );
-    // The run creates Person and Account objects, which the operator converges.
-    w.wait_ready("accounts", 3);
-    let e = ldap_entries(&w.tree, "(uid=agross)").await;
-    assert_eq!(e[0].attrs["rosterSourceUID"], ["op-hr"]);
-    let status = |path: &str| {
-        w.get(&[
+/// Imports in physics: an export (ConfigMap, key `people.csv`) and the ImportSource reading it.
+impl World {
+    fn apply(&self, docs: &str) {
+        let out = self.kubectl(&["apply", "-f", "-"], Some(docs));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Declares (or replaces) the export `name` (sent as JSON: control characters survive).
+    fn export(&self, name: &str, csv: &str) {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "physics"}, "data": {"people.csv": csv}});
+        self.apply(&doc.to_string());
+    }
+
+    /// A field of ImportSource `name` by JSONPath.
+    fn import_status(&self, name: &str, path: &str) -> String {
+        self.get(&[
             "get",
             "importsource",
-            "hr",
+            name,
             "-n",
             "physics",
             "-o",
             &format!("jsonpath={path}"),
         ])
-    };
+    }
+
+    /// `roster import run NAME`, then waits until the run answered it (its status is written).
+    fn import_run(&self, name: &str) {
+        let run = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["import", "run", name, "-n", "physics"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let token = self.import_status(name, "{.metadata.annotations.roster\\.io/run-requested}");
+        wait_for("the requested run", || {
+            self.import_status(name, "{.status.lastTrigger}") == token
+        });
+    }
+}
+
+/// ImportSource `name` in physics (sourceUID `op-<name>`, Sync mode) over the export `export`,
+/// with `mapping` and further `spec` lines (indented two spaces).
+fn import_source(name: &str, export: &str, mapping: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {{name: {name}, namespace: physics}}\nspec:\n  sourceUID: op-{name}\n  reader:\n    type: Csv\n    csv: {{configMapRef: {{name: {export}, key: people.csv}}}}\n  mapping: {mapping}\n  recordUID: <employeeNumber>\n  mode: Sync\n{spec}"
+    )
+}
+
+/// Waits until a pass that started after this call has finished.
+fn a_pass_later(port: u16) {
+    let seen = metric(port, "roster_passes_total");
+    wait_for("a later pass", || {
+        metric(port, "roster_passes_total") >= seen + 2.0
+    });
+}
+
+#[tokio::test]
+async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone() {
+    let w = world("op-import", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    let header = "id;first;last\n";
+    w.export(
+        "hr-export",
+        &format!("{header}1;Jürgen;Müller\n2;Anna;Groß\n3;Åsa;Lindqvist\n"),
+    );
+    w.apply(&import_source(
+        "hr",
+        "hr-export",
+        "{id: employeeNumber, first: givenName, last: familyName}",
+        "  usernameScheme: {template: \"<:umlauts><:lower><firstname>[0]<lastname>[COUNTER2]\"}\n  deletionGracePeriod: {deactivation: 0, deletion: 30}\n  maxDeletions: {count: 1}\n",
+    ));
+    // The run creates Person and Account objects, which the operator converges.
+    w.wait_ready("accounts", 3);
+    let e = ldap_entries(&w.tree, "(uid=agross)").await;
+    assert_eq!(e[0].attrs["rosterSourceUID"], ["op-hr"]);
+    let status = |path: &str| w.import_status("hr", path);
     assert_eq!(status("{.status.lastRun.created}"), "3");
     let report = status("{.status.lastRun.report}");
     assert_eq!(report, "hr-import-report");
@@ -1724,21 +1779,8 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
     assert!(summary.starts_with("3 line(s)"), "{summary}");
     assert!(metric(port, "roster_import_runs_total") >= 1.0);
     // An empty export: the guard stops the run, nobody is marked gone.
-    assert!(
-        w.kubectl(&["apply", "-f", "-"], Some(&csv("    \n")))
-            .status
-            .success()
-    );
-    let run = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["import", "run", "hr", "-n", "physics"])
-        .env("KUBECONFIG", &w.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    w.export("hr-export", header);
+    w.import_run("hr");
     wait_for("the guard", || {
         status("{.status.conditions[?(@.type==\"Guarded\")].status}") == "True"
     });
@@ -1752,18 +1794,11 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
     ]);
     assert!(marked.trim().is_empty(), "{marked}");
     // One person leaves: the account is marked gone and deactivated in the directory.
-    let two = "    1;Jürgen;Müller\n    2;Anna;Groß\n";
-    assert!(
-        w.kubectl(&["apply", "-f", "-"], Some(&csv(two)))
-            .status
-            .success()
+    w.export(
+        "hr-export",
+        &format!("{header}1;Jürgen;Müller\n2;Anna;Groß\n"),
     );
-    let run = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["import", "run", "hr", "-n", "physics"])
-        .env("KUBECONFIG", &w.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(run.status.success());
+    w.import_run("hr");
     wait_ldap(&w.tree, "alindqvist deactivated", "(uid=alindqvist)", |e| {
         e.first().is_some_and(|e| {
             e.attrs.contains_key("rosterGoneAt") && e.attrs.contains_key("pwdAccountLockedTime")
@@ -1774,6 +1809,236 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
         !ldap_entries(&w.tree, "(uid=jmueller)").await[0]
             .attrs
             .contains_key("pwdAccountLockedTime")
+    );
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_guarded_import_keeps_its_whole_contribution_in_the_project_group_and_in_slurm() {
+    let (cluster, slurm) = slurm_cluster("tgi");
+    let w = world("op-import-guard", &slurm).await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    // Unique names: Slurm accounts and users are global across clusters.
+    let p = format!("g{}", std::process::id() % 100000);
+    let users: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| format!("{p}{s}"))
+        .collect();
+    let export = |n: usize| {
+        let rows: String = users[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("{i};Test;Person{i};{u}\n"))
+            .collect();
+        w.export("guarded", &format!("id;first;last;user\n{rows}"));
+    };
+    w.apply(&format!(
+        "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: physics}}\nspec: {{members: []}}\n"
+    ));
+    export(5);
+    w.apply(&import_source(
+        "guarded",
+        "guarded",
+        "{id: employeeNumber, first: givenName, last: familyName, user: username}",
+        &format!("  defaults: {{projects: [{p}]}}\n  deletionGracePeriod: {{deactivation: 14, deletion: 180}}\n  maxDeletions: {{count: 1}}\n"),
+    ));
+    w.wait_ready("accounts", 5);
+    w.wait_ready("projects", 1);
+    let group = format!("(cn={p})");
+    let in_slurm = || {
+        let assocs = slurm_assocs(&cluster);
+        users
+            .iter()
+            .all(|u| assocs.lines().any(|l| l == format!("{p}|{u}||")))
+    };
+    wait_ldap(&w.tree, "the five in the group", &group, |e| {
+        members(e) == users
+    })
+    .await;
+    wait_for("their associations", in_slurm);
+    // One leaves the source: gone, active for 14 more days, still a member everywhere.
+    export(4);
+    w.import_run("guarded");
+    let leaver = format!("(&(uid={p}e)(rosterGoneAt=*))");
+    wait_ldap(&w.tree, "the leaver gone", &leaver, |e| e.len() == 1).await;
+    a_pass_later(port);
+    assert_eq!(members(&ldap_entries(&w.tree, &group).await), users);
+    assert!(in_slurm(), "{}", slurm_assocs(&cluster));
+    let (directory, assocs, txn) = (
+        fingerprint(&w.tree.dn).await,
+        slurm_assocs(&cluster),
+        slurm_txn(&cluster, &p).await,
+    );
+
+    // A truncated export (half the rows): the deletion guard stops the run.
+    export(2);
+    w.import_run("guarded");
+    let guarded = w.import_status(
+        "guarded",
+        "{.status.conditions[?(@.type==\"Guarded\")].reason}",
+    );
+    assert_eq!(guarded, "RunAborted");
+    a_pass_later(port);
+    // Its last contribution stays in full (the leaver's too), and nothing is written.
+    assert_eq!(members(&ldap_entries(&w.tree, &group).await), users);
+    assert!(
+        ldap_entries(&w.tree, "(pwdAccountLockedTime=*)")
+            .await
+            .is_empty(),
+        "nobody is locked"
+    );
+    assert_eq!(
+        fingerprint(&w.tree.dn).await,
+        directory,
+        "a write to the directory"
+    );
+    assert_eq!(slurm_assocs(&cluster), assocs);
+    assert_eq!(slurm_txn(&cluster, &p).await, txn, "a write to Slurm");
+    w.tree.cleanup().await;
+}
+
+/// A GeneralizedTime attribute of an entry.
+fn time_of(e: &ldap3::SearchEntry, attr: &str) -> jiff::Timestamp {
+    let v = e.attrs.get(attr).and_then(|v| v.first());
+    v.and_then(|v| roster::plan::parse_generalized_time(v))
+        .unwrap_or_else(|| panic!("{}: {attr} is {v:?}", e.dn))
+}
+
+#[tokio::test]
+async fn deadlines_an_import_recorded_are_carried_out_by_file_mode_and_never_recomputed() {
+    let w = world("op-deadlines", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    let header = "id;first;last;user\n1;Max;Stay;mstay\n";
+    w.export("leavers", &format!("{header}2;Mia;Leave;mleave\n"));
+    w.apply(&import_source(
+        "leavers",
+        "leavers",
+        "{id: employeeNumber, first: givenName, last: familyName, user: username}",
+        "  deletionGracePeriod: {deactivation: 14, deletion: 180}\n  maxDeletions: {count: 1}\n",
+    ));
+    w.wait_ready("accounts", 2);
+    // The record goes: the run that declares it decides both deadlines and records them.
+    w.export("leavers", header);
+    w.import_run("leavers");
+    wait_ldap(&w.tree, "the recorded deadlines", "(uid=mleave)", |e| {
+        ["rosterGoneAt", "rosterDeactivateAt", "rosterPurgeAt"]
+            .iter()
+            .all(|a| e[0].attrs.contains_key(*a))
+    })
+    .await;
+    let leaver = |e: Vec<ldap3::SearchEntry>| e.into_iter().next().expect("mleave's entry");
+    let e = leaver(ldap_entries(&w.tree, "(uid=mleave)").await);
+    let gone = time_of(&e, "rosterGoneAt");
+    let days = |d: i64| gone + jiff::SignedDuration::from_hours(24 * d);
+    assert_eq!(time_of(&e, "rosterDeactivateAt"), days(14));
+    assert_eq!(time_of(&e, "rosterPurgeAt"), days(180));
+    assert!(!e.attrs.contains_key("pwdAccountLockedTime"));
+    a_pass_later(port);
+    let entry = || fingerprint(&e.dn);
+    let before = entry().await;
+
+    // File mode, same config, another namespace: it plans and changes nothing of mleave.
+    let manifests = w.dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("chemistry.yaml"),
+        person_account("chemistry", "fother", ""),
+    )
+    .unwrap();
+    let config = w.config.display().to_string();
+    // (`plan` exits 2: there are changes, fother's.)
+    let file_mode = |args: &[&str], code: i32| {
+        let mut all = vec!["-f", manifests.to_str().unwrap(), "--config", &config];
+        all.splice(0..0, args.iter().copied());
+        let (got, out, err) = roster(&all);
+        assert_eq!(got, code, "roster {args:?}: {out}{err}");
+        out
+    };
+    let at = |t: jiff::Timestamp| t.to_string();
+    let planned: serde_json::Value =
+        serde_json::from_str(&file_mode(&["plan", "-o", "json"], 2)).unwrap();
+    let changes = planned["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().all(|c| c["namespace"] == "chemistry"),
+        "{changes:#?}"
+    );
+    // (It knows mleave's deadline: the recorded one.)
+    let objects = planned["objects"].as_array().unwrap();
+    let o = objects.iter().find(|o| o["name"] == "mleave").unwrap();
+    assert_eq!(o["phase"], "Active", "{o:#}");
+    assert_eq!(o["nextTransition"]["at"], at(days(14)), "{o:#}");
+    file_mode(&["apply"], 0);
+    assert_eq!(ldap_entries(&w.tree, "(uid=fother)").await.len(), 1);
+    assert_eq!(entry().await, before, "file mode wrote to mleave's entry");
+
+    // Its recorded deadlines are carried out as recorded: deactivated after 14 days …
+    file_mode(&["apply", "--now", &at(days(15))], 0);
+    let e = leaver(ldap_entries(&w.tree, "(uid=mleave)").await);
+    assert_eq!(e.attrs["pwdAccountLockedTime"], ["000001010000Z"]);
+    assert_eq!(time_of(&e, "rosterPurgeAt"), days(180));
+    // … not purged after 100 (the site default is 90), purged after 180.
+    let tombstone = "(&(uid=mleave)(objectClass=rosterTombstone))";
+    file_mode(&["apply", "--now", &at(days(100))], 0);
+    assert!(ldap_entries(&w.tree, tombstone).await.is_empty());
+    let e = leaver(ldap_entries(&w.tree, "(&(uid=mleave)(objectClass=posixAccount))").await);
+    assert_eq!(time_of(&e, "rosterPurgeAt"), days(180));
+    file_mode(&["apply", "--now", &at(days(181))], 0);
+    assert_eq!(ldap_entries(&w.tree, tombstone).await.len(), 1);
+    w.tree.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_row_refused_after_its_username_was_generated_advances_no_counter() {
+    let w = world("op-counter", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    // Rows 2 and 3 get a name (agross2, eesc), then are refused for their display names.
+    w.export(
+        "counted",
+        "id;first;last;shown\n1;Anna;Groß;Anna Groß\n2;Arne;Groß;Arne\u{1b}[31m Groß\n3;Eve;Esc;Eve\u{1b}\n",
+    );
+    w.apply(&import_source(
+        "counted",
+        "counted",
+        "{id: employeeNumber, first: givenName, last: familyName, shown: displayName}",
+        "  usernameScheme: {template: \"<:umlauts><:lower><firstname>[0]<lastname>[COUNTER2]\"}\n  toleratedErrors: 2\n",
+    ));
+    w.wait_ready("accounts", 1);
+    assert_eq!(w.import_status("counted", "{.status.lastRun.errors}"), "2");
+    let counters = w.tree.config.counters_dn();
+    let stored = async || {
+        let mut v: Vec<(String, String)> = ldap_entries(&w.tree, "(cn=username:*)")
+            .await
+            .into_iter()
+            .map(|e| {
+                (
+                    e.attrs["cn"][0].clone(),
+                    e.attrs["rosterCounterValue"][0].clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // Only agross was written: its counter says the bare name is used, nothing more.
+    assert_eq!(
+        stored().await,
+        [("username:agross".to_string(), "2".to_string())]
+    );
+    a_pass_later(port);
+    let (tree, before) = (fingerprint(&w.tree.dn).await, fingerprint(&counters).await);
+    // The same export again: nothing else changed, so nothing is written.
+    w.import_run("counted");
+    a_pass_later(port);
+    assert_eq!(w.import_status("counted", "{.status.lastRun.errors}"), "2");
+    assert_eq!(
+        fingerprint(&counters).await,
+        before,
+        "a counter was written"
+    );
+    assert_eq!(
+        fingerprint(&w.tree.dn).await,
+        tree,
+        "a write to the directory"
     );
     w.tree.cleanup().await;
 }
