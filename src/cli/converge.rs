@@ -1,5 +1,6 @@
 //! `roster plan` and `roster apply` in file mode (DESIGN.md §5.4).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -181,7 +182,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         let gold = crate::gold::converge(&config, &site, simulated, &after_plan, now, true)
             .await
             .map_err(|e| e.to_string());
-        print_plan(&first, &slurm, &gold, args.output);
+        print_plan(&first, &slurm, &gold, args.output, &site.namespaces());
         let gold_steps = gold.as_ref().map(|g| g.steps.len()).unwrap_or(0);
         return if gold.is_err() {
             ExitCode::FAILURE
@@ -406,12 +407,14 @@ fn op_json(op: &Op) -> serde_json::Value {
     })
 }
 
-/// "⏲ Account physics/ada: Purge at … (in 93 days)", soonest first.
-fn upcoming(plan: &Plan) -> Vec<String> {
+/// "⏲ Account physics/ada: Purge at … (in 93 days)", soonest first: for the namespaces of the
+/// input only (a repository's plan does not list another tenant's timers).
+fn upcoming(plan: &Plan, namespaces: &BTreeSet<String>) -> Vec<String> {
     let now = plan.now;
     let mut items: Vec<(jiff::Timestamp, String)> = plan
         .objects
         .iter()
+        .filter(|o| namespaces.contains(&o.target.key.namespace))
         .filter_map(|o| {
             let (action, at) = o.next_transition?;
             let days = (at.as_second() - now.as_second()).div_euclid(86_400);
@@ -537,7 +540,13 @@ fn gold_steps(gold: &GoldOutcome) -> usize {
     gold.as_ref().map(|g| g.steps.len()).unwrap_or(0)
 }
 
-fn print_plan(plan: &Plan, slurm: &SlurmReport, gold: &GoldOutcome, output: Output) {
+fn print_plan(
+    plan: &Plan,
+    slurm: &SlurmReport,
+    gold: &GoldOutcome,
+    output: Output,
+    namespaces: &BTreeSet<String>,
+) {
     let adds = plan
         .ops
         .iter()
@@ -572,7 +581,7 @@ fn print_plan(plan: &Plan, slurm: &SlurmReport, gold: &GoldOutcome, output: Outp
             for w in &slurm.waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
             }
-            for line in upcoming(plan) {
+            for line in upcoming(plan, namespaces) {
                 println!("{line}");
             }
             for u in &slurm.unmanaged {

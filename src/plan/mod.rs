@@ -1402,10 +1402,12 @@ impl<'a> Planner<'a> {
             }
             // One identity counts once per window: a purge right after a deactivation that the
             // window already counted takes nothing more from the budget.
-            let counted = e
-                .first("rosterGoneAt")
-                .and_then(parse_generalized_time)
-                .is_some_and(|t| t >= guard_window_start(cfg, self.now));
+            // (Counted by when the deactivation happened, not when it went: a deactivation
+            // carried out at a recorded deadline long after the removal is this window's.)
+            let counted = r.deactivated
+                && e.first("rosterDeactivatedAt")
+                    .and_then(parse_generalized_time)
+                    .is_some_and(|t| t >= guard_window_start(cfg, self.now));
             let guarded = !r.deactivated || (r.purge_due && !counted);
             if guarded && !self.guard_allows() {
                 let what = if r.purge_due { "purge" } else { "deactivation" };
@@ -1821,7 +1823,12 @@ pub fn guard_status(config: &Config, observed: &Observed, now: jiff::Timestamp) 
         .accounts
         .values()
         .filter(ours)
-        .filter(|e| e.first("rosterState") == Some("Deactivated") && after(e, "rosterGoneAt"))
+        // Removal-caused deactivations made in the window (however long ago they went).
+        .filter(|e| {
+            e.first("rosterState") == Some("Deactivated")
+                && e.first("rosterGoneAt").is_some()
+                && after(e, "rosterDeactivatedAt")
+        })
         .count()
         + observed
             .tombstones
