@@ -161,6 +161,27 @@ ensure_password_file() {
 
 sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
+# A checksum of the schema files an instance is created with (bare instances have none).
+schema_sum() {
+    local bare=$1
+    ((bare)) && { printf 'bare'; return; }
+    cat "$SCHEMA_DIR/openssh-lpk.ldif" "$SCHEMA_DIR/roster.ldif" | sha256sum | cut -d' ' -f1
+}
+
+# A dev instance created with an older Roster schema is created again (its data is test data;
+# a site updates its schema as docs/operations.md says): stopped, its instance.conf removed.
+drop_if_schema_changed() {
+    local dir=$1 bare=$2
+    [[ -e $dir/instance.conf ]] || return 0
+    local INSTANCE_SCHEMA_SHA256=""
+    # shellcheck source=/dev/null
+    . "$dir/instance.conf"
+    [[ $INSTANCE_SCHEMA_SHA256 == "$(schema_sum "$bare")" ]] && return 0
+    log "Roster's LDAP schema changed since $dir was created: creating the dev instance again"
+    cmd_stop --dir "$dir"
+    rm -f "$dir/instance.conf"
+}
+
 # ---------------------------------------------------------------------------------------------
 # TLS
 
@@ -394,8 +415,8 @@ create_instance() {
         || { cat "$dir/slapadd.log" >&2; die "slapadd of base entries failed (see $dir/base.ldif)"; }
     {
         printf '# Written by hack/lib/slapd.sh when the instance was created.\n'
-        printf 'INSTANCE_BASE=%q\nINSTANCE_BARE=%q\nINSTANCE_PW_SHA256=%q\n' \
-            "$base" "$bare" "$(sha256 "$pw")"
+        printf 'INSTANCE_BASE=%q\nINSTANCE_BARE=%q\nINSTANCE_PW_SHA256=%q\nINSTANCE_SCHEMA_SHA256=%q\n' \
+            "$base" "$bare" "$(sha256 "$pw")" "$(schema_sum "$bare")"
     } >"$dir/instance.conf"
 }
 
@@ -444,6 +465,7 @@ cmd_start() {
     [[ -n $pwfile ]] || pwfile=$dir/admin.pw
     ensure_password_file "$pwfile"
 
+    drop_if_schema_changed "$dir" "$bare"
     # Fast path: already running and answering.
     if [[ -e $dir/instance.conf ]] && running_pid "$dir" >/dev/null && answers "$port" &&
         tls_configured "$dir"; then
