@@ -23,21 +23,7 @@ struct World {
 async fn world(name: &str, extra_config: &str) -> World {
     let tree = TestTree::new(name).await;
     let dir = scratch(name);
-    let kubeconfig = dir.join("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-        .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let apiserver = Proc(child);
-    wait_for("the kubeconfig", || kubeconfig.exists());
-    let text = std::fs::read_to_string(&kubeconfig).unwrap();
-    let api_url = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
+    let (apiserver, kubeconfig, api_url) = fake_apiserver(&dir);
     let config = tree.write_config(&dir);
     let mut c = std::fs::read_to_string(&config).unwrap();
     c.push_str(
@@ -56,14 +42,6 @@ async fn world(name: &str, extra_config: &str) -> World {
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
     assert!(w.kubectl(&["apply", "-f", "-"], Some(ns)).status.success());
     w
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl World {
@@ -86,27 +64,15 @@ impl World {
         leader_election: bool,
         extra: &[&str],
     ) -> (Proc, u16) {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
-        cmd.args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--identity",
-                identity,
-                "--metrics-address",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "text",
-            ])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("ROSTER_LOG", "roster=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join(format!("{identity}.log"))).unwrap());
-        if !leader_election {
-            cmd.arg("--no-leader-election");
-        }
-        cmd.args(extra);
-        (Proc(cmd.spawn().unwrap()), port)
+        let log = self.dir.join(format!("{identity}.log"));
+        operator_process(
+            config,
+            &self.kubeconfig,
+            &log,
+            identity,
+            leader_election,
+            extra,
+        )
     }
 
     fn apply_site(&self) {
@@ -145,27 +111,6 @@ impl World {
             }
         }
     }
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    metric_where(port, name, "")
-}
-
-/// The sum of a metric's series whose label text contains `labels`.
-fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn ldap_entries(tree: &TestTree, filter: &str) -> Vec<ldap3::SearchEntry> {

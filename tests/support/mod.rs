@@ -431,3 +431,97 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// Polls `ok` every 100 ms for up to 30 seconds, failing the test with `what` when it times out.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts the fake API server (a process) writing its kubeconfig into `dir`: the process, the
+/// kubeconfig and the server's URL.
+pub fn fake_apiserver(dir: &Path) -> (Proc, PathBuf, String) {
+    use std::process::{Command, Stdio};
+    let kubeconfig = dir.join("kubeconfig");
+    let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
+        .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let apiserver = Proc(child);
+    wait_for("the kubeconfig", || kubeconfig.exists());
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let api_url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    (apiserver, kubeconfig, api_url)
+}
+
+/// Starts `roster run --config CONFIG` against the API server of `kubeconfig`, logging to `log`,
+/// with its metrics on a free port (returned).
+pub fn operator_process(
+    config: &Path,
+    kubeconfig: &Path,
+    log: &Path,
+    identity: &str,
+    leader_election: bool,
+    extra: &[&str],
+) -> (Proc, u16) {
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .args([
+            "--identity",
+            identity,
+            "--metrics-address",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "text",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("ROSTER_LOG", "roster=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if !leader_election {
+        cmd.arg("--no-leader-election");
+    }
+    cmd.args(extra);
+    (Proc(cmd.spawn().unwrap()), port)
+}
+
+pub fn metric(port: u16, name: &str) -> f64 {
+    metric_where(port, name, "")
+}
+
+/// The sum of a metric's series whose label text contains `labels`.
+pub fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
+    try_metric_where(port, name, labels).expect("the metrics endpoint answers")
+}
+
+/// The same, or `None` while nothing listens on `port` (an operator still starting).
+pub fn try_metric_where(port: u16, name: &str, labels: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
