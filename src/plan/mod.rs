@@ -265,6 +265,7 @@ impl<'a> Planner<'a> {
     fn run(&mut self) {
         let project_gids = self.plan_projects();
         let usable_accounts = self.plan_accounts(&project_gids);
+        self.return_reactivated_to_the_guard();
         let purged = self.plan_removals();
         self.plan_project_removals();
         self.plan_memberships(&usable_accounts, &purged);
@@ -1584,7 +1585,18 @@ impl<'a> Planner<'a> {
         numbers: &[&str],
         description: String,
     ) {
-        if self.observed.tombstones.contains_key(cn) {
+        if let Some(t) = self.observed.tombstones.get(cn) {
+            // Purged once, declared again by the same identity, purged again: the tombstone
+            // keeps its numbers and records this purge (the guard counts purges by it).
+            self.ops_prune.push(Op::Modify {
+                target: target.clone(),
+                dn: t.dn.clone(),
+                changes: vec![AttrChange::Replace(
+                    "rosterPurgeAt".into(),
+                    vec![generalized_time(self.now)],
+                )],
+                what: format!("tombstone of {} purged again", target.key),
+            });
             return;
         }
         let mut attrs = Attrs::new();
@@ -1628,6 +1640,48 @@ impl<'a> Planner<'a> {
                 target.kind.to_string().to_lowercase()
             ),
         });
+    }
+
+    /// A removal-caused deactivation of this window that this plan undoes (the account is
+    /// declared again) no longer counts against the guard, as the next plan will see: give it
+    /// back now, so that one run does what two would (a second run with nothing changed must
+    /// write nothing).
+    fn return_reactivated_to_the_guard(&mut self) {
+        let Some(budget) = self.budget.as_mut() else {
+            return;
+        };
+        let since = guard_window_start(self.policy.config, self.now);
+        let reactivated: BTreeSet<&str> = self
+            .ops_accounts
+            .iter()
+            .filter_map(|op| match op {
+                Op::Modify { dn, changes, .. }
+                    if changes.iter().any(|c| {
+                        matches!(c, AttrChange::Replace(a, v) if a == "rosterGoneAt" && v.is_empty())
+                    }) =>
+                {
+                    Some(dn.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        if reactivated.is_empty() {
+            return;
+        }
+        let counted = self
+            .observed
+            .accounts
+            .values()
+            .filter(|e| reactivated.contains(e.dn.as_str()))
+            .filter(|e| {
+                e.first("rosterState") == Some("Deactivated")
+                    && e.first("rosterGoneAt").is_some()
+                    && e.first("rosterDeactivatedAt")
+                        .and_then(parse_generalized_time)
+                        .is_some_and(|t| t >= since)
+            })
+            .count();
+        *budget += counted;
     }
 
     /// Takes one removal-caused transition from the guard's budget, if any is left.
