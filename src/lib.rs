@@ -17,3 +17,4 @@ pub mod plan;
 pub mod site;
 pub mod slurm;
 pub mod telemetry;
+pub mod text;

@@ -349,59 +349,32 @@ impl Client {
     }
 }
 
-/// Latin letters with diacritics as their ASCII base letters (names stay readable in Gold);
-/// anything else outside ASCII becomes a space.
-fn fold(c: char) -> &'static str {
-    match c {
-        'À'..='Å' | 'Ā' | 'Ă' | 'Ą' => "A",
-        'à'..='å' | 'ā' | 'ă' | 'ą' => "a",
-        'Æ' => "AE",
-        'æ' => "ae",
-        'Ç' | 'Ć' | 'Č' => "C",
-        'ç' | 'ć' | 'č' => "c",
-        'È'..='Ë' | 'Ē' | 'Ę' | 'Ě' => "E",
-        'è'..='ë' | 'ē' | 'ę' | 'ě' => "e",
-        'Ì'..='Ï' => "I",
-        'ì'..='ï' | 'ı' => "i",
-        'Ð' => "D",
-        'ð' => "d",
-        'Ñ' | 'Ń' | 'Ň' => "N",
-        'ñ' | 'ń' | 'ň' => "n",
-        'Ò'..='Ö' | 'Ø' | 'Ő' => "O",
-        'ò'..='ö' | 'ø' | 'ő' => "o",
-        'Ù'..='Ü' | 'Ů' | 'Ű' => "U",
-        'ù'..='ü' | 'ů' | 'ű' => "u",
-        'Ý' | 'Ÿ' => "Y",
-        'ý' | 'ÿ' => "y",
-        'Þ' => "Th",
-        'þ' => "th",
-        'ß' => "ss",
-        'Ł' => "L",
-        'ł' => "l",
-        'Ś' | 'Š' | 'Ş' => "S",
-        'ś' | 'š' | 'ş' => "s",
-        'Ź' | 'Ż' | 'Ž' => "Z",
-        'ź' | 'ż' | 'ž' => "z",
-        'Ř' => "R",
-        'ř' => "r",
-        'Ť' => "T",
-        'ť' => "t",
-        'Œ' => "OE",
-        'œ' => "oe",
-        _ => " ",
-    }
-}
-
-/// Free text as Gold can sign and store it: ASCII only, no `|`, backslashes or control
-/// characters, at most `max` characters.
+/// Free text as Gold can take it: ASCII only (Latin letters as their base letters, through
+/// [`crate::text::to_ascii`]; anything else outside ASCII becomes a space), no `|`, `\\` or
+/// control characters (Gold's own tools strip them), and **no `'`**: Gold 2.2 pastes values into
+/// its SQL as `'value'` without escaping, so a quote would end the string — `O'Brien` fails with
+/// 720 and `x' < 'y` is evaluated by the database (notes/gold-sssrmap.md). Apostrophes are
+/// dropped (`O'Brien` → `OBrien`, `Dell'Acqua` → `DellAcqua`). Whitespace runs become one space;
+/// at most `max` bytes.
 pub fn clean(s: &str, max: usize) -> String {
     let mut t = String::with_capacity(s.len());
+    let mut buf = [0u8; 4];
     for c in s.chars() {
-        match c {
-            '|' | '\\' => t.push(' '),
-            c if c.is_ascii_control() => t.push(' '),
-            c if c.is_ascii() => t.push(c),
-            c => t.push_str(fold(c)),
+        let ascii = if c.is_ascii() {
+            std::borrow::Cow::Borrowed(&*c.encode_utf8(&mut buf))
+        } else {
+            std::borrow::Cow::Owned(crate::text::to_ascii(c.encode_utf8(&mut buf)))
+        };
+        if ascii.is_empty() {
+            t.push(' ');
+        }
+        for a in ascii.chars() {
+            match a {
+                '\'' => {}
+                '|' | '\\' => t.push(' '),
+                a if a.is_ascii_control() => t.push(' '),
+                a => t.push(a),
+            }
         }
     }
     let mut t = t.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -477,12 +450,37 @@ mod tests {
     fn free_text_is_cleaned_to_what_gold_can_sign() {
         assert_eq!(
             clean("Müller | R&D\\lab\u{7}\n<x>", 100),
-            "Muller R&D lab <x>"
+            "Mueller R&D lab <x>"
         );
         assert_eq!(
             clean("Søren Ødegård, Straße 東京", 100),
             "Soren Odegard, Strasse"
         );
         assert_eq!(clean("abcdef", 3), "abc");
+        assert_eq!(clean("Nguyễn Thị", 100), "Nguyen Thi");
+    }
+
+    /// Gold pastes values into SQL between single quotes without escaping: no value Roster
+    /// sends can contain one, whatever it was written with (a fullwidth apostrophe decomposes
+    /// to `'`, so the quote is dropped after transliteration).
+    #[test]
+    fn no_cleaned_value_can_leave_its_quotes() {
+        assert_eq!(clean("O'Brien", 100), "OBrien");
+        assert_eq!(clean("x' < 'y", 100), "x < y");
+        assert_eq!(
+            clean("a'); DROP TABLE g_user; --", 100),
+            "a); DROP TABLE g_user; --"
+        );
+        assert_eq!(clean("O\u{FF07}Brien", 100), "OBrien");
+        let every: String = (0..0x3000u32).filter_map(char::from_u32).collect();
+        for piece in every.as_bytes().chunks(64).map(String::from_utf8_lossy) {
+            let c = clean(&piece, 1000);
+            assert!(
+                c.is_ascii()
+                    && !c.contains(['\'', '|', '\\'])
+                    && !c.chars().any(|x| x.is_ascii_control()),
+                "{piece:?} → {c:?}"
+            );
+        }
     }
 }
