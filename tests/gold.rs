@@ -17,6 +17,7 @@ async fn server() -> GoldServer {
             secret: SECRET.into(),
             actors: vec!["root".into()],
             chunk_rows: 3,
+            readers: vec![],
         },
     )
     .await

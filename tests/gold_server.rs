@@ -22,6 +22,7 @@ async fn server() -> GoldServer {
             secret: KEY.into(),
             actors: vec!["root".into()],
             chunk_rows: 3,
+            readers: vec![],
         },
     )
     .await

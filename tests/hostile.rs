@@ -672,6 +672,7 @@ async fn file_mode_refuses_every_hostile_input_and_writes_nothing() {
             secret: "hostile-secret".into(),
             actors: vec!["root".into()],
             chunk_rows: 100,
+            readers: vec![],
         },
     )
     .await

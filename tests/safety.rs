@@ -216,6 +216,7 @@ impl World {
                 secret: GOLD_SECRET.into(),
                 actors: vec!["root".into()],
                 chunk_rows: 3,
+                readers: vec![],
             },
         )
         .await
@@ -1284,6 +1285,7 @@ impl Scenario {
                 secret: GOLD_SECRET.into(),
                 actors: vec!["root".into()],
                 chunk_rows: 3,
+                readers: vec![],
             },
         )
         .await

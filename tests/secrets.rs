@@ -108,6 +108,7 @@ async fn gold_server(key: &str) -> GoldServer {
             secret: key.into(),
             actors: vec!["root".into()],
             chunk_rows: 50,
+            readers: vec![],
         },
     )
     .await

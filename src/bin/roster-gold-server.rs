@@ -40,6 +40,9 @@ struct Args {
     /// Rows per reply piece of a chunked query.
     #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
     chunk_rows: usize,
+    /// An actor that may only query (repeatable): its writes get 444.
+    #[arg(long = "reader")]
+    readers: Vec<String>,
 }
 
 #[tokio::main]
@@ -68,6 +71,7 @@ async fn main() -> ExitCode {
         opts.actors = args.actors;
     }
     opts.chunk_rows = args.chunk_rows.max(1);
+    opts.readers = args.readers;
     if let Some(dir) = &args.control_dir
         && let Err(e) = std::fs::create_dir_all(dir)
     {

@@ -97,6 +97,9 @@ pub struct Options {
     pub actors: Vec<String>,
     /// Rows per reply piece when a query asks for chunking (`chunking="True"`); 0 counts as 1.
     pub chunk_rows: usize,
+    /// Actors whose roles allow queries only: their signed queries succeed, anything else gets
+    /// 444 (as real Gold answers an actor without write rights).
+    pub readers: Vec<String>,
 }
 
 impl Options {
@@ -106,6 +109,7 @@ impl Options {
             secret: secret.into(),
             actors: vec!["root".into()],
             chunk_rows: DEFAULT_CHUNK_ROWS,
+            readers: vec![],
         }
     }
 }
@@ -159,7 +163,7 @@ impl GoldServer {
         let shared = Arc::new(Shared {
             opts,
             extras,
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store::seeded()),
             log: Mutex::new(Vec::new()),
             drops: Mutex::new(Vec::new()),
         });
@@ -184,16 +188,20 @@ impl GoldServer {
 
     /// The current non-deleted objects of a class with all their attributes, as a Query
     /// without `Get` returns them (empty for an unknown class).
+    /// The live rows of an object class as a test inspects them (Gold's pseudo-users and
+    /// pseudo-projects left out; the wire carries them).
     pub fn rows(&self, object: &str) -> Vec<BTreeMap<String, String>> {
         let Some(class) = class(object) else {
             return vec![];
         };
         let store = lock(&self.shared.store);
         let now = now();
+        let pseudo = matches!(class.name, "User" | "Project");
         store
             .table(class)
             .iter()
             .filter(|r| !r.deleted)
+            .filter(|r| !(pseudo && PSEUDO_NAMES.contains(&r.values[0].as_str())))
             .map(|r| {
                 class
                     .attrs
@@ -320,15 +328,49 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 code: status.to_string(),
                 signed: false,
             });
-            Some(http_error(status, &why))
+            Some(Reply::Http(http_error(status, &why)))
         }
         Ok(body) => shared.handle(&body),
     };
-    if let Some(bytes) = reply {
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+    match reply {
+        Some(Reply::Once(bytes)) => {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+        }
+        Some(Reply::Forever(piece)) => {
+            // Piece 1 over and over, as goldd does, until the client gives up (bounded here
+            // by FOREVER so that a client that never hangs up cannot keep a task alive).
+            let head = frame_head();
+            let framed = format!("{:x}\r\n{piece}", piece.len());
+            let written = tokio::time::timeout(FOREVER, async {
+                stream.write_all(head.as_bytes()).await?;
+                loop {
+                    stream.write_all(framed.as_bytes()).await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
+            drop(written);
+            return;
+        }
+        Some(Reply::Http(bytes)) => {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+        }
+        None => {}
     }
     close(stream).await;
 }
+
+/// A reply as it goes on the wire.
+enum Reply {
+    Once(Vec<u8>),
+    /// Gold's endless chunking: this piece again and again.
+    Forever(String),
+    Http(Vec<u8>),
+}
+
+/// How long an endless reply goes on at most (real Gold: until the client closes).
+const FOREVER: Duration = Duration::from_secs(120);
 
 /// Closes without resetting: FIN first, then read what the client still sends (e.g. the CRLF
 /// after an RFC-style last chunk) until it closes too, briefly. Unread data at close would make
@@ -541,14 +583,16 @@ fn http_error(status: u16, why: &str) -> Vec<u8> {
 /// Gold's reply framing: the head, `<hex>\r\n<payload>` per piece (no CRLF after the data), a
 /// bare `0\r\n`.
 fn frame_reply(pieces: &[String]) -> Vec<u8> {
-    let mut out = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nTransfer-Encoding: chunked\r\n\r\n",
-    );
+    let mut out = frame_head().to_string();
     for p in pieces {
         out.push_str(&format!("{:x}\r\n{p}", p.len()));
     }
     out.push_str("0\r\n");
     out.into_bytes()
+}
+
+fn frame_head() -> &'static str {
+    "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nTransfer-Encoding: chunked\r\n\r\n"
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,7 +622,7 @@ struct Outcome {
 
 impl Shared {
     /// A payload in, the framed reply out (`None`: the reply is dropped on purpose).
-    fn handle(&self, payload: &[u8]) -> Option<Vec<u8>> {
+    fn handle(&self, payload: &[u8]) -> Option<Reply> {
         let mut entry = LogEntry {
             action: String::new(),
             objects: vec![],
@@ -589,7 +633,7 @@ impl Shared {
         let mut chunking = false;
         let mut dropped = false;
         let result = self.process(payload, &mut entry, &mut chunking, &mut dropped);
-        let pieces = match &result {
+        let reply = match &result {
             Ok(outcome) => {
                 entry.code = outcome.code.into();
                 let per_piece = if chunking {
@@ -597,15 +641,22 @@ impl Shared {
                 } else {
                     usize::MAX
                 };
-                success_pieces(&entry.actor, outcome, per_piece, chunking)
+                let pieces = success_pieces(&entry.actor, outcome, per_piece, chunking);
+                // Gold 2.2's Bank module answers Account and Allocation queries without the
+                // next chunk number: once a piece is full, goldd sends piece 1 again, forever.
+                if pieces.len() > 1 && matches!(outcome.object, "Account" | "Allocation") {
+                    Reply::Forever(pieces[0].clone())
+                } else {
+                    Reply::Once(frame_reply(&pieces))
+                }
             }
             Err(f) => {
                 entry.code = f.code.into();
-                vec![failure_piece(&entry.actor, f)]
+                Reply::Once(frame_reply(&[failure_piece(&entry.actor, f)]))
             }
         };
         self.record(entry);
-        (!dropped).then(|| frame_reply(&pieces))
+        (!dropped).then_some(reply)
     }
 
     /// Parses, verifies, authorizes and performs one request, filling in the log entry.
@@ -643,7 +694,8 @@ impl Shared {
         entry.signed = true;
         let req = parse_request(request)?;
         *chunking = req.chunking;
-        if !self.opts.actors.contains(&req.actor) {
+        let reads_only = req.action == "Query" && self.opts.readers.contains(&req.actor);
+        if !self.opts.actors.contains(&req.actor) && !reads_only {
             return fail(
                 "444",
                 format!(
@@ -718,7 +770,7 @@ struct Set {
     op: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Cond {
     name: String,
     value: String,
@@ -988,14 +1040,40 @@ static ALLOCATION: Class = Class {
     ],
 };
 
+/// How Gold links accounts to projects (an account is not its project's name: `Project
+/// Create` makes a new account named after the project and links it; a purge unlinks it).
+static ACCOUNT_PROJECT: Class = Class {
+    name: "AccountProject",
+    attrs: &[
+        attr("Account", Kind::Int, "", Role::Key),
+        attr("Name", Kind::Text, "", Role::Key),
+        flag("Active", "True"),
+    ],
+};
+
+/// The record of a deposit (its `Description` lands here, not on the allocation).
+static TRANSACTION: Class = Class {
+    name: "Transaction",
+    attrs: &[
+        attr("Id", Kind::Int, "", Role::AutoId),
+        text("Object"),
+        text("Action"),
+        attr("Account", Kind::Int, "", Role::Plain),
+        number("Amount"),
+        text("Description"),
+    ],
+};
+
 /// Every class the server knows.
-static CLASSES: [&Class; 6] = [
+static CLASSES: [&Class; 8] = [
     &USER,
     &PROJECT,
     &PROJECT_USER,
     &ORGANIZATION,
     &ACCOUNT,
     &ALLOCATION,
+    &ACCOUNT_PROJECT,
+    &TRANSACTION,
 ];
 
 fn class(name: &str) -> Option<&'static Class> {
@@ -1378,6 +1456,61 @@ const REFERENCES: &[(&str, &str, &str, &str)] = &[
     ("Allocation", "Account", "Account", "Id"),
 ];
 
+/// What Gold 2.2's `Database` module does with a value: it pastes it into the SQL statement as
+/// `'value'`, unescaped. A value without `'` is itself. One that closes the string and compares
+/// (`x' < 'y`, `a' = 'a`) is evaluated by PostgreSQL, and the boolean is stored (`true`/`false`);
+/// anything else with a `'` is a syntax error, which Gold answers with 720 and the driver's
+/// message (`O'Brien`: `syntax error at or near "Brien"`).
+fn sql_literal(v: &str) -> Result<String, Fail> {
+    let Some((left, rest)) = v.split_once('\'') else {
+        return Ok(v.to_string());
+    };
+    let syntax = |near: &str| -> Result<String, Fail> {
+        let token: String = near
+            .trim_start()
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '\'')
+            .collect();
+        fail(
+            "720",
+            format!(
+                "DBD::Pg::db do failed: ERROR:  syntax error at or near \"{}\"",
+                if token.is_empty() { "'" } else { &token }
+            ),
+        )
+    };
+    let Some((op, right)) = rest.split_once('\'') else {
+        return syntax(rest);
+    };
+    if right.contains('\'') {
+        return syntax(right);
+    }
+    let ordering = left.as_bytes().cmp(right.as_bytes());
+    let result = match op.trim() {
+        "=" => ordering.is_eq(),
+        "<>" | "!=" => ordering.is_ne(),
+        "<" => ordering.is_lt(),
+        ">" => ordering.is_gt(),
+        "<=" => ordering.is_le(),
+        ">=" => ordering.is_ge(),
+        _ => return syntax(rest),
+    };
+    Ok(if result { "true" } else { "false" }.to_string())
+}
+
+/// `Where` values go into the SQL the same way as `Set` values.
+fn sql_conditions(wheres: &[Cond]) -> Result<Vec<Cond>, Fail> {
+    wheres
+        .iter()
+        .map(|c| {
+            Ok(Cond {
+                value: sql_literal(&c.value)?,
+                ..c.clone()
+            })
+        })
+        .collect()
+}
+
 /// How a `Set` changes a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SetOp {
@@ -1402,7 +1535,32 @@ struct Store {
     last_id: BTreeMap<&'static str, u64>,
 }
 
+/// Gold's pseudo-users and pseudo-projects (`Special` in Gold): they exist in every Gold and
+/// come back from queries.
+pub const PSEUDO_NAMES: [&str; 5] = ["ANY", "MEMBERS", "NONE", "SELF", "ADMIN"];
+
 impl Store {
+    /// A fresh Gold: its pseudo-users and pseudo-projects, and nothing else.
+    fn seeded() -> Store {
+        let mut s = Store::default();
+        for class in [&USER, &PROJECT] {
+            for name in PSEUDO_NAMES {
+                let mut values: Vec<String> =
+                    class.attrs.iter().map(|a| a.default.into()).collect();
+                values[0] = name.into();
+                if let Some(d) = class.index("Description") {
+                    values[d] = "Pseudo-object".into();
+                }
+                s.table_mut(class).push(Row {
+                    values,
+                    deleted: false,
+                });
+            }
+            s.table_mut(class).sort_by(|a, b| key_order(class, a, b));
+        }
+        s
+    }
+
     fn table(&self, class: &Class) -> &[Row] {
         self.tables.get(class.name).map_or(&[], |t| t.as_slice())
     }
@@ -1496,7 +1654,7 @@ impl Store {
             }
             columns
         };
-        let filter = Filter::compile(class, &req.wheres)?;
+        let filter = Filter::compile(class, &sql_conditions(&req.wheres)?)?;
         let table = self.table(class);
         let rows = self
             .select(class, &filter, now, |r| show_hidden || !r.deleted)
@@ -1577,6 +1735,7 @@ impl Store {
         if class.name == "Project" {
             self.autogen_account(&row.values[0]);
         }
+        let _ = now;
         Ok(Outcome {
             code: "000",
             message: format!("Successfully created {}", class.count(1)),
@@ -1585,28 +1744,46 @@ impl Store {
         })
     }
 
-    /// `account.autogen`: the project's account (named after it) exists and is live.
+    /// `account.autogen`: every `Project Create` makes a **new** account named after the project
+    /// and links it through `AccountProject` (an account of that name that is already there —
+    /// left by a purge, or made by a site — is not reused), and `allocation.autogen` gives the
+    /// new account a 0-credit allocation.
     fn autogen_account(&mut self, project: &str) {
         let class = &ACCOUNT;
         let (Some(id), Some(name)) = (class.index("Id"), class.index("Name")) else {
             return;
         };
-        if self.exists("Account", "Name", project) {
-            return;
-        }
-        if let Some(row) = self
-            .table_mut(class)
-            .iter_mut()
-            .find(|r| r.values[name] == project)
-        {
-            row.deleted = false;
-            return;
-        }
         let mut values: Vec<String> = class.attrs.iter().map(|a| a.default.into()).collect();
-        values[id] = self.next_id(class).to_string();
+        let account = self.next_id(class).to_string();
+        values[id] = account.clone();
         values[name] = project.into();
         // Ids only grow: pushing keeps the key order.
         self.table_mut(class).push(Row {
+            values,
+            deleted: false,
+        });
+        let link = &ACCOUNT_PROJECT;
+        let mut values: Vec<String> = link.attrs.iter().map(|a| a.default.into()).collect();
+        values[0] = account.clone();
+        values[1] = project.into();
+        let table = self.table_mut(link);
+        table.push(Row {
+            values,
+            deleted: false,
+        });
+        table.sort_by(|a, b| key_order(link, a, b));
+        let alloc = &ALLOCATION;
+        let mut values: Vec<String> = alloc.attrs.iter().map(|a| a.default.into()).collect();
+        values[0] = self.next_id(alloc).to_string();
+        if let Some(a) = alloc.index("Account") {
+            values[a] = account;
+        }
+        for n in ["Amount", "Deposited", "CreditLimit"] {
+            if let Some(i) = alloc.index(n) {
+                values[i] = "0".into();
+            }
+        }
+        self.table_mut(alloc).push(Row {
             values,
             deleted: false,
         });
@@ -1618,7 +1795,7 @@ impl Store {
             return fail("740", "No assignments (Set) specified");
         }
         self.check_references(class, &sets)?;
-        let filter = Filter::compile(class, &req.wheres)?;
+        let filter = Filter::compile(class, &sql_conditions(&req.wheres)?)?;
         let hits = self.select(class, &filter, now, |r| !r.deleted);
         // Work out every change first: an overflow must leave nothing half done.
         let mut changed = Vec::with_capacity(hits.len());
@@ -1653,7 +1830,7 @@ impl Store {
         now: i64,
         delete: bool,
     ) -> Result<Outcome, Fail> {
-        let filter = Filter::compile(class, &req.wheres)?;
+        let filter = Filter::compile(class, &sql_conditions(&req.wheres)?)?;
         let hits = self.select(class, &filter, now, |r| r.deleted != delete);
         let columns = all_columns(class, false);
         let table = self.table_mut(class);
@@ -1661,6 +1838,19 @@ impl Store {
         for &i in &hits {
             table[i].deleted = delete;
             rows.push(view(class, &table[i], &columns, now));
+        }
+        // Deleting a project removes its accounts' links and leaves the accounts (and their
+        // allocations) behind.
+        if delete && class.name == "Project" {
+            let names: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r.iter().find(|(n, _)| *n == "Name").map(|(_, v)| v.clone()))
+                .collect();
+            for row in self.table_mut(&ACCOUNT_PROJECT).iter_mut() {
+                if names.contains(&row.values[1]) {
+                    row.deleted = true;
+                }
+            }
         }
         let verb = if delete { "deleted" } else { "undeleted" };
         Ok(Outcome {
@@ -1748,9 +1938,7 @@ impl Store {
         if let Some(c) = credit {
             row.values[cl] = c.into();
         }
-        if let Some(d) = description {
-            row.values[desc] = d.into();
-        }
+        let _ = desc;
         match position {
             Some(p) => self.table_mut(class)[p] = row.clone(),
             None => {
@@ -1758,6 +1946,26 @@ impl Store {
                 self.table_mut(class).push(row.clone());
             }
         }
+        // The deposit's Description lands on its transaction record, not on the allocation.
+        let description = sql_literal(description.unwrap_or(""))?;
+        let t = &TRANSACTION;
+        let mut tx: Vec<String> = t.attrs.iter().map(|a| a.default.into()).collect();
+        tx[0] = self.next_id(t).to_string();
+        for (name, value) in [
+            ("Object", "Account"),
+            ("Action", "Deposit"),
+            ("Account", account),
+            ("Amount", &amount.to_string()),
+            ("Description", &description),
+        ] {
+            if let Some(i) = t.index(name) {
+                tx[i] = value.to_string();
+            }
+        }
+        self.table_mut(t).push(Row {
+            values: tx,
+            deleted: false,
+        });
         Ok(Outcome {
             code: "000",
             message: format!("Successfully deposited {amount} credits into account {account}"),
@@ -1826,14 +2034,11 @@ fn assignments(class: &Class, sets: &[Set], creating: bool) -> Result<Vec<Assign
                 return fail("317", format!("Invalid op {other:?} for Set {}", a.name));
             }
         };
-        check_value(a, &s.value)?;
+        let value = sql_literal(&s.value)?;
+        check_value(a, &value)?;
         // A later Set of the same attribute wins.
         out.retain(|x: &Assignment| x.index != index);
-        out.push(Assignment {
-            index,
-            value: s.value.clone(),
-            op,
-        });
+        out.push(Assignment { index, value, op });
     }
     Ok(out)
 }
