@@ -110,7 +110,10 @@ async fn the_example_site_converges_into_gold_and_a_second_run_only_queries() {
         .into_iter()
         .filter(|a| a["Account"] == cosmo)
         .collect();
-    assert_eq!(allocs.len(), 1, "{allocs:?}");
+    // (Gold's own 0-credit allocation of the new account, allocation.autogen, and ours.)
+    assert_eq!(allocs.len(), 2, "{allocs:?}");
+    assert_eq!(allocs[0]["Deposited"], "0");
+    let allocs = &allocs[1..];
     assert_eq!(
         allocs[0]["Deposited"].parse::<f64>().unwrap() as i64,
         3_600_000
@@ -188,7 +191,7 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
     assert_eq!(desc, "R&D <lab> \"quoted\" cafe");
     let orgs = gold.rows("Organization");
     assert!(
-        row(&orgs, "Name", "Inst of <Physics> & Muller x").is_some(),
+        row(&orgs, "Name", "Inst of <Physics> & Mueller x").is_some(),
         "{orgs:?}"
     );
     // c joins, b leaves, the leader changes; the window grows and a second one appears.
@@ -212,7 +215,7 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
     let mut allocs: Vec<(i64, i64)> = gold
         .rows("Allocation")
         .into_iter()
-        .filter(|a| a["Account"] == account)
+        .filter(|a| a["Account"] == account && a["Deposited"] != "0")
         .map(|a| {
             (
                 a["StartTime"].parse().unwrap(),
@@ -221,7 +224,11 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
         })
         .collect();
     allocs.sort();
-    assert_eq!(allocs.len(), 2, "{allocs:?}");
+    assert_eq!(
+        allocs.len(),
+        2,
+        "besides Gold's own 0-credit one: {allocs:?}"
+    );
     assert_eq!(allocs[0].1, 1500);
     assert_eq!(allocs[1].1, 10);
     // A lock suspends the user and its memberships; unlocking restores them.
@@ -269,7 +276,7 @@ async fn memberships_leaders_windows_deactivation_and_purge_follow_the_manifests
     let allowed = [
         (
             "Query",
-            "Organization User Project ProjectUser Account Allocation",
+            "Organization User Project ProjectUser Account AccountProject Allocation",
         ),
         ("Create", "Organization Project User ProjectUser"),
         ("Modify", "Project User ProjectUser Allocation"),
@@ -306,8 +313,12 @@ async fn a_lost_deposit_reply_is_checked_and_never_deposited_twice() {
     assert_eq!(code, 0, "{out}");
     let deposits = gold.log().iter().filter(|e| e.action == "Deposit").count();
     assert_eq!(deposits, 1, "one deposit request, never retried blindly");
-    let allocs = gold.rows("Allocation");
-    assert_eq!(allocs.len(), 1);
+    let allocs: Vec<_> = gold
+        .rows("Allocation")
+        .into_iter()
+        .filter(|a| a["Deposited"] != "0")
+        .collect();
+    assert_eq!(allocs.len(), 1, "besides Gold's own 0-credit one");
     assert_eq!(allocs[0]["Deposited"].parse::<f64>().unwrap() as i64, 500);
     tree.cleanup().await;
 }
@@ -345,5 +356,121 @@ async fn a_wrong_key_is_a_clear_error_and_an_unreachable_gold_leaves_ldap_done()
     let (code, out) = run(&["apply", "-f", &f, "--config", &cfg]).await;
     assert_eq!(code, 0, "{out}");
     assert!(row(&gold.rows("User"), "Name", "gea").is_some());
+    tree.cleanup().await;
+}
+
+/// #20: a project's account is the one Gold links to it (`AccountProject`), never whatever
+/// carries its name. A site's own account named like the project plans no second deposit; a
+/// purged project declared again deposits once into its new account and reports the credits
+/// left in the old one; a quote in a description reaches Gold as nothing Gold could evaluate,
+/// and a second run writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_account_is_found_through_account_project_and_credits_are_never_issued_twice() {
+    let tree = TestTree::new("gold-acct").await;
+    let dir = scratch("gold-acct");
+    let gold = server().await;
+    let cfg = config(&tree, &dir, gold.addr().port(), SECRET);
+    let window = "  gold:\n    allocations:\n      - {amount: 1500, start: \"2030-01-01\", end: \"2030-12-31\"}\n";
+    let f = dir.join("site.yaml");
+    let site = small("ga", "gab", window, &[]).replace(
+        "description: \"R&D <lab> | \\\"quoted\\\" caf\u{e9}\"",
+        "description: \"x' < 'y, O'Brien's\"",
+    );
+    std::fs::write(&f, &site).unwrap();
+    let f = f.display().to_string();
+    let (code, out) = run(&["apply", "-f", &f, "--config", &cfg]).await;
+    assert_eq!(code, 0, "{out}");
+    let projects = gold.rows("Project");
+    let desc = &row(&projects, "Name", "ga").unwrap()["Description"];
+    assert_eq!(desc, "x < y, OBriens", "stored as sent, never evaluated");
+    let deposited = |g: &roster::gold::server::GoldServer| -> i64 {
+        g.rows("Allocation")
+            .iter()
+            .map(|a| a["Deposited"].parse::<f64>().unwrap() as i64)
+            .sum()
+    };
+    assert_eq!(deposited(&gold), 1500);
+    // A site's own account named after the project: not the project's.
+    let key = dir.join("gold.key");
+    let client = roster::gold::proto::Client::new(
+        gold.addr().to_string(),
+        "root".into(),
+        std::fs::read_to_string(&key).unwrap().trim().to_string(),
+        std::time::Duration::from_secs(5),
+    );
+    client
+        .send(&roster::gold::proto::Request::new("Create", "Account").set("Name", "ga"))
+        .await
+        .expect("an extra account");
+    let (code, out) = run(&["plan", "-f", &f, "--config", &cfg]).await;
+    assert_eq!(code, 0, "nothing to do: {out}");
+    let before = gold.log().len();
+    let (code, out) = run(&["apply", "-f", &f, "--config", &cfg]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        gold.log()[before..].iter().all(|e| e.action == "Query"),
+        "a second run writes nothing: {out}"
+    );
+    // Purged, then declared again: one more deposit, into the new account only, and the old
+    // account's credits reported.
+    std::fs::write(dir.join("empty.yaml"), small("gz", "gzb", "", &[])).unwrap();
+    let empty = dir.join("empty.yaml").display().to_string();
+    for now in [
+        "2026-01-01T00:00:00Z",
+        "2026-06-01T00:00:00Z",
+        "2026-06-02T00:00:00Z",
+    ] {
+        let (code, out) = run(&[
+            "apply", "-f", &empty, "--config", &cfg, "--prune", "--now", now, "-n", "physics",
+        ])
+        .await;
+        assert!(code == 0 || code == 3, "{now}: {out}");
+    }
+    assert!(row(&gold.rows("Project"), "Name", "ga").is_none(), "purged");
+    let (code, out) = run(&[
+        "apply",
+        "-f",
+        &f,
+        "--config",
+        &cfg,
+        "--now",
+        "2026-06-03T00:00:00Z",
+    ])
+    .await;
+    assert!(code == 0 || code == 3, "{out}");
+    assert_eq!(
+        deposited(&gold),
+        3000,
+        "1500 in the old account, 1500 in the new: {out}"
+    );
+    let (_, out) = run(&[
+        "plan",
+        "-f",
+        &f,
+        "--config",
+        &cfg,
+        "--now",
+        "2026-06-03T00:00:00Z",
+    ])
+    .await;
+    assert!(
+        out.contains("is named ga but not linked to the project"),
+        "the old account's credits are reported: {out}"
+    );
+    let before = gold.log().len();
+    let (_, out) = run(&[
+        "apply",
+        "-f",
+        &f,
+        "--config",
+        &cfg,
+        "--now",
+        "2026-06-03T00:00:00Z",
+    ])
+    .await;
+    assert!(
+        gold.log()[before..].iter().all(|e| e.action == "Query"),
+        "and nothing more is deposited: {out}"
+    );
     tree.cleanup().await;
 }

@@ -185,8 +185,9 @@ impl GoldError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            GoldError::Unreachable { .. } | GoldError::Timeout { .. }
-        ) || matches!(self, GoldError::Failed { code, .. } if code == "730" || code == "720")
+            GoldError::Unreachable { .. } | GoldError::Timeout { .. } // 730: the database connection failed. (720 is a rule or SQL error in Gold 2.2 — a
+                                                                      // quote in a value, say — and asking again gets the same answer.)
+        ) || matches!(self, GoldError::Failed { code, .. } if code == "730")
     }
 }
 

@@ -55,10 +55,52 @@ pub struct State {
     pub projects: BTreeMap<String, Project>,
     /// (project, user).
     pub members: BTreeMap<(String, String), Member>,
-    /// Project → the id of its Gold account.
+    /// Project → the id of the account deposits go to: of the accounts Gold links to the
+    /// project (`AccountProject`), the newest one named after it (the one `Project Create`
+    /// made), else the newest linked one. Never an account that merely carries the name.
     pub accounts: BTreeMap<String, String>,
+    /// Project → every account linked to it (its allocations all count as deposited).
+    pub linked: BTreeMap<String, Vec<String>>,
+    /// Every account: id → name (to report accounts named after a project but not linked).
+    pub account_names: BTreeMap<String, String>,
     /// Account id → its allocations.
     pub allocations: BTreeMap<String, Vec<Allocation>>,
+}
+
+/// Gold's pseudo-users and pseudo-projects: in every Gold, never Roster's, never drift.
+pub const PSEUDO: [&str; 5] = ["ANY", "MEMBERS", "NONE", "SELF", "ADMIN"];
+
+impl State {
+    /// The allocations of every account linked to `project`.
+    pub fn allocations_of(&self, project: &str) -> Vec<Allocation> {
+        self.linked
+            .get(project)
+            .into_iter()
+            .flatten()
+            .flat_map(|id| self.allocations.get(id).into_iter().flatten().cloned())
+            .collect()
+    }
+}
+
+/// Numeric order of Gold ids ("10" after "9").
+fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len(), a).cmp(&(b.len(), b))
+}
+
+/// The deposit target among a project's linked accounts (see [`State::accounts`]).
+pub fn deposit_account(
+    project: &str,
+    linked: &[String],
+    names: &BTreeMap<String, String>,
+) -> Option<String> {
+    let newest =
+        |ids: &mut dyn Iterator<Item = &String>| ids.max_by(|a, b| id_order(a, b)).cloned();
+    newest(
+        &mut linked
+            .iter()
+            .filter(|id| names.get(*id).map(String::as_str) == Some(project)),
+    )
+    .or_else(|| newest(&mut linked.iter()))
 }
 
 fn truthy(v: Option<&String>) -> bool {
@@ -78,14 +120,17 @@ fn number(row: &BTreeMap<String, String>, k: &str) -> i64 {
 
 fn query(object: &str, columns: &[&str]) -> Request {
     let mut r = Request::new("Query", object);
-    r.chunking = true;
+    // Gold 2.2's Bank module never ends a chunked Account or Allocation reply (it sends piece
+    // 1 again and again): those are read in one piece (a reply Gold truncates comes with a
+    // Warning, which fails the read, loudly).
+    r.chunking = !matches!(object, "Account" | "Allocation");
     for c in columns {
         r = r.get(c);
     }
     r
 }
 
-/// Reads everything Roster compares, in six queries.
+/// Reads everything Roster compares, in seven queries.
 pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
     let mut s = State::default();
     for row in client.send(&query("Organization", &["Name"])).await?.data {
@@ -105,6 +150,9 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
         ))
         .await?;
     for row in users.data {
+        if PSEUDO.contains(&text(&row, "Name").as_str()) {
+            continue;
+        }
         s.users.insert(
             text(&row, "Name"),
             User {
@@ -123,6 +171,9 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
         ))
         .await?;
     for row in projects.data {
+        if PSEUDO.contains(&text(&row, "Name").as_str()) {
+            continue;
+        }
         s.projects.insert(
             text(&row, "Name"),
             Project {
@@ -148,7 +199,22 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
         );
     }
     for row in client.send(&query("Account", &["Id", "Name"])).await?.data {
-        s.accounts.insert(text(&row, "Name"), text(&row, "Id"));
+        s.account_names.insert(text(&row, "Id"), text(&row, "Name"));
+    }
+    for row in client
+        .send(&query("AccountProject", &["Account", "Name"]))
+        .await?
+        .data
+    {
+        s.linked
+            .entry(text(&row, "Name"))
+            .or_default()
+            .push(text(&row, "Account"));
+    }
+    for (project, ids) in &s.linked {
+        if let Some(id) = deposit_account(project, ids, &s.account_names) {
+            s.accounts.insert(project.clone(), id);
+        }
     }
     let allocations = client
         .send(&query(
@@ -170,7 +236,7 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
             .or_default()
             .push(allocation(&row));
     }
-    Ok((s, 6))
+    Ok((s, 7))
 }
 
 pub fn allocation(row: &BTreeMap<String, String>) -> Allocation {
@@ -596,12 +662,10 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
     // Allocations, by window: a new window deposits; a window that moved (same start or same
     // end) is modified; more credits deposit the difference; nothing is ever withdrawn.
     for (project, windows) in &want.windows {
-        let existing: Vec<Allocation> = have
-            .accounts
-            .get(project)
-            .and_then(|id| have.allocations.get(id))
-            .cloned()
-            .unwrap_or_default();
+        // Every allocation of every account Gold links to the project counts: credits are
+        // never issued twice. (An account that only carries the project's name — left by a
+        // purge, or a site's own — is not the project's; it is reported below.)
+        let existing: Vec<Allocation> = have.allocations_of(project);
         let mut matched: BTreeSet<String> = BTreeSet::new();
         for w in windows {
             let found = existing
@@ -610,6 +674,7 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
                 .or_else(|| {
                     existing.iter().find(|a| {
                         (a.start == w.start || a.end == w.end)
+                            && (a.amount != 0 || a.deposited != 0)
                             && !matched.contains(&a.id)
                             && !windows.iter().any(|o| o.start == a.start && o.end == a.end)
                     })
@@ -646,7 +711,32 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
                 ));
             }
         }
-        for a in existing.iter().filter(|a| !matched.contains(&a.id)) {
+        // Credits never left unreachable without a word: an account that carries the
+        // project's name but is not linked to it holds credits the project cannot use.
+        let linked = have.linked.get(project).cloned().unwrap_or_default();
+        for (id, name) in &have.account_names {
+            if name != project || linked.contains(id) {
+                continue;
+            }
+            let credits: i64 = have
+                .allocations
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|a| a.deposited)
+                .sum();
+            if credits > 0 {
+                notes.push(format!(
+                    "Gold account {id} is named {project} but not linked to the project (left by a purge, or a site's own): its {credits} deposited credits are not the project's, and Roster deposits into account {}",
+                    have.accounts.get(project).map_or("(none yet)", String::as_str)
+                ));
+            }
+        }
+        // Gold's own 0-credit allocations (allocation.autogen) are nobody's declaration.
+        for a in existing
+            .iter()
+            .filter(|a| !matched.contains(&a.id) && (a.amount != 0 || a.deposited != 0))
+        {
             notes.push(format!(
                 "allocation {} of {project} ({} to {}, {} deposited) is not declared; left as is",
                 a.id, a.start, a.end, a.deposited
@@ -748,6 +838,8 @@ mod tests {
             ..Default::default()
         };
         s.accounts.insert("optics".into(), "7".into());
+        s.linked.insert("optics".into(), vec!["7".into()]);
+        s.account_names.insert("7".into(), "optics".into());
         s.allocations.insert(
             "7".into(),
             vec![Allocation {
