@@ -474,3 +474,40 @@ async fn a_projects_account_is_found_through_account_project_and_credits_are_nev
     );
     tree.cleanup().await;
 }
+
+/// #20: `roster config check` proves the actor may write (a Modify that matches nothing), so an
+/// actor with read rights only is named there, not by a 444 on the first real change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_refuses_an_actor_that_may_only_read() {
+    let tree = TestTree::new("gold-check").await;
+    let dir = scratch("gold-check");
+    let gold = roster::gold::server::GoldServer::start(
+        "127.0.0.1:0",
+        Options {
+            readers: vec!["viewer".into()],
+            ..Options::new(SECRET)
+        },
+    )
+    .await
+    .unwrap();
+    let cfg = config(&tree, &dir, gold.addr().port(), SECRET);
+    let (code, out) = run(&["config", "check", "--config", &cfg]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("a signed query and a write as actor root"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap() + "  actor: viewer\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out) = run(&["config", "check", "--config", &cfg]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("actor viewer may query but not write"),
+        "{out}"
+    );
+    assert!(
+        gold.rows("Organization").is_empty(),
+        "the probe changed nothing"
+    );
+    tree.cleanup().await;
+}

@@ -465,8 +465,21 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
             if let Err(e) = client.send(&probe).await {
                 return fail(e);
             }
+            // A write that changes nothing proves the actor's right to write: Gold authorizes
+            // the action before it looks for matches (an actor without rights gets 444 here,
+            // not on the first real change). The name cannot exist: Roster's names never
+            // start with a space.
+            let write = crate::gold::Request::new("Modify", "Organization")
+                .set("Description", "roster config check")
+                .filter("Name", " roster-config-check");
+            if let Err(e) = client.send(&write).await {
+                return fail(format!(
+                    "gold: actor {} may query but not write ({e}); give it Gold's write roles on User, Project, ProjectUser, Organization, Allocation and Deposit",
+                    client.actor
+                ));
+            }
             println!(
-                "gold: {} accepted a signed query as actor {}",
+                "gold: {} accepted a signed query and a write as actor {}",
                 client.addr, client.actor
             );
         }
