@@ -620,7 +620,7 @@ fn baseline(p: &str) -> Vec<Value> {
             "physics",
             &format!("{p}proj"),
             json!({
-                "description": "R&D <lab> ]]> </Set><Set name=\"Active\">False</Set> &amp;",
+                "description": "R&D <lab> ]]> </Set><Set name=\"Active\">False</Set> &amp; x' < 'y'); DROP TABLE g_project; --",
                 "members": [base],
                 "slurm": {"limits": {"grpTRES": {"cpu": 100}}},
                 "gold": {"allocations": [{"amount": 1000, "start": "2030-01-01", "end": "2030-12-31"}]},
@@ -713,6 +713,13 @@ async fn file_mode_refuses_every_hostile_input_and_writes_nothing() {
     assert!(
         project["Description"].contains("</Set><Set name=\"Active\">False</Set>")
             && project["Description"].contains("]]>"),
+        "{project:?}"
+    );
+    // Gold's SQL takes values between quotes, unescaped: no quote reaches it, and what would
+    // have been evaluated (x' < 'y) or executed arrives as plain text.
+    assert!(
+        project["Description"].ends_with("x < y); DROP TABLE g_project; --")
+            && !project["Description"].contains('\''),
         "{project:?}"
     );
     assert_eq!(gold.rows("Project").len(), 1);
