@@ -1,7 +1,9 @@
 //! The time Roster acts on. Lifecycle transitions are computed from it, never from the system
 //! clock directly, so tests (and rehearsals) can move it: `roster plan|apply --now T` fixes it,
 //! and the operator's hidden `--clock-offset-file F` adds the whole seconds written in F (read at
-//! every use, so a test moves time forward while the operator runs).
+//! every use, so a test moves time forward while the operator runs), or — when F holds
+//! `@<unix seconds>` — stands still at that instant (a test pins the operator to its model's
+//! time without rewriting the file as real time passes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +19,8 @@ impl Clock {
         Clock::default()
     }
 
-    /// The system clock plus the seconds in `file` (0 while it is missing or unreadable).
+    /// The system clock plus the seconds in `file` (0 while it is missing or unreadable), or
+    /// the instant `@<unix seconds>` in it.
     pub fn offset_by_file(file: PathBuf) -> Clock {
         Clock {
             offset_file: Some(Arc::new(file)),
@@ -29,10 +32,16 @@ impl Clock {
         let Some(file) = &self.offset_file else {
             return now;
         };
-        let offset = std::fs::read_to_string(file.as_path())
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+        let text = std::fs::read_to_string(file.as_path()).unwrap_or_default();
+        let text = text.trim();
+        if let Some(pinned) = text.strip_prefix('@') {
+            return pinned
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .unwrap_or(now);
+        }
+        let offset = text.parse::<i64>().unwrap_or(0);
         now.checked_add(jiff::SignedDuration::from_secs(offset))
             .unwrap_or(now)
     }
@@ -60,6 +69,10 @@ mod tests {
         let soon = clock.now() + jiff::SignedDuration::from_secs(10);
         assert!(clock.until(soon) <= std::time::Duration::from_secs(10));
         assert!(clock.until(soon) >= std::time::Duration::from_secs(8));
+        // Pinned: the same instant however often it is read.
+        std::fs::write(&file, "@1893456000\n").unwrap();
+        assert_eq!(clock.now().as_second(), 1_893_456_000);
+        assert_eq!(clock.now(), clock.now());
         std::fs::remove_file(&file).unwrap();
     }
 }

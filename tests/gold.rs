@@ -44,14 +44,7 @@ fn example_site() -> String {
 
 /// Runs roster off the test's runtime thread (the server runs on the runtime).
 async fn run(args: &[&str]) -> (i32, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, out, err) = roster(&a);
-        (code, format!("{out}{err}"))
-    })
-    .await
-    .unwrap()
+    roster_off_runtime(args.iter().map(|s| s.to_string()).collect()).await
 }
 
 fn row<'a>(

@@ -649,13 +649,7 @@ fn baseline_for(p: &str, case: &Case) -> Vec<u8> {
 }
 
 async fn run(args: Vec<String>) -> (i32, String) {
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, out, err) = roster(&a);
-        (code, format!("{out}{err}"))
-    })
-    .await
-    .unwrap()
+    roster_off_runtime(args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

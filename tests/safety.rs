@@ -31,8 +31,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use roster::gold::server::{GoldServer, Options};
@@ -107,7 +105,7 @@ enum Step {
 }
 
 /// The operator of `ops`: the fake API server, `roster run` against it, and its clock, pinned to
-/// the model's time of its latest step by a thread rewriting the clock offset file.
+/// the model's time of its latest step (`@<seconds>` in the clock offset file).
 struct Operator {
     _apiserver: Proc,
     kubeconfig: PathBuf,
@@ -117,29 +115,12 @@ struct Operator {
     proc: Option<Proc>,
     port: u16,
     starts: usize,
-    pin: Arc<AtomicI64>,
-    stop: Arc<AtomicBool>,
-    clock: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.proc = None;
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.clock.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Keeps `file` saying how far `pin` is from the system clock, in whole seconds rounded up, so
-/// the operator's clock (system time plus the file's seconds) reads `pin` (never earlier, and
-/// less than two seconds later).
+/// Pins the operator's clock at `pin` (unix seconds): written whole, then renamed into place.
 fn pin_clock(file: &Path, pin: i64) {
-    let real = jiff::Timestamp::now().as_millisecond();
-    let offset = pin - real.div_euclid(1000);
     let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, offset.to_string()).unwrap();
+    std::fs::write(&tmp, format!("@{pin}")).unwrap();
     std::fs::rename(&tmp, file).unwrap();
 }
 
@@ -210,17 +191,7 @@ impl World {
         let cluster = format!("sf{}", std::process::id());
         let out = sacctmgr(&["-i", "add", "cluster", &cluster]);
         assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
-        let gold = GoldServer::start(
-            "127.0.0.1:0",
-            Options {
-                secret: GOLD_SECRET.into(),
-                actors: vec!["root".into()],
-                chunk_rows: 3,
-                readers: vec![],
-            },
-        )
-        .await
-        .expect("the Gold test server starts");
+        let gold = gold_server().await;
         let cfg = config(&tree, &dir, &cluster, gold.addr().port());
         let mut w = World {
             tree,
@@ -356,13 +327,7 @@ impl World {
         if prune {
             args.push("--prune".into());
         }
-        tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = roster(&a);
-            (code, format!("{out}{err}"))
-        })
-        .await
-        .unwrap()
+        roster_off_runtime(args).await
     }
 
     async fn read(&self) -> Snapshot {
@@ -404,6 +369,19 @@ impl World {
             gold_writes,
         }
     }
+}
+
+/// The suite's Gold test server, in process (small reply pieces, so chunking is exercised).
+async fn gold_server() -> GoldServer {
+    GoldServer::start(
+        "127.0.0.1:0",
+        Options {
+            chunk_rows: 3,
+            ..Options::new(GOLD_SECRET)
+        },
+    )
+    .await
+    .expect("the Gold test server starts")
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -944,18 +922,7 @@ impl World {
             );
             std::fs::write(&config, text).unwrap();
             let offset = self.dir.join("clock-offset");
-            let pin = Arc::new(AtomicI64::new(self.now));
-            let stop = Arc::new(AtomicBool::new(false));
             pin_clock(&offset, self.now);
-            let clock = {
-                let (pin, stop, offset) = (pin.clone(), stop.clone(), offset.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        pin_clock(&offset, pin.load(Ordering::SeqCst));
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            };
             self.op = Some(Operator {
                 _apiserver: apiserver,
                 kubeconfig,
@@ -964,9 +931,6 @@ impl World {
                 proc: None,
                 port: 0,
                 starts: 0,
-                pin,
-                stop,
-                clock: Some(clock),
             });
             let docs = format!(
                 "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPS}}}\n{}",
@@ -1085,11 +1049,6 @@ impl World {
             op.proc = None;
         }
         self.ensure_operator().await?;
-        self.op
-            .as_ref()
-            .unwrap()
-            .pin
-            .store(self.now, Ordering::SeqCst);
         pin_clock(&self.op.as_ref().unwrap().offset, self.now);
         let mut declared = BTreeSet::new();
         let mut out = String::new();
@@ -1279,17 +1238,7 @@ impl Scenario {
         let cluster = format!("{}{}", &name[..2], std::process::id());
         let out = sacctmgr(&["-i", "add", "cluster", &cluster]);
         assert!(out.0 || out.1.contains("Nothing new added"), "{}", out.1);
-        let gold = GoldServer::start(
-            "127.0.0.1:0",
-            Options {
-                secret: GOLD_SECRET.into(),
-                actors: vec!["root".into()],
-                chunk_rows: 3,
-                readers: vec![],
-            },
-        )
-        .await
-        .unwrap();
+        let gold = gold_server().await;
         let cfg = config(&tree, &dir, &cluster, gold.addr().port());
         Scenario {
             tree,
@@ -1342,13 +1291,7 @@ impl Scenario {
             "--now".into(),
             rfc3339(now),
         ]);
-        tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = roster(&a);
-            (code, format!("{out}{err}"))
-        })
-        .await
-        .unwrap()
+        roster_off_runtime(args).await
     }
 
     async fn account(&self, username: &str) -> Option<BTreeMap<String, Vec<String>>> {

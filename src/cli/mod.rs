@@ -57,9 +57,14 @@ pub enum Command {
         /// Log format: json (default) or text.
         #[arg(long, default_value = "json")]
         log_format: String,
-        /// Tests only: add the seconds written in this file to the clock (read at every use).
+        /// Tests only: add the seconds written in this file to the clock (read at every use),
+        /// or stand at the instant `@<unix seconds>` written in it.
         #[arg(long, hide = true)]
         clock_offset_file: Option<PathBuf>,
+        /// Write the address metrics are served on to this file once bound (written whole,
+        /// then renamed into place): with `--metrics-address 127.0.0.1:0`, the port chosen.
+        #[arg(long)]
+        metrics_address_file: Option<PathBuf>,
     },
     /// The mass-deactivation guard: see what it holds, approve or reject.
     Guard {
@@ -173,6 +178,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             no_leader_election,
             log_format,
             clock_offset_file,
+            metrics_address_file,
         } => {
             crate::telemetry::init_logging(log_format != "text");
             let config = match Config::load(&config) {
@@ -196,6 +202,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 identity,
                 metrics_address,
                 leader_election: !no_leader_election,
+                metrics_address_file,
                 clock: match clock_offset_file {
                     Some(f) => crate::clock::Clock::offset_by_file(f),
                     None => crate::clock::Clock::system(),

@@ -276,49 +276,12 @@ pub async fn converge(
                 .filter_map(|s| s.deposit.as_ref())
                 .any(|(p, _)| !accounts.contains_key(p))
         {
-            report.requests += 1;
             // (Through AccountProject: the new account is the one linked to the project,
             // whatever other accounts carry its name.)
-            let field = |row: &std::collections::BTreeMap<String, String>, k: &str| {
-                row.get(k).cloned().unwrap_or_default()
-            };
-            let names = send(
-                &client,
-                &Request::new("Query", "Account").get("Id").get("Name"),
-                g.attempts,
-                &mut 0,
-            )
-            .await;
-            let links = send(
-                &client,
-                &Request::new("Query", "AccountProject")
-                    .get("Account")
-                    .get("Name"),
-                g.attempts,
-                &mut 0,
-            )
-            .await;
-            report.requests += 1;
-            if let (Ok(names), Ok(links)) = (names, links) {
-                let names: std::collections::BTreeMap<String, String> = names
-                    .data
-                    .iter()
-                    .map(|r| (field(r, "Id"), field(r, "Name")))
-                    .collect();
-                let mut linked: std::collections::BTreeMap<String, Vec<String>> =
-                    Default::default();
-                for r in &links.data {
-                    linked
-                        .entry(field(r, "Name"))
-                        .or_default()
-                        .push(field(r, "Account"));
-                }
-                for (project, ids) in &linked {
-                    if !accounts.contains_key(project)
-                        && let Some(id) = sync::deposit_account(project, ids, &names)
-                    {
-                        accounts.insert(project.clone(), id);
-                    }
+            report.requests += 2;
+            if let Ok(a) = sync::read_accounts(&client).await {
+                for (project, id) in a.deposit_to {
+                    accounts.entry(project).or_insert(id);
                 }
             }
         }

@@ -198,24 +198,8 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
             },
         );
     }
-    for row in client.send(&query("Account", &["Id", "Name"])).await?.data {
-        s.account_names.insert(text(&row, "Id"), text(&row, "Name"));
-    }
-    for row in client
-        .send(&query("AccountProject", &["Account", "Name"]))
-        .await?
-        .data
-    {
-        s.linked
-            .entry(text(&row, "Name"))
-            .or_default()
-            .push(text(&row, "Account"));
-    }
-    for (project, ids) in &s.linked {
-        if let Some(id) = deposit_account(project, ids, &s.account_names) {
-            s.accounts.insert(project.clone(), id);
-        }
-    }
+    let a = read_accounts(client).await?;
+    (s.account_names, s.linked, s.accounts) = (a.names, a.linked, a.deposit_to);
     let allocations = client
         .send(&query(
             "Allocation",
@@ -237,6 +221,44 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
             .push(allocation(&row));
     }
     Ok((s, 7))
+}
+
+/// Gold's accounts as Roster relates them to projects (see [`State::accounts`]).
+pub struct Accounts {
+    /// Account id → name.
+    pub names: BTreeMap<String, String>,
+    /// Project → the accounts linked to it.
+    pub linked: BTreeMap<String, Vec<String>>,
+    /// Project → the account deposits go to.
+    pub deposit_to: BTreeMap<String, String>,
+}
+
+/// Reads every account and every `AccountProject` link (two queries).
+pub async fn read_accounts(client: &Client) -> Result<Accounts, GoldError> {
+    let mut a = Accounts {
+        names: BTreeMap::new(),
+        linked: BTreeMap::new(),
+        deposit_to: BTreeMap::new(),
+    };
+    for row in client.send(&query("Account", &["Id", "Name"])).await?.data {
+        a.names.insert(text(&row, "Id"), text(&row, "Name"));
+    }
+    for row in client
+        .send(&query("AccountProject", &["Account", "Name"]))
+        .await?
+        .data
+    {
+        a.linked
+            .entry(text(&row, "Name"))
+            .or_default()
+            .push(text(&row, "Account"));
+    }
+    for (project, ids) in &a.linked {
+        if let Some(id) = deposit_account(project, ids, &a.names) {
+            a.deposit_to.insert(project.clone(), id);
+        }
+    }
+    Ok(a)
 }
 
 pub fn allocation(row: &BTreeMap<String, String>) -> Allocation {
@@ -954,6 +976,30 @@ mod tests {
                 "Delete User where Name=carl",
                 "Delete Project where Name=old",
             ]
+        );
+    }
+
+    /// A deactivated user is suspended in every project of Roster's at once, also in one this
+    /// run does not declare (another namespace's), and never in a project that is not Roster's.
+    #[test]
+    fn a_deactivated_user_is_suspended_in_every_project_of_rosters() {
+        let mut have = State::default();
+        for p in ["optics", "theirs"] {
+            have.members.insert(
+                (p.into(), "bob".into()),
+                Member {
+                    active: true,
+                    admin: false,
+                },
+            );
+        }
+        let mut want = Desired::default();
+        want.deactivated_users.insert("bob".into());
+        want.roster_projects.insert("optics".into());
+        let (steps, _) = diff(&have, &want);
+        assert_eq!(
+            lines(&steps),
+            ["Modify ProjectUser Active=False where Project=optics where Name=bob"]
         );
     }
 }

@@ -35,6 +35,8 @@ pub struct Options {
     pub metrics_address: SocketAddr,
     /// Take part in leader election (off only for single-process tests and demos).
     pub leader_election: bool,
+    /// Where to write the bound metrics address (for `--metrics-address …:0`).
+    pub metrics_address_file: Option<std::path::PathBuf>,
     /// The time lifecycle transitions are computed from.
     pub clock: crate::clock::Clock,
 }
@@ -100,9 +102,17 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
 pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let addr = opts.metrics_address;
-    crate::telemetry::serve(addr, metrics.clone())
+    let bound = crate::telemetry::serve(addr, metrics.clone())
         .await
         .map_err(|source| RunError::Metrics { addr, source })?;
+    if let Some(file) = &opts.metrics_address_file {
+        // Whole or not at all: a reader never sees half an address.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{bound}\n"))
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|source| RunError::Metrics { addr, source })?;
+    }
+    tracing::info!(address = %bound, "serving metrics and probes");
     let resync = crate::api::parse_duration(&opts.config.operator.resync_interval)
         .map_err(|e| RunError::Config(e.to_string()))?;
     if !opts.leader_election {

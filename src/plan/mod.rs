@@ -1358,23 +1358,14 @@ impl<'a> Planner<'a> {
                 let Some(deactivate_at) = r.deactivate_at else {
                     // Gone without a recorded deadline (written before Roster recorded them),
                     // and this run does not declare its policy: not this run's to decide.
-                    let s = self.status(Kind::Account, &key);
-                    s.phase = Phase::Active;
-                    s.dn = Some(e.dn.clone());
-                    s.uid_number = e.number("uidNumber");
-                    s.conditions.push(cond(
-                        "Gone",
-                        true,
-                        "DeadlineUndecided",
-                        format!("{why}; its deactivation is decided by a run that declares its namespace and source"),
-                    ));
+                    self.gone_but_active(&key, e, None, "DeadlineUndecided", format!("{why}; its deactivation is decided by a run that declares its namespace and source"));
                     continue;
                 };
                 // A grace before the deactivation: record when it went and both deadlines,
                 // stay active until then.
                 if self.now < deactivate_at {
                     if decides {
-                        let changes = r.unrecorded(e, self.now);
+                        let changes = r.unrecorded(e);
                         if !changes.is_empty() {
                             self.ops_prune.push(Op::Modify {
                                 target: target.clone(),
@@ -1387,17 +1378,13 @@ impl<'a> Planner<'a> {
                         }
                     }
                     self.wake_at(deactivate_at);
-                    let s = self.status(Kind::Account, &key);
-                    s.phase = Phase::Active;
-                    s.dn = Some(e.dn.clone());
-                    s.uid_number = e.number("uidNumber");
-                    s.next_transition = Some(("Deactivate", deactivate_at));
-                    s.conditions.push(cond(
-                        "Gone",
-                        true,
+                    self.gone_but_active(
+                        &key,
+                        e,
+                        Some(deactivate_at),
                         "GoneFromSource",
                         format!("{why}; deactivation at {deactivate_at}"),
-                    ));
+                    );
                     continue;
                 }
             }
@@ -1437,6 +1424,24 @@ impl<'a> Planner<'a> {
             s.conditions.push(cond("Deactivated", true, "Removed", why));
         }
         purged
+    }
+
+    /// The status of a removed account that stays active for now (`Gone`), until
+    /// `deactivate_at` when that is decided.
+    fn gone_but_active(
+        &mut self,
+        key: &Key,
+        e: &Entry,
+        deactivate_at: Option<jiff::Timestamp>,
+        reason: &str,
+        message: String,
+    ) {
+        let s = self.status(Kind::Account, key);
+        s.phase = Phase::Active;
+        s.dn = Some(e.dn.clone());
+        s.uid_number = e.number("uidNumber");
+        s.next_transition = deactivate_at.map(|t| ("Deactivate", t));
+        s.conditions.push(cond("Gone", true, reason, message));
     }
 
     /// Projects gone from the declaration: their group is deactivated with a purge time
@@ -1820,14 +1825,14 @@ impl Removal {
 
     /// The deadlines decided now that the directory does not record yet (with the time it
     /// went): written while the entry stays active through a grace before its deactivation.
-    fn unrecorded(&self, e: &Entry, now: jiff::Timestamp) -> Vec<AttrChange> {
+    fn unrecorded(&self, e: &Entry) -> Vec<AttrChange> {
         let mut changes = vec![];
         let mut record = |attr: &str, t: Option<jiff::Timestamp>| {
             if let Some(t) = t.filter(|_| e.first(attr).is_none()) {
                 changes.push(AttrChange::Replace(attr.into(), vec![generalized_time(t)]));
             }
         };
-        record("rosterGoneAt", Some(self.gone_at.min(now)));
+        record("rosterGoneAt", Some(self.gone_at));
         record("rosterDeactivateAt", self.deactivate_at);
         record("rosterPurgeAt", self.purge_at);
         changes

@@ -216,6 +216,18 @@ pub fn roster(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the `roster` binary off the async runtime's threads (servers the test runs in process
+/// keep answering meanwhile): (exit code, stdout and stderr).
+pub async fn roster_off_runtime(args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = roster(&a);
+        (code, format!("{out}{err}"))
+    })
+    .await
+    .unwrap()
+}
+
 /// A Person and its Account as manifest YAML.
 pub fn person_account(ns: &str, username: &str, extra_account_spec: &str) -> String {
     format!(
@@ -465,7 +477,8 @@ pub fn fake_apiserver(dir: &Path) -> (Proc, PathBuf, String) {
 }
 
 /// Starts `roster run --config CONFIG` against the API server of `kubeconfig`, logging to `log`,
-/// with its metrics on a free port (returned).
+/// with its metrics on a port it binds itself (returned, from the address file it writes once
+/// bound; no port is picked here and bound later by someone else).
 pub fn operator_process(
     config: &Path,
     kubeconfig: &Path,
@@ -475,7 +488,8 @@ pub fn operator_process(
     extra: &[&str],
 ) -> (Proc, u16) {
     use std::process::{Command, Stdio};
-    let port = free_port();
+    let address_file = log.with_extension("metrics-address");
+    let _ = std::fs::remove_file(&address_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
     cmd.args(["run", "--config"])
         .arg(config)
@@ -483,10 +497,12 @@ pub fn operator_process(
             "--identity",
             identity,
             "--metrics-address",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--log-format",
             "text",
         ])
+        .arg("--metrics-address-file")
+        .arg(&address_file)
         .env("KUBECONFIG", kubeconfig)
         .env("ROSTER_LOG", "roster=info")
         .stdout(Stdio::null())
@@ -495,7 +511,19 @@ pub fn operator_process(
         cmd.arg("--no-leader-election");
     }
     cmd.args(extra);
-    (Proc(cmd.spawn().unwrap()), port)
+    let mut proc = Proc(cmd.spawn().unwrap());
+    wait_for("the operator's metrics address", || {
+        address_file.exists()
+            || proc.0.try_wait().unwrap().is_some_and(|status| {
+                panic!(
+                    "the operator exited ({status}) before serving metrics:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+    });
+    let address = std::fs::read_to_string(&address_file).unwrap();
+    let port = address.trim().rsplit(':').next().unwrap().parse().unwrap();
+    (proc, port)
 }
 
 pub fn metric(port: u16, name: &str) -> f64 {
