@@ -80,7 +80,7 @@ demo: dev-up
 
 # The operator against the fake Kubernetes API server, with a real kubectl.
 demo-operator: tools
-	hack/dev-up.sh --apiserver
+	hack/dev-up.sh --cluster
 	hack/demo-operator.sh
 
 # The benchmark suite (#12, docs/performance.md): N = 1,000 and 10,000 (BENCH_N=1000 for one

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo-operator`: the dev directory and the fake Kubernetes API server (make ran
-# hack/dev-up.sh --apiserver), the operator running, examples/site applied with kubectl — then
-# what kubectl and the directory show. The operator keeps running; `make dev-down` stops it.
+# `make demo-operator`: the dev directory and a real Kubernetes control plane (make ran
+# hack/dev-up.sh --cluster: kube-apiserver, etcd and kube-controller-manager from hack/k8s), the
+# operator running as the chart's ServiceAccount with the chart's RBAC, examples/site applied
+# with kubectl — then what kubectl and the directory show. The operator keeps running;
+# `make dev-down` stops it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=/dev/null
@@ -15,23 +17,21 @@ running() {
     [[ -f $OP_DIR/pid ]] && [[ -r /proc/$(<"$OP_DIR/pid")/comm ]] && [[ $(<"/proc/$(<"$OP_DIR/pid")/comm") == roster ]]
 }
 
+# The dev config, with the Lease where the chart's Role lets the operator hold it.
+{ cat .dev/roster.yaml; printf 'operator:\n  leaseNamespace: roster\n'; } >.dev/roster-operator.yaml
+
 if ! running; then
-    echo "== starting the operator (roster run; log in $OP_DIR/log)"
-    setsid "${CARGO_TARGET_DIR:-target}/debug/roster" run --config .dev/roster.yaml --identity demo \
+    echo "== starting the operator (roster run as system:serviceaccount:roster:roster; log in $OP_DIR/log)"
+    KUBECONFIG=.dev/k8s/operator.kubeconfig \
+    setsid "${CARGO_TARGET_DIR:-target}/debug/roster" run --config .dev/roster-operator.yaml --identity demo \
         --metrics-address 127.0.0.1:18080 --log-format text >"$OP_DIR/log" 2>&1 8>&- 9>&- </dev/null &
     echo $! >"$OP_DIR/pid"
 fi
 
-echo "== kubectl apply -f namespaces, then -R -f examples/site"
-kubectl apply -f - <<'NS'
-apiVersion: v1
-kind: Namespace
-metadata: {name: physics}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: chemistry}
-NS
+echo "== kubectl create namespace physics chemistry, then kubectl apply -R -f examples/site"
+for ns in physics chemistry; do
+    kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
+done
 kubectl apply -R -f examples/site
 
 echo
@@ -47,7 +47,7 @@ echo
 . hack/lib/show-ldap.sh
 cat <<MSG
 The operator runs (pid $(<"$OP_DIR/pid"), metrics on http://127.0.0.1:18080/metrics) against the
-fake API server (KUBECONFIG=$KUBECONFIG) and the dev directory ($LDAP_URI). Try:
+Kubernetes $(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1) control plane (KUBECONFIG=$KUBECONFIG) and the dev directory ($LDAP_URI). Try:
     source .dev/env
     kubectl patch account ada -n physics --type merge -p '{"spec":{"locked":true}}'
     kubectl get accounts -A

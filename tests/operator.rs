@@ -1,5 +1,6 @@
-//! Operator mode end to end: the real `roster run` binary against the fake API server (a process)
-//! and the dev slapd, driven with a real `kubectl`.
+//! Operator mode end to end: the real `roster run` binary against a real control plane
+//! (`hack/k8s`: kube-apiserver, etcd and kube-controller-manager, the operator with the chart's
+//! RBAC) and the dev slapd, driven with a real `kubectl`.
 
 mod support;
 
@@ -10,43 +11,46 @@ use std::time::{Duration, Instant};
 use ldap3::Mod;
 use support::*;
 
-/// One isolated world: an API server, a directory subtree, a config.
+/// One isolated world: a control plane, a directory subtree, a config.
 struct World {
     tree: TestTree,
     dir: PathBuf,
-    kubeconfig: PathBuf,
-    api_url: String,
     config: PathBuf,
-    _apiserver: Proc,
+    cluster: Cluster,
 }
 
 async fn world(name: &str, extra_config: &str) -> World {
     let tree = TestTree::new(name).await;
     let dir = scratch(name);
-    let (apiserver, kubeconfig, api_url) = fake_apiserver(&dir);
+    let cluster = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Cluster::start(&dir))
+            .await
+            .unwrap()
+    };
     let config = tree.write_config(&dir);
     let mut c = std::fs::read_to_string(&config).unwrap();
-    c.push_str(
-        "operator:\n  resyncInterval: 2s\n  leaseNamespace: default\n  leaseDurationSeconds: 5\n",
-    );
+    c.push_str(&format!(
+        "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n  leaseDurationSeconds: 5\n"
+    ));
     c.push_str(extra_config);
     std::fs::write(&config, c).unwrap();
     let w = World {
         tree,
         dir,
-        kubeconfig,
-        api_url,
         config,
-        _apiserver: apiserver,
+        cluster,
     };
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
     assert!(w.kubectl(&["apply", "-f", "-"], Some(ns)).status.success());
+    // The site's ImportSources are in physics: the chart's import role is bound there.
+    w.cluster.bind_imports("physics");
     w
 }
 
 impl World {
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        kubectl(&self.kubeconfig, &self.dir, args, stdin)
+        self.cluster.kubectl(args, stdin)
     }
 
     fn get(&self, args: &[&str]) -> String {
@@ -67,7 +71,7 @@ impl World {
         let log = self.dir.join(format!("{identity}.log"));
         operator_process(
             config,
-            &self.kubeconfig,
+            &self.cluster.operator_kubeconfig,
             &log,
             identity,
             leader_election,
@@ -99,17 +103,9 @@ impl World {
         });
     }
 
-    fn api_writes(&self) -> serde_json::Value {
-        let url = format!("{}/_roster/writes", self.api_url);
-        let out = Command::new("curl").args(["-fsS", &url]).output();
-        match out {
-            Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap(),
-            _ => {
-                // No curl: ask through kubectl's raw mode.
-                let raw = self.get(&["get", "--raw", "/_roster/writes"]);
-                serde_json::from_str(&raw).unwrap()
-            }
-        }
+    /// The operator's write requests, as the API server's audit log recorded them.
+    fn api_writes(&self) -> Vec<String> {
+        self.cluster.operator_writes()
     }
 }
 
@@ -324,6 +320,12 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = fingerprint(&w.tree.dn).await;
     let writes = w.api_writes();
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.starts_with("patch accounts/status")),
+        "the audit log shows the operator's status writes: {writes:?}"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         fingerprint(&w.tree.dn).await,
@@ -532,12 +534,6 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates() {
     w.tree.cleanup().await;
 }
 
-/// `GET` of the fake API server over a connection of its own (closed after the answer).
-fn api_get(api_url: &str, path: &str) -> serde_json::Value {
-    let addr = api_url.trim_start_matches("http://").trim_end_matches('/');
-    serde_json::from_str(&support::faults::http(addr, "GET", path)).unwrap()
-}
-
 /// Declares `n` Persons with an Account each (`<prefix>000` …) in physics.
 fn declare_people(w: &World, prefix: &str, n: usize) {
     let mut docs = String::new();
@@ -556,38 +552,26 @@ fn declare_people(w: &World, prefix: &str, n: usize) {
 async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
     let w = world("op-conns", "").await;
     declare_people(&w, "c", 150);
+    // The operator alone talks through the proxy, which counts the connections it accepts.
     let connections = || {
-        api_get(&w.api_url, "/_roster/faults")["connections"]
+        w.cluster.fault("GET", "/_fault/report")["connections"]
             .as_u64()
             .unwrap()
     };
-    // Every object is new to the operator: 300 finalizers to put on at once. Each request of
-    // this test opens one connection, counted in `ours`.
     let before = connections();
-    let (_op, _) = w.operator(&w.config, "conns", false);
-    let mut ours = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = api_get(&w.api_url, "/apis/roster.io/v1alpha1/accounts");
-        ours += 1;
-        let ready = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| {
-                a["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .count();
-        if ready == 150 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{ready}/150 Ready after 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let operators = connections() - before - ours - 1;
+    // Every object is new to the operator: 300 finalizers to put on at once.
+    let log = w.dir.join("conns.log");
+    let (_op, _) = operator_process(
+        &w.config,
+        &w.cluster.proxied_kubeconfig,
+        &log,
+        "conns",
+        false,
+        &[],
+    );
+    w.wait_ready("accounts", 150);
+    // Each fault control request above and below is one connection of its own.
+    let operators = connections() - before - 1;
     // Its watches, the bounded finalizer writes and a connection for the status and Event
     // writes; one connection per object (300) without the bound.
     assert!(operators > 0, "the operator connected");
@@ -667,7 +651,7 @@ async fn with_two_replicas_only_the_leader_writes() {
         "lease",
         "roster-leader",
         "-n",
-        "default",
+        RELEASE_NAMESPACE,
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);
@@ -959,7 +943,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     let reject = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["guard", "reject", "--kubernetes", "--config"])
         .arg(&w.config)
-        .env("KUBECONFIG", &w.kubeconfig)
+        .env("KUBECONFIG", &w.cluster.kubeconfig)
         .output()
         .unwrap();
     assert!(
@@ -1560,7 +1544,7 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
             "--today",
             &day(52),
         ])
-        .env("KUBECONFIG", &w.kubeconfig)
+        .env("KUBECONFIG", &w.cluster.kubeconfig)
         .output()
         .unwrap();
     assert!(
@@ -1658,7 +1642,7 @@ impl World {
     fn import_run(&self, name: &str) {
         let run = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args(["import", "run", name, "-n", "physics"])
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
             .output()
             .unwrap();
         assert!(

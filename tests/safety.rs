@@ -5,7 +5,7 @@
 //! slapd, slurmdbd and the Gold test server. After every step the invariants are checked on the
 //! servers (entries and their entryCSN, slurmdbd's associations and `txn_table`, Gold's rows and
 //! request log), never on Roster's own report. The same sequence mixes in operator steps: a
-//! fourth namespace `ops` is declared through the fake API server with kubectl and converged by
+//! fourth namespace `ops` is declared through a real control plane (hack/k8s) with kubectl and converged by
 //! `roster run` (same config, so the same managerId, subtree, Slurm cluster and Gold), whose clock
 //! is pinned to the model's time of its latest step through the clock offset file; an operator
 //! pass (or a kill and restart) waits by the pass counter until its passes settle, and counts as
@@ -47,7 +47,7 @@ const SITE_PURGE: i64 = 90;
 /// The site guard: removal-caused transitions per window.
 const GUARD: usize = 2;
 const HAND_NS: [&str; 2] = ["alpha", "beta"];
-/// The namespace an operator converges (declared through the fake API server, never in the
+/// The namespace an operator converges (declared through the API server, never in the
 /// file-mode runs' `-f` directories), with people of the same shape as the hand namespaces'.
 const OPS: &str = "ops";
 const SOURCE_NS: &str = "hr";
@@ -104,10 +104,12 @@ enum Step {
     OperatorRestart,
 }
 
-/// The operator of `ops`: the fake API server, `roster run` against it, and its clock, pinned to
-/// the model's time of its latest step (`@<seconds>` in the clock offset file).
+/// The operator of `ops`: a real control plane, `roster run` against it as the chart's
+/// ServiceAccount, and its clock, pinned to the model's time of its latest step (`@<seconds>` in
+/// the clock offset file).
 struct Operator {
-    _apiserver: Proc,
+    cluster: Cluster,
+    /// cluster-admin, for kubectl.
     kubeconfig: PathBuf,
     config: PathBuf,
     /// The clock offset file.
@@ -911,20 +913,20 @@ impl World {
         if self.op.is_none() {
             let dir = self.dir.join("operator");
             std::fs::create_dir_all(&dir).unwrap();
-            let (apiserver, kubeconfig, _) =
-                tokio::task::spawn_blocking(move || fake_apiserver(&dir))
-                    .await
-                    .unwrap();
+            let cluster = tokio::task::spawn_blocking(move || Cluster::start(&dir))
+                .await
+                .unwrap();
+            let kubeconfig = cluster.kubeconfig.clone();
             let config = self.dir.join("operator.yaml");
             let mut text = std::fs::read_to_string(&self.cfg).unwrap();
-            text.push_str(
-                "operator:\n  resyncInterval: 2s\n  leaseNamespace: default\n  leaseDurationSeconds: 5\n",
-            );
+            text.push_str(&format!(
+                "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n  leaseDurationSeconds: 5\n"
+            ));
             std::fs::write(&config, text).unwrap();
             let offset = self.dir.join("clock-offset");
             pin_clock(&offset, self.now);
             self.op = Some(Operator {
-                _apiserver: apiserver,
+                cluster,
                 kubeconfig,
                 config,
                 offset,
@@ -945,7 +947,7 @@ impl World {
             let offset = op.offset.clone();
             let (proc, port) = operator_process(
                 &op.config,
-                &op.kubeconfig,
+                &op.cluster.operator_kubeconfig,
                 &log,
                 &format!("safety-{}", op.starts),
                 false,

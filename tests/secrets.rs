@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -428,22 +428,19 @@ async fn the_operator_at_trace_level_logs_and_writes_no_secret() {
         &[
             gold_block(&dir, gold.addr().port(), &key),
             slurm_block(&dir, &cluster, &ro_url),
-            "operator:\n  resyncInterval: 2s\n  leaseNamespace: default\n".to_string(),
+            format!("operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"),
         ],
     );
 
-    // The fake API server, a real kubectl.
-    let kubeconfig = dir.join("kubeconfig");
-    let _apiserver = Proc(
-        Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-            .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the kubeconfig", || kubeconfig.exists());
-    let kc = |args: &[&str], stdin: Option<&str>| kubectl(&kubeconfig, &dir, args, stdin);
+    // A real control plane, a real kubectl; the operator as the chart's ServiceAccount.
+    let k8s = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Cluster::start(&dir))
+            .await
+            .unwrap()
+    };
+    let kubeconfig = k8s.operator_kubeconfig.clone();
+    let kc = |args: &[&str], stdin: Option<&str>| k8s.kubectl(args, stdin);
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n";
     assert!(kc(&["apply", "-f", "-"], Some(ns)).status.success());
 

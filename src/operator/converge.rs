@@ -1442,7 +1442,7 @@ impl Worker {
         let doc = json!({
             "apiVersion": K::api_version(&()),
             "kind": kind,
-            "status": status::with_nulls(&desired),
+            "status": status::applied(&desired),
         });
         let params = PatchParams::apply("roster").force();
         match api

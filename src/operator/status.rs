@@ -64,35 +64,20 @@ pub fn lifecycle(s: &ObjectStatus, entry: Option<&Entry>) -> Lifecycle {
     }
 }
 
-/// The keys a status may carry; absent ones are sent as `null`, so a server-side apply (or a
-/// merge) removes what no longer holds.
-pub const STATUS_KEYS: &[&str] = &[
-    "observedGeneration",
-    "phase",
-    "conditions",
-    "uidNumber",
-    "gidNumber",
-    "dn",
-    "projects",
-    "groupName",
-    "memberCount",
-    "accounts",
-    "accountCount",
-    "deactivatedAt",
-    "purgeAt",
-    "deactivationReason",
-    "nextTransition",
-];
-
-/// The status document to apply: every known key present, `null` where absent.
-pub fn with_nulls(status: &Value) -> Value {
-    let mut v = status.clone();
-    if let Some(o) = v.as_object_mut() {
-        for k in STATUS_KEYS {
-            o.entry(k.to_string()).or_insert(Value::Null);
-        }
+/// The status document to apply: what holds, nothing else. Server-side apply removes a field
+/// the `roster` manager applied before and leaves out now; a `null` would name the field, and a
+/// real API server refuses a field its kind's status schema does not declare ("field not
+/// declared in schema") — each kind declares only its own.
+pub fn applied(status: &Value) -> Value {
+    match status {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
     }
-    v
 }
 
 /// Whether the stored status already says what `desired` says (nulls and empty lists count as
@@ -146,7 +131,11 @@ mod tests {
         assert!(same(Some(&current), &json!({"phase": "Active"})));
         assert!(!same(Some(&current), &json!({"phase": "Deactivated"})));
         assert!(!same(None, &json!({"phase": "Active"})));
-        let full = with_nulls(&json!({"phase": "Active"}));
-        assert!(full["deactivatedAt"].is_null() && full["phase"] == "Active");
+        let applied = applied(&json!({"phase": "Active", "uidNumber": null}));
+        assert_eq!(
+            applied,
+            json!({"phase": "Active"}),
+            "no key for what is absent"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, Scope, SearchEntry};
 
-use super::{free_port, kubectl, repo_root};
+use super::{free_port, repo_root};
 
 /// The base DN of every private directory (each test has its own slapd).
 pub const BASE: &str = "dc=faults,dc=test";
@@ -517,47 +517,26 @@ pub fn closed_port_url(url: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kubernetes: the fake API server and the operator
+// Kubernetes: a real control plane and the operator
 
-/// A fake API server process of the test's own, and the files to talk to it.
+/// A real control plane of the test's own (`super::k8s`); the operator talks to it through the
+/// fault-injecting proxy in front of it (hack/k8s/proxy.go), kubectl straight.
 pub struct Cluster {
     pub dir: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub addr: String,
-    _server: Owned,
+    pub real: super::k8s::Cluster,
 }
 
 impl Cluster {
-    /// Starts `roster-fake-apiserver` with `flags` (e.g. `--conflict-every 3`).
-    pub fn start(dir: &Path, flags: &[&str]) -> Cluster {
-        let kubeconfig = dir.join("kubeconfig");
-        let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-            .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .args(flags)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Owned(child);
-        wait_sync("the kubeconfig", 30, || {
-            std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
-        });
-        let text = std::fs::read_to_string(&kubeconfig).unwrap();
-        let addr = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("server: http://"))
-            .unwrap()
-            .to_string();
+    /// Starts one with extra kube-apiserver flags.
+    pub fn start(dir: &Path, apiserver_args: &[&str]) -> Cluster {
         Cluster {
             dir: dir.to_path_buf(),
-            kubeconfig,
-            addr,
-            _server: server,
+            real: super::k8s::Cluster::start_with(dir, apiserver_args),
         }
     }
 
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        kubectl(&self.kubeconfig, &self.dir, args, stdin)
+        self.real.kubectl(args, stdin)
     }
 
     /// `kubectl apply -f -` of `yaml` (with the namespace), which must succeed.
@@ -583,39 +562,23 @@ impl Cluster {
         v["items"].as_array().cloned().unwrap_or_default()
     }
 
-    /// `POST`/`GET` one of the server's test hooks (`/_roster/...`).
-    pub fn hook(&self, method: &str, path: &str) -> serde_json::Value {
-        let body = http(&self.addr, method, path);
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    /// One of the proxy's fault controls (`/_fault/...`).
+    pub fn fault(&self, method: &str, path: &str) -> serde_json::Value {
+        self.real.fault(method, path)
     }
 
-    /// Runs the operator against this server and `config`; its log goes to `<dir>/<name>.log`.
-    pub fn operator(&self, config: &Path, name: &str) -> (Owned, u16) {
-        let port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--identity",
-                name,
-                "--metrics-address",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "text",
-                "--no-leader-election",
-            ])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("ROSTER_LOG", "roster=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        (Owned(child), port)
+    /// Runs the operator (the chart's ServiceAccount, through the proxy) with `config`; its log
+    /// goes to `<dir>/<name>.log`.
+    pub fn operator(&self, config: &Path, name: &str) -> (super::Proc, u16) {
+        let log = self.dir.join(format!("{name}.log"));
+        super::operator_process(
+            config,
+            &self.real.proxied_kubeconfig,
+            &log,
+            name,
+            false,
+            &[],
+        )
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -623,8 +586,8 @@ impl Cluster {
     }
 }
 
-/// The operator section for tests: a short resync, no leader election.
-pub const OPERATOR: &str = "operator:\n  resyncInterval: 2s\n";
+/// The operator section for tests: a short resync (no leader election: `operator()`).
+pub const OPERATOR: &str = "operator:\n  resyncInterval: 2s\n  leaseNamespace: roster\n";
 
 /// A condition of an object (`type`) as (status, reason, message).
 pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {

@@ -399,6 +399,9 @@ pub fn received(maildir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 pub mod faults;
+pub mod k8s;
+#[allow(unused_imports)]
+pub use k8s::{Cluster, OPERATOR_USER, RELEASE_NAMESPACE};
 
 /// `sacctmgr ARGS` with the dev SLURM_CONF: whether it succeeded, and what it said.
 pub fn sacctmgr(args: &[&str]) -> (bool, String) {
