@@ -2028,6 +2028,23 @@ async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
         "jsonpath={.metadata.ownerReferences}",
     ]);
     assert!(owners.trim().is_empty(), "no longer the Guest's: {owners}");
+    // Nothing the guest's manager applied stays unless the import applies it too: not the
+    // guest's label, not its validity (server-side apply field ownership, on the real server).
+    let field = |path: &str| {
+        w.get(&[
+            "get",
+            "account",
+            "vera",
+            "-n",
+            "physics",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    wait_for("the guest's fields let go", || {
+        field("{.spec.validUntil}").is_empty()
+            && !field("{.metadata.labels}").contains("roster.io/guest")
+    });
     // The guest goes; the account stays, active, with its uid.
     let d = w.kubectl(
         &[

@@ -1115,6 +1115,28 @@ impl Worker {
         }
     }
 
+    /// Gives up every field `manager` applied to the object at `key`: an apply of nothing but
+    /// its identity (server-side apply removes what only that manager had set).
+    async fn release_derived<K>(&self, manager: &str, key: &Key) -> Option<String>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
+        let doc = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"name": key.name, "namespace": key.namespace},
+        });
+        let params = PatchParams::apply(manager).force();
+        match api.patch(&key.name, &params, &Patch::Apply(&doc)).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("releasing {} {key}: {e}", K::kind(&()))),
+        }
+    }
+
     async fn publish_one<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
     where
         K: Resource<DynamicType = ()>,

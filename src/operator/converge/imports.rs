@@ -321,41 +321,6 @@ impl Worker {
                 .and_then(|a| a.get(SOURCE_UID_ANNOTATION))
                 == Some(&src.spec.source_uid)
         };
-        // Taken over from a guest: no longer the Guest's (its deletion must not take them).
-        let release_guest = json!({"metadata": {"ownerReferences": null, "labels": {crate::guest::GUEST_LABEL: null}}});
-        for key in o.people.keys() {
-            let from_guest = |m: &kube::api::ObjectMeta| {
-                m.labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key(crate::guest::GUEST_LABEL))
-            };
-            if person_of.get(key).is_some_and(|p| from_guest(p.meta())) {
-                let api: Api<Person> = Api::namespaced(self.client.clone(), &key.namespace);
-                if let Err(e) = api
-                    .patch(
-                        &key.name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&release_guest),
-                    )
-                    .await
-                {
-                    failures.push(format!("Person {key}: {e}"));
-                }
-            }
-            if account_of.get(key).is_some_and(|a| from_guest(a.meta())) {
-                let api: Api<Account> = Api::namespaced(self.client.clone(), &key.namespace);
-                if let Err(e) = api
-                    .patch(
-                        &key.name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&release_guest),
-                    )
-                    .await
-                {
-                    failures.push(format!("Account {key}: {e}"));
-                }
-            }
-        }
         for (key, p) in &o.people {
             let current = person_of.get(key);
             if current.is_some_and(|c| c.spec == p.spec && ours(c.meta())) {
@@ -395,6 +360,34 @@ impl Worker {
             {
                 failures.push(e);
                 failed.insert(key.clone());
+            }
+        }
+        // Taken over from a guest, once the import's own apply stands: the guest's manager lets
+        // go of everything it applied — the owner reference (the Guest's deletion must not take
+        // the objects), its label, the guest's validity — which server-side apply removes
+        // unless the import applies it too.
+        let from_guest = |m: &kube::api::ObjectMeta| {
+            m.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(crate::guest::GUEST_LABEL))
+                || m.owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.kind == "Guest")
+        };
+        for key in o.people.keys() {
+            if person_of.get(key).is_some_and(|p| from_guest(p.meta()))
+                && let Some(e) = self.release_derived::<Person>("roster-guest", key).await
+            {
+                failures.push(e);
+            }
+        }
+        for key in o.accounts.keys() {
+            if account_of.get(key).is_some_and(|a| from_guest(a.meta()))
+                && !failed.contains(key)
+                && let Some(e) = self.release_derived::<Account>("roster-guest", key).await
+            {
+                failures.push(e);
             }
         }
         for key in o.removed.keys() {
