@@ -358,7 +358,7 @@ fn catalogue(p: &str) -> Vec<Case> {
         (
             "negative GrpTRES",
             json!({"slurm": {"limits": {"grpTRES": {"cpu": -7}}}}),
-            "spec.slurm.limits.grpTRES[cpu]: Invalid value: -7: spec.slurm.limits.grpTRES[cpu] in body should be greater than or equal to 0",
+            "spec.slurm.limits.grpTRES.cpu: Invalid value: -7: spec.slurm.limits.grpTRES.cpu in body should be greater than or equal to 0",
         ),
         (
             "negative GrpJobs",

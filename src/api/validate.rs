@@ -866,7 +866,7 @@ fn check_object(
                 errors.push(type_mismatch(&child_path(path, key), "string", v));
             }
         } else if let Some(map_values) = additional.filter(|a| a.is_object()) {
-            check(map_values, v, &format!("{path}[{key}]"), false, errors);
+            check(map_values, v, &child_path(path, key), false, errors);
         } else if !(preserve_unknown || additional == Some(&Value::Bool(true))) {
             errors.push(FieldError::new(
                 child_path(path, key),
@@ -1109,7 +1109,7 @@ fn check_native_rules(schema: &Value, value: &Value, path: &str, errors: &mut Ve
                 if let Some(prop) = props.and_then(|p| p.get(key)) {
                     check_native_rules(prop, v, &child_path(path, key), errors);
                 } else if let Some(map_values) = additional {
-                    check_native_rules(map_values, v, &format!("{path}[{key}]"), errors);
+                    check_native_rules(map_values, v, &child_path(path, key), errors);
                 }
             }
         }
@@ -1523,11 +1523,11 @@ mod tests {
     #[test]
     fn map_values_are_checked_under_their_key() {
         let doc = import_source(json!({"Vorname": "g".repeat(65)}));
-        assert_eq!(errors_of(&doc), blocking("spec.mapping[Vorname]", TooLong));
+        assert_eq!(errors_of(&doc), blocking("spec.mapping.Vorname", TooLong));
         let doc = import_source(json!({"Vorname": 7}));
         assert_eq!(
             errors_of(&doc),
-            blocking("spec.mapping[Vorname]", TypeMismatch)
+            blocking("spec.mapping.Vorname", TypeMismatch)
         );
         let too_many: Map<String, Value> = (0..129)
             .map(|i| (format!("c{i}"), json!("givenName")))
@@ -1543,7 +1543,7 @@ mod tests {
         );
         assert_eq!(
             errors_of(&project),
-            blocking("spec.slurm.limits.grpTRES[cpu]", TypeMismatch)
+            blocking("spec.slurm.limits.grpTRES.cpu", TypeMismatch)
         );
     }
 
