@@ -2070,3 +2070,145 @@ async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
     );
     w.tree.cleanup().await;
 }
+
+/// The README's "Installing in a cluster", as written, on a real control plane: its shell
+/// blocks run in order by bash in a scratch directory (the site-values.yaml block written there,
+/// an ldap-password file beside it). Two lines cannot run here and are replaced, nothing else:
+/// `helm install` (no helm binary; the chart's CRDs and Helm's own rendering of the chart with
+/// those values, `hack/helm.py template`, are applied instead — what `helm install` sends), and
+/// `kubectl rollout status` (no kubelet runs Pods: the test starts `roster run` itself, as the
+/// chart's ServiceAccount with the token a Pod would mount, against the test's directory).
+#[tokio::test]
+async fn the_readme_installation_commands_work_as_written() {
+    let tree = TestTree::new("op-readme").await;
+    let dir = scratch("op-readme");
+    let cluster = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Cluster::start_bare(&dir, &[]))
+            .await
+            .unwrap()
+    };
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("\n## Installing in a cluster").unwrap();
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut blocks: Vec<(&str, String)> = vec![];
+    let mut rest = section;
+    while let Some(open) = rest.find("```") {
+        let lang_end = open + rest[open..].find('\n').unwrap();
+        let lang = rest[open + 3..lang_end].trim();
+        let close = lang_end + rest[lang_end..].find("\n```").unwrap();
+        blocks.push((lang, rest[lang_end + 1..close + 1].to_string()));
+        rest = &rest[close + 4..];
+    }
+    let values = blocks
+        .iter()
+        .find(|(l, b)| *l == "yaml" && b.starts_with("# site-values.yaml"))
+        .expect("the README's site-values.yaml");
+    std::fs::write(dir.join("site-values.yaml"), &values.1).unwrap();
+    std::fs::write(dir.join("ldap-password"), "not-the-real-one").unwrap();
+    let helm = format!(
+        "kubectl apply --server-side -f {crds} && {python} {helm} template {chart} --namespace roster -f site-values.yaml | kubectl apply --server-side -f -",
+        crds = repo_root().join("charts/roster/crds").display(),
+        python = repo_root().join(".dev/venv/bin/python").display(),
+        helm = repo_root().join("hack/helm.py").display(),
+        chart = repo_root().join("charts/roster").display(),
+    );
+    let mut ran = vec![];
+    let mut operator = None;
+    for (_, block) in blocks.iter().filter(|(l, _)| *l == "sh") {
+        let script = block
+            .lines()
+            .map(|l| {
+                if l.starts_with("helm install ") {
+                    helm.clone()
+                } else if l.starts_with("kubectl -n roster rollout status") {
+                    "true".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(&dir)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("HOME", &dir)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    repo_root().join(".dev/venv/bin").display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README block failed:\n{script}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran.push(script);
+        // The chart is installed: the operator starts as its ServiceAccount.
+        if block.contains("helm install ") {
+            cluster.write_operator_kubeconfigs();
+            let config = tree.write_config(&dir);
+            let mut c = std::fs::read_to_string(&config).unwrap();
+            c.push_str(&format!(
+                "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"
+            ));
+            std::fs::write(&config, c).unwrap();
+            let (proc, _) = operator_process(
+                &config,
+                &cluster.operator_kubeconfig,
+                &dir.join("operator.log"),
+                "readme",
+                true,
+                &[],
+            );
+            operator = Some(proc);
+        }
+    }
+    assert!(
+        operator.is_some(),
+        "the README installs the chart with helm install"
+    );
+    assert_eq!(ran.len(), 2, "the README's blocks: {ran:#?}");
+    // "Helm never upgrades CRDs: before `helm upgrade`, run `kubectl apply …`" (in the clone).
+    let upgrade = section
+        .split("before `helm upgrade`, run `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .expect("the README's CRD upgrade command")
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(upgrade[0], "kubectl");
+    let out = kubectl(&cluster.kubeconfig, &dir, &upgrade[1..], None);
+    assert!(
+        out.status.success(),
+        "{upgrade:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first Account is what the README says it is.
+    wait_for("ada Ready", || {
+        let k = cluster.must(&["get", "accounts", "-n", "physics", "--no-headers"], None);
+        k.split_whitespace().collect::<Vec<_>>().get(4..6) == Some(&["Active", "True"])
+    });
+    let ada = ldap_entries(&tree, "(uid=ada)").await;
+    assert_eq!(ada.len(), 1);
+    let uid: u32 = ada[0].attrs["uidNumber"][0].parse().unwrap();
+    assert!((tree.config.uid_range.min..=tree.config.uid_range.max).contains(&uid));
+    // The chart's Deployment, Service, PDB, ConfigMap are stored as Helm would have made them.
+    for what in [
+        "deploy/roster",
+        "service/roster-metrics",
+        "configmap/roster-config",
+    ] {
+        cluster.must(&["get", "-n", "roster", what], None);
+    }
+    drop(operator);
+    tree.cleanup().await;
+}

@@ -50,6 +50,15 @@ impl Cluster {
 
     /// The same, with extra kube-apiserver flags.
     pub fn start_with(dir: &Path, apiserver_args: &[&str]) -> Cluster {
+        let c = Cluster::start_bare(dir, apiserver_args);
+        c.install_chart_rbac();
+        c.write_operator_kubeconfigs();
+        c
+    }
+
+    /// A control plane with the CRDs only: no namespace, ServiceAccount or RBAC of Roster's
+    /// (a test installs them as the README says, then calls `write_operator_kubeconfigs`).
+    pub fn start_bare(dir: &Path, apiserver_args: &[&str]) -> Cluster {
         let state = dir.join("k8s");
         std::fs::create_dir_all(&state).unwrap();
         let kubeconfig = state.join("kubeconfig");
@@ -92,7 +101,7 @@ impl Cluster {
             .unwrap()
             .to_string();
         let proxy = std::fs::read_to_string(state.join("proxy-address")).unwrap();
-        let c = Cluster {
+        Cluster {
             dir: dir.to_path_buf(),
             kubeconfig,
             operator_kubeconfig: state.join("operator.kubeconfig"),
@@ -101,13 +110,10 @@ impl Cluster {
             proxy,
             _stdin: stdin,
             _proc: proc,
-        };
-        c.install_chart_rbac();
-        c
+        }
     }
 
-    /// The chart's ServiceAccount, ClusterRoles, Role and bindings, then a token for the
-    /// ServiceAccount (TokenRequest, as the kubelet would mount one) in two kubeconfigs.
+    /// The chart's ServiceAccount, ClusterRoles, Role and bindings.
     fn install_chart_rbac(&self) {
         let rendered = std::fs::read_to_string(repo_root().join("manifests/roster.yaml")).unwrap();
         let wanted = [
@@ -130,6 +136,11 @@ impl Cluster {
             }
         }
         self.must(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+    }
+
+    /// A token for the chart's ServiceAccount (TokenRequest, as the kubelet would mount one)
+    /// in `operator_kubeconfig` and `proxied_kubeconfig`.
+    pub fn write_operator_kubeconfigs(&self) {
         let token = self.must(
             &[
                 "create",
