@@ -2212,3 +2212,129 @@ async fn the_readme_installation_commands_work_as_written() {
     drop(operator);
     tree.cleanup().await;
 }
+
+/// Field ownership under server-side apply, on the real API server. A Guest's Account is the
+/// Guest's: the `roster-guest` manager owns what it derived. A person applying one of those
+/// fields is refused with a conflict that names the owner; forcing it takes the field for a
+/// moment, and the next pass applies the Guest's value again (the Guest is where a guest's
+/// validity changes: `roster guest extend`). docs/operations.md, "Who owns which fields".
+#[tokio::test]
+async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put_back() {
+    let w = world("op-ssa", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 12);
+    let field = |path: &str| {
+        w.get(&[
+            "get",
+            "account",
+            "mvisitor",
+            "-n",
+            "physics",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    let derived = field("{.spec.validUntil}");
+    assert!(!derived.is_empty(), "the guest's account has a validity");
+    let owners = field("{.metadata.managedFields[*].manager}");
+    assert!(owners.contains("roster-guest"), "{owners}");
+    let doc = format!(
+        "apiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: mvisitor, namespace: physics}}\nspec: {{person: mvisitor, username: mvisitor, validUntil: \"2031-01-01\"}}\n"
+    );
+    let out = w.kubectl(
+        &["apply", "--server-side", "--field-manager=ada", "-f", "-"],
+        Some(&doc),
+    );
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "a person's apply of an owned field went through"
+    );
+    assert!(
+        said.contains("conflict with \"roster-guest\"") && said.contains(".spec.validUntil"),
+        "{said}"
+    );
+    assert_eq!(field("{.spec.validUntil}"), derived, "nothing changed");
+    let applies = || {
+        w.api_writes()
+            .iter()
+            .filter(|l| l.starts_with("patch accounts physics/mvisitor "))
+            .count()
+    };
+    let before = applies();
+    let out = w.kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ada",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(&doc),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the Guest's validity applied again", || {
+        field("{.spec.validUntil}") == derived
+    });
+    assert!(applies() > before, "the operator applied the Guest's account again");
+    w.tree.cleanup().await;
+}
+
+/// Deleting a namespace with Roster's objects in it: the namespace controller deletes them,
+/// Roster deactivates each identity first and releases its finalizer, and the namespace ends;
+/// nothing is stuck in Terminating.
+#[tokio::test]
+async fn deleting_a_namespace_deactivates_its_identities_and_the_namespace_ends() {
+    let w = world("op-nsdel", "").await;
+    let (_op, _) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    let visitors = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: visitors}}\n{}\n---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: tour, namespace: visitors}}\nspec: {{leaders: [nsgone]}}\n",
+        person_account("visitors", "nsgone", "")
+    );
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&visitors))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 13);
+    w.wait_ready("projects", 4);
+    let out = w.kubectl(
+        &[
+            "delete",
+            "namespace",
+            "visitors",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = w.kubectl(&["get", "namespace", "visitors"], None);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "the namespace still exists"
+    );
+    let e = ldap_entries(&w.tree, "(&(uid=nsgone)(objectClass=posixAccount))").await;
+    assert_eq!(e.len(), 1, "kept (not purged) until its purge time");
+    assert!(
+        e[0].attrs.contains_key("rosterDeactivatedAt")
+            && e[0].attrs.contains_key("rosterGoneAt")
+            && e[0].attrs.contains_key("pwdAccountLockedTime"),
+        "deactivated before its object went: {:?}",
+        e[0].attrs
+    );
+    // The other namespaces' people are untouched.
+    w.wait_ready("accounts", 12);
+    w.tree.cleanup().await;
+}
