@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod apiserver;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Faults: backends that die mid-run, an operator killed between two writes, an API server
-//! that answers 409 and expires watches. Every test starts private servers of its own
+//! that answers 409 (the fault proxy in front of the real one) and expires watches (real etcd
+//! compaction). Every test starts private servers of its own
 //! (`tests/support/faults.rs`), breaks them by PID, and checks afterwards that everything
 //! converged with no duplicate entry, no uid or gid given twice and no lost membership, and
 //! that exit codes, conditions and logs said what was wrong meanwhile.
@@ -115,7 +116,7 @@ async fn ldap_killed_during_a_large_file_apply_exits_1_and_a_reapply_converges_w
     assert!(out.contains("No changes"), "{out}");
 }
 
-/// A fake API server, a private slapd and a config for the operator.
+/// A real control plane, a private slapd and a config for the operator.
 struct World {
     slapd: Slapd,
     cluster: Cluster,

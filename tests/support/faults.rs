@@ -1,5 +1,5 @@
 //! Private backends for the fault tests (`tests/faults.rs`): each test starts its own slapd,
-//! Slurm accounting stack, fake API server and operator on free ports under its scratch
+//! Slurm accounting stack, a real control plane (hack/k8s) and the operator on free ports under its scratch
 //! directory, breaks them by PID, and checks what the directory and Slurm hold afterwards.
 //! The shared dev servers under `.dev/` are never touched.
 

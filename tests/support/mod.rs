@@ -457,28 +457,6 @@ pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Starts the fake API server (a process) writing its kubeconfig into `dir`: the process, the
-/// kubeconfig and the server's URL.
-pub fn fake_apiserver(dir: &Path) -> (Proc, PathBuf, String) {
-    use std::process::{Command, Stdio};
-    let kubeconfig = dir.join("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_roster-fake-apiserver"))
-        .args(["--bind", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let apiserver = Proc(child);
-    wait_for("the kubeconfig", || kubeconfig.exists());
-    let text = std::fs::read_to_string(&kubeconfig).unwrap();
-    let api_url = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
-    (apiserver, kubeconfig, api_url)
-}
-
 /// Starts `roster run --config CONFIG` against the API server of `kubeconfig`, logging to `log`,
 /// with its metrics on a port it binds itself (returned, from the address file it writes once
 /// bound; no port is picked here and bound later by someone else).
