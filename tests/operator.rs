@@ -2239,12 +2239,10 @@ async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put
     assert!(!derived.is_empty(), "the guest's account has a validity");
     let owners = field("{.metadata.managedFields[*].manager}");
     assert!(owners.contains("roster-guest"), "{owners}");
-    let doc = format!(
-        "apiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: mvisitor, namespace: physics}}\nspec: {{person: mvisitor, username: mvisitor, validUntil: \"2031-01-01\"}}\n"
-    );
+    let doc = "apiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {name: mvisitor, namespace: physics}\nspec: {person: mvisitor, username: mvisitor, validUntil: \"2031-01-01\"}\n";
     let out = w.kubectl(
         &["apply", "--server-side", "--field-manager=ada", "-f", "-"],
-        Some(&doc),
+        Some(doc),
     );
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
@@ -2272,7 +2270,7 @@ async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put
             "-f",
             "-",
         ],
-        Some(&doc),
+        Some(doc),
     );
     assert!(
         out.status.success(),
@@ -2282,7 +2280,10 @@ async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put
     wait_for("the Guest's validity applied again", || {
         field("{.spec.validUntil}") == derived
     });
-    assert!(applies() > before, "the operator applied the Guest's account again");
+    assert!(
+        applies() > before,
+        "the operator applied the Guest's account again"
+    );
     w.tree.cleanup().await;
 }
 
