@@ -1574,7 +1574,10 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
         "Project lab (leaders: bob)"
     );
     assert!(!locked().await);
-    // Deleting the Guest deactivates its account through the lifecycle; its objects go.
+    // Deleting the Guest deactivates its account through the lifecycle; its objects go. In
+    // the foreground: the real garbage collector deletes the dependents first, and their
+    // blockOwnerDeletion keeps the Guest until each is gone — which waits for Roster to
+    // deactivate the account and release its finalizer.
     let d = w.kubectl(
         &[
             "delete",
@@ -1582,19 +1585,22 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
             "vis",
             "-n",
             "physics",
+            "--cascade=foreground",
             "--wait=true",
-            "--timeout=30s",
+            "--timeout=60s",
         ],
         None,
     );
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    for kind in ["account", "person"] {
+        let out = w.kubectl(&["get", kind, "vis", "-n", "physics"], None);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+            "the guest went before its {kind}"
+        );
+    }
     let e = &ldap_entries(&w.tree, "(&(uid=vis)(objectClass=posixAccount))").await[0];
     assert!(e.attrs.contains_key("rosterGoneAt") && e.attrs.contains_key("pwdAccountLockedTime"));
-    wait_for("the guest's account object collected", || {
-        !w.kubectl(&["get", "account", "vis", "-n", "physics"], None)
-            .status
-            .success()
-    });
     // The purge follows the account's own timer (the guest's 60 days).
     set_clock(52 + 61);
     wait_ldap(&w.tree, "the purge", "(uid=vis)", |e| {
