@@ -1112,11 +1112,15 @@ impl<'a> Planner<'a> {
             }
             None => {
                 set(&mut a, "pwdAccountLockedTime", None::<String>);
-                // shadowExpire: the UTC day on which validity ends (days since 1970-01-01).
+                // shadowExpire: the first UTC day (days since 1970-01-01) that begins at or
+                // after the end of validity. A consumer refuses from the start of that day
+                // (shadow's rule: today >= shadowExpire), so rounding down would lock up to a
+                // day early; validity ending mid-day is enforced to the second by the lock at
+                // deactivation, and by the day count only from the next midnight.
                 set(
                     &mut a,
                     "shadowExpire",
-                    expiry.map(|e| (e.as_second().div_euclid(86_400)).to_string()),
+                    expiry.map(|e| (e.as_second() + 86_399).div_euclid(86_400).to_string()),
                 );
                 set(&mut a, "rosterState", ["Active".to_string()]);
                 set(&mut a, "rosterDeactivatedAt", None::<String>);

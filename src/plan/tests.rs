@@ -263,6 +263,17 @@ fn validity_sets_shadow_expire_and_the_wakeup_then_deactivates() {
     };
     // Valid through 2026-12-31: expires on 2027-01-01 = day 20819.
     assert_eq!(attrs["shadowExpire"], ["20819"]);
+    // Validity ending during a day: the day after, never the day itself (a consumer refuses
+    // from the start of the shadowExpire day, which would be before the end of validity).
+    let mut midday = Site::default();
+    account(&mut midday, "physics", "ada", |a| {
+        a.valid_until = Some("2026-12-31T12:00:00Z".into())
+    });
+    let pm = run(&midday, &Observed::default());
+    let Op::Add { attrs: at_noon, .. } = &pm.ops[0] else {
+        panic!()
+    };
+    assert_eq!(at_noon["shadowExpire"], ["20819"]);
     // The next wake-up announces the expiry 14 days ahead (gracePeriods.expiryWarning).
     assert_eq!(p.next_wakeup, Some("2026-12-18T00:00:00Z".parse().unwrap()));
     let s = status(&p, Kind::Account, "physics", "ada");
