@@ -9,6 +9,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --quiet
 roster=${CARGO_TARGET_DIR:-target}/debug/roster
 config=.dev/roster.yaml
+# With the consumers running (hack/dev-up.sh as root), the site also lives on the cluster of the
+# dev slurmctld, so the scheduler's answers can be shown at the end.
+if [[ -n ${BOX_CLUSTER:-} ]]; then
+    sed "s/^  clusters: \[\(.*\)\]$/  clusters: [\1, $BOX_CLUSTER]/" .dev/roster.yaml >.dev/roster-demo.yaml
+    config=.dev/roster-demo.yaml
+fi
 
 echo "== roster config check"
 "$roster" config check --config "$config"
@@ -48,6 +54,23 @@ if grep -q '^gold:' "$config"; then
     echo
     echo "== Gold (roster gold: read over Gold's protocol from the dev Gold test server)"
     "$roster" gold --config "$config"
+fi
+if [[ -n ${BOX_SLURM_CONF:-} ]]; then
+    echo
+    echo "== what a login node and the scheduler see (sssd; slurmctld of cluster $BOX_CLUSTER)"
+    for cmd in "getent passwd ada" "id ada" "getent group optics"; do
+        echo "\$ $cmd"
+        $cmd || true
+    done
+    for user in ada lwei; do
+        echo "\$ pamtester roster-login $user acct_mgmt"
+        pamtester roster-login "$user" acct_mgmt 2>&1 || true
+    done
+    for user in ada lwei; do
+        echo "\$ sbatch --uid $user -A optics --test-only --wrap true"
+        SLURM_CONF=$BOX_SLURM_CONF sbatch --uid "$user" -A optics --test-only --wrap true 2>&1 || true
+    done
+    echo "(lwei is locked: pwdAccountLockedTime and shadowExpire in the directory, MaxSubmitJobs=0 in Slurm)"
 fi
 cat <<MSG
 The dev directory runs at $LDAP_URI (base $LDAP_BASE_DN) with Roster's schema loaded.

