@@ -31,6 +31,16 @@ pub struct Cluster {
     _proc: Proc,
 }
 
+/// Stops the control plane and removes its etcd data (the logs and the audit log stay in the
+/// scratch directory for a look after a failure).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
+        let _ = std::fs::remove_dir_all(self.dir.join("k8s/etcd"));
+    }
+}
+
 /// `.dev/bin/roster-k8s`, which `hack/dev-up.sh` builds (hack/k8s/build.sh).
 pub fn k8s_bin() -> PathBuf {
     let bin = repo_root().join(".dev/bin/roster-k8s");
