@@ -43,7 +43,9 @@ running() {
     local dir=$1 pid
     [[ -f $dir/pid ]] || return 1
     pid=$(<"$dir/pid")
-    [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == sssd ]]
+    [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == sssd ]] || return 1
+    # A killed sssd whose parent has not reaped it is a zombie: not running.
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 # Answers: the NSS responder replies (a user that does not exist is "not found", exit 2).
