@@ -219,7 +219,7 @@ async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controlle
         ) + &project("physics", &lab, &[])),
         &[],
     );
-    let took = within("sssd to show the new account", 30, || {
+    let took = within("sssd to show the new account", 60, || {
         getent_passwd(&user).is_some()
     });
     let line = getent_passwd(&user).unwrap();
@@ -244,7 +244,7 @@ async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controlle
     std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = out_dir.join("job.out");
     let mut submitted = String::new();
-    let job_took = within("a job accepted for the new account", 30, || {
+    let job_took = within("a job accepted for the new account", 60, || {
         let (ok, said) = sbatch(
             &b.slurm_conf,
             &user,
@@ -279,7 +279,7 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         ) + &project("physics", &lab, &[])
     };
     b.apply(&site("", ""), &[]);
-    within("an open account", 30, || {
+    within("an open account", 60, || {
         pam_account(&user).0 && b.sbatch_test(&user, &lab).0
     });
     // A password of the site's own (Roster does not manage passwords): a password login works.
@@ -304,10 +304,10 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         ("  locked: true\n", "", "locked: true on the Person"),
     ] {
         b.apply(&site(person, account), &[]);
-        within(&format!("{what}: PAM refuses"), 30, || {
+        within(&format!("{what}: PAM refuses"), 60, || {
             !pam_account(&user).0
         });
-        within(&format!("{what}: sbatch refuses"), 30, || {
+        within(&format!("{what}: sbatch refuses"), 60, || {
             !b.sbatch_test(&user, &lab).0
         });
         let (_, said) = b.sbatch_test(&user, &lab);
@@ -318,10 +318,10 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         // The user still resolves (a lock is not a removal): files keep their owner.
         assert!(getent_passwd(&user).is_some());
         b.apply(&site("", ""), &[]);
-        within(&format!("{what} lifted: PAM lets in"), 30, || {
+        within(&format!("{what} lifted: PAM lets in"), 60, || {
             pam_account(&user).0
         });
-        within(&format!("{what} lifted: sbatch accepts"), 30, || {
+        within(&format!("{what} lifted: sbatch accepts"), 60, || {
             b.sbatch_test(&user, &lab).0
         });
     }
@@ -335,7 +335,7 @@ async fn each_half_of_the_lock_refuses_logins_by_itself() {
     let b = World::new("cons-halves", 2).await;
     let user = b.name("cy");
     b.apply(&person_with("physics", &user, "", "  locked: true\n"), &[]);
-    within("the locked account known to sssd", 30, || {
+    within("the locked account known to sssd", 60, || {
         getent_passwd(&user).is_some()
     });
     let dn = format!("uid={user},{}", b.tree.config.people_dn());
@@ -382,7 +382,7 @@ async fn validity_ends_at_sssds_shadow_expiry_never_a_day_early() {
         ),
         &["--now", &three_days_ago],
     );
-    within("the expired account known to sssd", 30, || {
+    within("the expired account known to sssd", 60, || {
         getent_passwd(&gone).is_some()
     });
     let (ok, said) = pam_account(&gone);
@@ -399,7 +399,7 @@ async fn validity_ends_at_sssds_shadow_expiry_never_a_day_early() {
         ),
         &[],
     );
-    within("the account known to sssd", 30, || {
+    within("the account known to sssd", 60, || {
         getent_passwd(&lasts).is_some()
     });
     let (ok, said) = pam_account(&lasts);
@@ -423,21 +423,21 @@ async fn a_guest_past_its_login_grace_is_kept_out_and_an_extension_lets_it_back(
         .checked_add(jiff::Span::new().days(300))
         .unwrap();
     b.apply(&site(&next_year.to_string()), &[]);
-    within("the guest lets in and submits", 30, || {
+    within("the guest lets in and submits", 60, || {
         pam_account(&guest).0 && b.sbatch_test(&guest, &lab).0
     });
     // Its visit ended long ago: past the login grace, locked.
     b.apply(&site("2020-01-31"), &[]);
-    within("the expired guest refused by PAM", 30, || {
+    within("the expired guest refused by PAM", 60, || {
         !pam_account(&guest).0
     });
-    within("the expired guest refused by slurmctld", 30, || {
+    within("the expired guest refused by slurmctld", 60, || {
         !b.sbatch_test(&guest, &lab).0
     });
     // Extended: back in.
     b.apply(&site(&next_year.to_string()), &[]);
-    within("the extended guest let in", 30, || pam_account(&guest).0);
-    within("the extended guest submits", 30, || {
+    within("the extended guest let in", 60, || pam_account(&guest).0);
+    within("the extended guest submits", 60, || {
         b.sbatch_test(&guest, &lab).0
     });
     b.tree.cleanup().await;
@@ -457,7 +457,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people.clone() + &project("physics", &lab, &[]) + &project("physics", &other, &[])),
         &[],
     );
-    within("both projects usable", 30, || {
+    within("both projects usable", 60, || {
         b.sbatch_test(&user, &lab).0 && b.sbatch_test(&user, &other).0
     });
     assert!(id(&user).contains(&format!("({lab})")));
@@ -472,7 +472,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people.clone() + &project("physics", &other, &[])),
         &["--prune"],
     );
-    within("the removed project's jobs refused", 30, || {
+    within("the removed project's jobs refused", 60, || {
         !b.sbatch_test(&user, &lab).0
     });
     assert!(
@@ -485,7 +485,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people + &project("physics", &other, &[])),
         &["--prune", "--now", &later],
     );
-    within("the purged project's group gone from id", 30, || {
+    within("the purged project's group gone from id", 60, || {
         !id(&user).contains(&format!("({lab})"))
     });
     assert!(id(&user).contains(&format!("({other})")), "{}", id(&user));
@@ -530,11 +530,11 @@ async fn slurm_locks_survive_a_slurmctld_restart() {
         ) + &project("physics", &lab, &[])
     };
     b.apply(&site(""), &[]);
-    within("the user submits", 30, || {
+    within("the user submits", 60, || {
         sbatch(&conf, &user, &lab, &["--test-only"]).0
     });
     b.apply(&site("  locked: true\n"), &[]);
-    within("the lock enforced", 30, || {
+    within("the lock enforced", 60, || {
         !sbatch(&conf, &user, &lab, &["--test-only"]).0
     });
     slurmctld("stop");
@@ -604,10 +604,10 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
         );
     };
     patch(true);
-    let pam = within("PAM to refuse the locked account", 30, || {
+    let pam = within("PAM to refuse the locked account", 60, || {
         !pam_account(&user).0
     });
-    let slurm = within("sbatch to refuse the locked account", 30, || {
+    let slurm = within("sbatch to refuse the locked account", 60, || {
         !b.sbatch_test(&user, &lab).0
     });
     eprintln!(
@@ -616,10 +616,10 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
         slurm.as_secs_f64()
     );
     patch(false);
-    within("PAM to let the unlocked account in", 30, || {
+    within("PAM to let the unlocked account in", 60, || {
         pam_account(&user).0
     });
-    within("sbatch to accept the unlocked account", 30, || {
+    within("sbatch to accept the unlocked account", 60, || {
         b.sbatch_test(&user, &lab).0
     });
     b.tree.cleanup().await;
