@@ -12,7 +12,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -189,19 +188,6 @@ fn sbatch(conf: &Path, user: &str, account: &str, extra: &[&str]) -> (bool, Stri
     )
 }
 
-/// Polls `ok` every 100 ms for up to `secs` seconds; how long it took.
-fn within(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
 #[tokio::test]
 async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controller_restart() {
     let b = World::new("cons-new", 0).await;
@@ -219,7 +205,7 @@ async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controlle
         ) + &project("physics", &lab, &[])),
         &[],
     );
-    let took = within("sssd to show the new account", 60, || {
+    let took = wait_within("sssd to show the new account", 60, || {
         getent_passwd(&user).is_some()
     });
     let line = getent_passwd(&user).unwrap();
@@ -244,7 +230,7 @@ async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controlle
     std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = out_dir.join("job.out");
     let mut submitted = String::new();
-    let job_took = within("a job accepted for the new account", 60, || {
+    let job_took = wait_within("a job accepted for the new account", 60, || {
         let (ok, said) = sbatch(
             &b.slurm_conf,
             &user,
@@ -254,7 +240,7 @@ async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controlle
         submitted = said;
         ok
     });
-    within("the job's output", 60, || {
+    wait_within("the job's output", 60, || {
         std::fs::read_to_string(&output).is_ok_and(|t| t.contains(&format!("uid={uid}({user})")))
     });
     eprintln!(
@@ -279,7 +265,7 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         ) + &project("physics", &lab, &[])
     };
     b.apply(&site("", ""), &[]);
-    within("an open account", 60, || {
+    wait_within("an open account", 60, || {
         pam_account(&user).0 && b.sbatch_test(&user, &lab).0
     });
     // A password of the site's own (Roster does not manage passwords): a password login works.
@@ -304,10 +290,10 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         ("  locked: true\n", "", "locked: true on the Person"),
     ] {
         b.apply(&site(person, account), &[]);
-        within(&format!("{what}: PAM refuses"), 60, || {
+        wait_within(&format!("{what}: PAM refuses"), 60, || {
             !pam_account(&user).0
         });
-        within(&format!("{what}: sbatch refuses"), 60, || {
+        wait_within(&format!("{what}: sbatch refuses"), 60, || {
             !b.sbatch_test(&user, &lab).0
         });
         let (_, said) = b.sbatch_test(&user, &lab);
@@ -318,10 +304,10 @@ async fn a_lock_on_the_account_or_its_person_keeps_logins_and_jobs_out_until_unl
         // The user still resolves (a lock is not a removal): files keep their owner.
         assert!(getent_passwd(&user).is_some());
         b.apply(&site("", ""), &[]);
-        within(&format!("{what} lifted: PAM lets in"), 60, || {
+        wait_within(&format!("{what} lifted: PAM lets in"), 60, || {
             pam_account(&user).0
         });
-        within(&format!("{what} lifted: sbatch accepts"), 60, || {
+        wait_within(&format!("{what} lifted: sbatch accepts"), 60, || {
             b.sbatch_test(&user, &lab).0
         });
     }
@@ -335,7 +321,7 @@ async fn each_half_of_the_lock_refuses_logins_by_itself() {
     let b = World::new("cons-halves", 2).await;
     let user = b.name("cy");
     b.apply(&person_with("physics", &user, "", "  locked: true\n"), &[]);
-    within("the locked account known to sssd", 60, || {
+    wait_within("the locked account known to sssd", 60, || {
         getent_passwd(&user).is_some()
     });
     let dn = format!("uid={user},{}", b.tree.config.people_dn());
@@ -352,7 +338,7 @@ async fn each_half_of_the_lock_refuses_logins_by_itself() {
             .unwrap();
         // The ppolicy check reads the directory at each login; the expiry check reads sssd's
         // copy of the entry, which a login refreshes when older than pam_id_timeout (5 s).
-        within(
+        wait_within(
             &format!("without {drop_attr}, {refused_by} to refuse"),
             30,
             || !pam_account(&user).0,
@@ -382,7 +368,7 @@ async fn validity_ends_at_sssds_shadow_expiry_never_a_day_early() {
         ),
         &["--now", &three_days_ago],
     );
-    within("the expired account known to sssd", 60, || {
+    wait_within("the expired account known to sssd", 60, || {
         getent_passwd(&gone).is_some()
     });
     let (ok, said) = pam_account(&gone);
@@ -399,7 +385,7 @@ async fn validity_ends_at_sssds_shadow_expiry_never_a_day_early() {
         ),
         &[],
     );
-    within("the account known to sssd", 60, || {
+    wait_within("the account known to sssd", 60, || {
         getent_passwd(&lasts).is_some()
     });
     let (ok, said) = pam_account(&lasts);
@@ -423,21 +409,21 @@ async fn a_guest_past_its_login_grace_is_kept_out_and_an_extension_lets_it_back(
         .checked_add(jiff::Span::new().days(300))
         .unwrap();
     b.apply(&site(&next_year.to_string()), &[]);
-    within("the guest lets in and submits", 60, || {
+    wait_within("the guest lets in and submits", 60, || {
         pam_account(&guest).0 && b.sbatch_test(&guest, &lab).0
     });
     // Its visit ended long ago: past the login grace, locked.
     b.apply(&site("2020-01-31"), &[]);
-    within("the expired guest refused by PAM", 60, || {
+    wait_within("the expired guest refused by PAM", 60, || {
         !pam_account(&guest).0
     });
-    within("the expired guest refused by slurmctld", 60, || {
+    wait_within("the expired guest refused by slurmctld", 60, || {
         !b.sbatch_test(&guest, &lab).0
     });
     // Extended: back in.
     b.apply(&site(&next_year.to_string()), &[]);
-    within("the extended guest let in", 60, || pam_account(&guest).0);
-    within("the extended guest submits", 60, || {
+    wait_within("the extended guest let in", 60, || pam_account(&guest).0);
+    wait_within("the extended guest submits", 60, || {
         b.sbatch_test(&guest, &lab).0
     });
     b.tree.cleanup().await;
@@ -457,7 +443,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people.clone() + &project("physics", &lab, &[]) + &project("physics", &other, &[])),
         &[],
     );
-    within("both projects usable", 60, || {
+    wait_within("both projects usable", 60, || {
         b.sbatch_test(&user, &lab).0 && b.sbatch_test(&user, &other).0
     });
     assert!(id(&user).contains(&format!("({lab})")));
@@ -472,7 +458,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people.clone() + &project("physics", &other, &[])),
         &["--prune"],
     );
-    within("the removed project's jobs refused", 60, || {
+    wait_within("the removed project's jobs refused", 60, || {
         !b.sbatch_test(&user, &lab).0
     });
     assert!(
@@ -485,7 +471,7 @@ async fn a_removed_project_refuses_its_members_jobs_and_leaves_id_at_its_purge()
         &(people + &project("physics", &other, &[])),
         &["--prune", "--now", &later],
     );
-    within("the purged project's group gone from id", 60, || {
+    wait_within("the purged project's group gone from id", 60, || {
         !id(&user).contains(&format!("({lab})"))
     });
     assert!(id(&user).contains(&format!("({other})")), "{}", id(&user));
@@ -530,11 +516,11 @@ async fn slurm_locks_survive_a_slurmctld_restart() {
         ) + &project("physics", &lab, &[])
     };
     b.apply(&site(""), &[]);
-    within("the user submits", 60, || {
+    wait_within("the user submits", 60, || {
         sbatch(&conf, &user, &lab, &["--test-only"]).0
     });
     b.apply(&site("  locked: true\n"), &[]);
-    within("the lock enforced", 60, || {
+    wait_within("the lock enforced", 60, || {
         !sbatch(&conf, &user, &lab, &["--test-only"]).0
     });
     slurmctld("stop");
@@ -584,7 +570,7 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
         false,
         &[],
     );
-    within("the declared account logs in and submits", 60, || {
+    wait_within("the declared account logs in and submits", 60, || {
         pam_account(&user).0 && b.sbatch_test(&user, &lab).0
     });
     let patch = |locked: bool| {
@@ -604,10 +590,10 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
         );
     };
     patch(true);
-    let pam = within("PAM to refuse the locked account", 60, || {
+    let pam = wait_within("PAM to refuse the locked account", 60, || {
         !pam_account(&user).0
     });
-    let slurm = within("sbatch to refuse the locked account", 60, || {
+    let slurm = wait_within("sbatch to refuse the locked account", 60, || {
         !b.sbatch_test(&user, &lab).0
     });
     eprintln!(
@@ -616,10 +602,10 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
         slurm.as_secs_f64()
     );
     patch(false);
-    within("PAM to let the unlocked account in", 60, || {
+    wait_within("PAM to let the unlocked account in", 60, || {
         pam_account(&user).0
     });
-    within("sbatch to accept the unlocked account", 60, || {
+    wait_within("sbatch to accept the unlocked account", 60, || {
         b.sbatch_test(&user, &lab).0
     });
     b.tree.cleanup().await;

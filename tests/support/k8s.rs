@@ -7,7 +7,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use super::{Proc, kubectl, repo_root};
 
@@ -89,21 +88,19 @@ impl Cluster {
             .expect("roster-k8s runs");
         let stdin = child.stdin.take().unwrap();
         let mut proc = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !kubeconfig.exists() {
-            if let Some(status) = proc.0.try_wait().unwrap() {
-                panic!(
-                    "roster-k8s up exited ({status}):\n{}",
-                    std::fs::read_to_string(state.join("up.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the control plane was not ready within 180 s (see {})",
-                state.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_within(
+            &format!("the control plane (see {})", state.display()),
+            180,
+            || {
+                kubeconfig.exists()
+                    || proc.0.try_wait().unwrap().is_some_and(|status| {
+                        panic!(
+                            "roster-k8s up exited ({status}):\n{}",
+                            std::fs::read_to_string(state.join("up.log")).unwrap_or_default()
+                        )
+                    })
+            },
+        );
         let text = std::fs::read_to_string(&kubeconfig).unwrap();
         let server = text
             .lines()

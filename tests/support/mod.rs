@@ -448,13 +448,23 @@ impl Drop for Proc {
 }
 
 /// Polls `ok` every 100 ms for up to 30 seconds, failing the test with `what` when it times out.
-pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wait_within(what, 30, ok);
+}
+
+/// Polls `ok` every 100 ms for up to `secs` seconds, failing the test with `what` when it times
+/// out; how long it took.
+pub fn wait_within(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> std::time::Duration {
     use std::time::{Duration, Instant};
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = Instant::now();
     while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+    start.elapsed()
 }
 
 /// Starts `roster run --config CONFIG` against the API server of `kubeconfig`, logging to `log`,
