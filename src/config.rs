@@ -819,7 +819,7 @@ impl Config {
                     );
                 }
             }
-            if !crate::slurm::is_slurm_name(&sl.root_account) {
+            if !crate::api::names::is_slurm_name(&sl.root_account) {
                 bad(
                     "slurm.rootAccount",
                     format!("{:?} is not a Slurm account name", sl.root_account),
@@ -850,7 +850,7 @@ impl Config {
             if g.host.is_empty() || g.host.contains(|c: char| c.is_whitespace() || c == '/') {
                 bad("gold.host", format!("{:?} is not a host name", g.host));
             }
-            if g.actor.is_empty() || !crate::gold::is_gold_name(&g.actor) {
+            if g.actor.is_empty() || !crate::api::names::is_gold_name(&g.actor) {
                 bad(
                     "gold.actor",
                     format!("{:?} is not a Gold user name", g.actor),

@@ -17,3 +17,6 @@ pub mod site;
 pub mod slurm;
 pub mod telemetry;
 pub mod text;
+
+#[cfg(test)]
+mod module_graph;

@@ -8,6 +8,7 @@ mod account;
 mod common;
 mod guest;
 mod import_source;
+pub mod names;
 mod person;
 mod project;
 pub mod validate;
@@ -16,6 +17,7 @@ pub use account::*;
 pub use common::*;
 pub use guest::*;
 pub use import_source::*;
+pub use names::is_tres_name;
 pub use person::*;
 pub use project::*;
 

@@ -132,23 +132,6 @@ pub struct SlurmProject {
     pub prune_unmanaged: bool,
 }
 
-/// Whether `s` is a TRES name as Slurm spells it (`cpu`, `mem`, `node`, `billing`, `gres/gpu`,
-/// `gres/gpu:a100`, `license/matlab`): nothing that could end the `name=count` pair it goes
-/// into (`=`, `,`, spaces) or start another sacctmgr argument. Not an admission rule: a CEL rule
-/// over map keys has no length bound for the API server's cost estimate, so the Slurm side
-/// refuses such a Project instead (`InvalidSlurmName`).
-pub fn is_tres_name(s: &str) -> bool {
-    let (kind, name) = s.split_once('/').unwrap_or((s, "x"));
-    let mut k = kind.bytes();
-    k.next().is_some_and(|b| b.is_ascii_lowercase())
-        && kind.len() <= 32
-        && k.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
-
 /// Association limits as sacctmgr names them. Absent: unlimited.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -252,7 +235,7 @@ pub struct ProjectStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::is_tres_name;
+    use crate::api::is_tres_name;
 
     #[test]
     fn tres_names_cannot_carry_another_sacctmgr_setting() {

@@ -311,10 +311,10 @@ async fn run_imports(
             |e: &crate::ldap::Entry| e.first("rosterSourceUID") == Some(&src.spec.source_uid);
         let protect = |policy: &mut Policy<'_>| {
             for e in observed.accounts.values().filter(|e| mine(e)) {
-                if let Some(o) = e.owner()
-                    && let [_, ns, "Account", name] = o.splitn(4, '/').collect::<Vec<_>>()[..]
-                {
-                    policy.keep.insert(crate::site::Key::new(ns, name));
+                if let Some(o) = e.owned_by().filter(|o| o.kind == "Account") {
+                    policy
+                        .keep
+                        .insert(crate::site::Key::new(o.namespace, o.name));
                 }
             }
         };

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+pub use crate::api::names::is_gold_name;
 pub use proto::{Client, GoldError, Request};
-pub use sync::is_gold_name;
 
 use crate::config::Config;
-use crate::ldap::Observed;
+use crate::plan::Observed;
 use crate::plan::{Kind, Plan};
 use crate::site::{Key, Site};
 

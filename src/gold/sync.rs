@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::proto::{Client, GoldError, Request, clean};
 use crate::api::parse_valid_until;
 use crate::config::Config;
-use crate::ldap::{Entry, Observed};
+use crate::plan::{Entry, Observed};
 use crate::plan::{Kind, Plan, group_name};
 use crate::site::{Key, Site};
 
@@ -307,14 +307,11 @@ pub struct Desired {
 }
 
 fn owned(config: &Config, e: &Entry) -> bool {
-    e.owner()
-        .is_some_and(|o| o.starts_with(&format!("{}/", config.manager_id)))
+    e.is_managed_by(&config.manager_id)
 }
 
 fn removed(config: &Config, e: &Entry) -> bool {
-    owned(config, e)
-        && e.first("rosterState") == Some("Deactivated")
-        && e.first("rosterGoneAt").is_some()
+    owned(config, e) && e.is_removed()
 }
 
 /// Roster's names in Gold: users for its directory accounts (once their entry exists), projects
@@ -345,7 +342,7 @@ pub fn desired(
             .as_deref()
             .and_then(|v| parse_valid_until(v).ok())
             .is_some_and(|t| t <= now);
-        let deactivated = entry.is_some_and(|e| e.first("rosterState") == Some("Deactivated"));
+        let deactivated = entry.is_some_and(Entry::is_deactivated);
         let organization = org(p.spec.institute.as_ref());
         if !organization.is_empty() {
             d.organizations.insert(organization.clone());
@@ -403,7 +400,7 @@ pub fn desired(
             .people
             .get(&Key::new(&key.namespace, &a.spec.person))
             .map(|p| &p.spec);
-        let active = entry.first("rosterState") != Some("Deactivated");
+        let active = !entry.is_deactivated();
         let projects: Vec<&String> = s
             .projects
             .iter()
@@ -785,14 +782,6 @@ pub fn diff(have: &State, want: &Desired) -> (Vec<Step>, Vec<String>) {
     }
     steps.sort_by_key(|s| s.stage);
     (steps, notes)
-}
-
-/// Gold names Roster writes: the names it also writes to LDAP and Slurm.
-pub fn is_gold_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::api::{
     RECORD_UID_ANNOTATION, SOURCE_LABEL, SOURCE_UID_ANNOTATION, parse_duration, parse_valid_until,
 };
 use crate::config::Config;
-use crate::ldap::{Entry, Observed};
+use crate::plan::{Entry, Observed};
 use crate::site::{Key, Site};
 
 /// The counter entries (`cn=username:<base>` under the counters container) that keep generated
@@ -149,8 +149,7 @@ pub fn run(
     out.run.dry_run = spec.dry_run;
     out.run.records = rows.len() as i64;
     out.errors.extend(read_errors.iter().cloned());
-    let mine = format!("{}/", config.manager_id);
-    let owned = |e: &Entry| e.owner().is_some_and(|o| o.starts_with(&mine));
+    let owned = |e: &Entry| e.is_managed_by(&config.manager_id);
     let from_here = |e: &Entry| owned(e) && e.first("rosterSourceUID") == Some(&spec.source_uid);
 
     let record_template = match Template::parse(&spec.record_uid) {
@@ -264,10 +263,8 @@ pub fn run(
     let mut known: BTreeMap<String, (String, Option<&Entry>)> = BTreeMap::new();
     let mut owner_name: BTreeMap<String, String> = BTreeMap::new();
     let owner_of = |e: &Entry| -> Option<String> {
-        let o = e.owner()?;
-        let parts: Vec<&str> = o.splitn(4, '/').collect();
-        (parts.len() == 4 && parts[2] == "Account" && parts[1] == key.namespace)
-            .then(|| parts[3].to_string())
+        let o = e.owned_by()?;
+        (o.kind == "Account" && o.namespace == key.namespace).then(|| o.name.to_string())
     };
     for e in observed.accounts.values().filter(|e| from_here(e)) {
         if let (Some(r), Some(u)) = (e.first("rosterRecordUID"), e.first("uid")) {
@@ -510,7 +507,7 @@ pub fn run(
                     r.number, r.record_uid
                 ));
             }
-            Some((_, Some(e))) if e.first("rosterGoneAt").is_some() => {
+            Some((_, Some(e))) if e.is_gone() => {
                 out.run.reactivated += 1;
                 out.report.push(format!(
                     "↺ row {}: {} is back; {username} is reactivated",
@@ -548,10 +545,7 @@ pub fn run(
         })
         .collect();
     // The deletion guard: an empty or truncated export never removes anyone.
-    let newly_gone = gone
-        .iter()
-        .filter(|(_, _, e)| e.first("rosterGoneAt").is_none())
-        .count();
+    let newly_gone = gone.iter().filter(|(_, _, e)| !e.is_gone()).count();
     let limits = spec.max_deletions.clone().unwrap_or_default();
     let percent = limits
         .percent
@@ -588,7 +582,7 @@ pub fn run(
             out.deactivate_after
                 .insert(k, Duration::from_secs(grace.deactivation as u64 * 86_400));
         }
-        if e.first("rosterGoneAt").is_none() {
+        if !e.is_gone() {
             out.run.deactivated += 1;
             out.run.scheduled_for_purge += 1;
             out.report

@@ -11,8 +11,8 @@ use crate::config::{Config, ConfigError, TlsMode};
 
 pub mod apply;
 pub mod observe;
+pub use crate::plan::directory::{Entry, Observed, Owner};
 pub use apply::ApplyReport;
-pub use observe::{Entry, Observed};
 
 /// Roster's own schema (DESIGN.md §5.1) in cn=config form.
 pub const ROSTER_SCHEMA: &str = include_str!("schema/roster.ldif");

@@ -567,7 +567,7 @@ impl Worker {
                     || after
                         .accounts
                         .get(&username)
-                        .is_none_or(|e| e.first("rosterState") == Some("Deactivated"));
+                        .is_none_or(crate::plan::Entry::is_deactivated);
                 let failed = if done {
                     release::<Guest>(&self.client, &self.stores.guests, &key)
                         .await

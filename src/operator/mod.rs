@@ -293,9 +293,10 @@ pub async fn release_held(
         }
         let key = Key::of(&a);
         let owner = crate::plan::owner(config, Kind::Account, &key);
-        let active = observed.accounts.values().any(|e| {
-            e.owner() == Some(owner.as_str()) && e.first("rosterState") != Some("Deactivated")
-        });
+        let active = observed
+            .accounts
+            .values()
+            .any(|e| e.owner() == Some(owner.as_str()) && !e.is_deactivated());
         if !active {
             continue;
         }

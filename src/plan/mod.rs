@@ -1,6 +1,7 @@
 //! The pure heart of Roster: declared state + observed directory + now + policy → ordered
 //! operations, the status of every object, and the next wake-up. No I/O happens here.
 
+pub mod directory;
 mod model;
 pub mod simulate;
 
@@ -15,8 +16,8 @@ use crate::api::{
     parse_valid_until,
 };
 use crate::config::{Config, IdRange, PrimaryGroup};
-use crate::ldap::{Entry, Observed};
 use crate::site::{Key, Site};
+pub use directory::{Entry, Observed, Owner};
 
 /// `pwdAccountLockedTime` value that locks until removed (ppolicy).
 pub const LOCKED_FOREVER: &str = "000001010000Z";
@@ -1845,12 +1846,8 @@ impl Removal {
 
 /// `rosterOwner` split into `[managerId, namespace, kind, name]`, with the whole value.
 fn parse_owner(e: &Entry) -> Option<(&str, [&str; 4])> {
-    let o = e.owner()?;
-    let parts: Vec<&str> = o.splitn(4, '/').collect();
-    let [mgr, ns, kind, name] = parts[..] else {
-        return None;
-    };
-    Some((o, [mgr, ns, kind, name]))
+    let o = e.owned_by()?;
+    Some((e.owner()?, [o.manager, o.namespace, o.kind, o.name]))
 }
 
 /// A configured duration as a signed one (validated at load; `default_days` otherwise).
@@ -1887,11 +1884,7 @@ pub fn guard_status(config: &Config, observed: &Observed, now: jiff::Timestamp) 
         .values()
         .filter(ours)
         // Removal-caused deactivations made in the window (however long ago they went).
-        .filter(|e| {
-            e.first("rosterState") == Some("Deactivated")
-                && e.first("rosterGoneAt").is_some()
-                && after(e, "rosterDeactivatedAt")
-        })
+        .filter(|e| e.is_removed() && after(e, "rosterDeactivatedAt"))
         .count()
         + observed
             .tombstones

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use super::directory::{Entry, Observed};
 use super::{AttrChange, Number, Op, Plan};
 use crate::config::IdRange;
-use crate::ldap::{Entry, Observed};
 
 /// The directory after `plan`, with numbers allocated as the counter would (lowest free).
 pub fn simulate(

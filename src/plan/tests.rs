@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use super::directory::{Entry, Observed};
 use super::simulate::simulate;
 use super::*;
 use crate::api::{AccountSpec, PersonSpec, ProjectSpec};
 use crate::config::Config;
-use crate::ldap::{Entry, Observed};
 
 const CONFIG: &str = r#"
 managerId: dev

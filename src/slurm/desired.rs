@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{Account, Assoc, Limits, State};
 use crate::api::{Project, parse_duration};
 use crate::config::Config;
-use crate::ldap::Observed;
+use crate::plan::Observed;
 use crate::plan::{Kind, Plan, group_name};
 use crate::site::{Key, Site};
 
@@ -115,8 +115,7 @@ pub fn desired(
     let mut waiting = vec![];
     let mut record = vec![];
     let mut prune_unmanaged = BTreeSet::new();
-    let mine = format!("{}/", config.manager_id);
-    let owned = |e: &crate::ldap::Entry| e.owner().is_some_and(|o| o.starts_with(&mine));
+    let owned = |e: &crate::plan::Entry| e.is_managed_by(&config.manager_id);
     state.clusters = cfg.clusters.iter().cloned().collect();
     // Projects that are fine in LDAP become Slurm accounts on their clusters.
     let mut projects: BTreeMap<String, (&Key, &Project, Vec<String>)> = BTreeMap::new();
@@ -321,7 +320,7 @@ pub fn desired(
             }
             continue;
         };
-        let deactivated = entry.first("rosterState") == Some("Deactivated");
+        let deactivated = entry.is_deactivated();
         let groups: Vec<&String> = s
             .projects
             .iter()
@@ -393,10 +392,7 @@ pub fn desired(
         let Some((_, _, clusters)) = projects.get(group) else {
             continue;
         };
-        let block = ldap
-            .accounts
-            .get(user)
-            .is_some_and(|e| e.first("rosterState") == Some("Deactivated"));
+        let block = ldap.accounts.get(user).is_some_and(|e| e.is_deactivated());
         for (k, v) in have
             .assocs
             .iter()
@@ -420,11 +416,7 @@ pub fn desired(
         .values()
         .map(|a| a.spec.username.as_str())
         .collect();
-    let removed = |e: &crate::ldap::Entry| {
-        owned(e)
-            && e.first("rosterState") == Some("Deactivated")
-            && e.first("rosterGoneAt").is_some()
-    };
+    let removed = |e: &crate::plan::Entry| owned(e) && e.is_removed();
     for (user, e) in &ldap.accounts {
         if removed(e) && !declared.contains(user.as_str()) {
             keep_user(&mut state, have, &cfg.clusters, user, true);
