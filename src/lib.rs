@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod converge;
 pub mod gold;
 pub mod guest;
 pub mod import;

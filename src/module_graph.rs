@@ -173,3 +173,27 @@ fn the_parser_sees_grouped_and_plain_paths() {
         ["api", "ldap", "plan"]
     );
 }
+
+#[test]
+fn the_site_is_planned_only_by_the_converger() {
+    // The site planner runs as the LDAP backend's plan step; backends' plans are made only by
+    // the converger, for both modes.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut converger_plans = false;
+    for (module, code) in sources(&src) {
+        let calls_planner = code.contains("plan::plan(");
+        let calls_backend_plan = code.contains(".plan(");
+        match module.as_str() {
+            "converge" => converger_plans |= calls_backend_plan,
+            "plan" => {}
+            "ldap" => assert!(!calls_backend_plan, "ldap"),
+            m => assert!(
+                !calls_planner && !calls_backend_plan,
+                "{m} plans the site itself; only the converger may"
+            ),
+        }
+    }
+    assert!(converger_plans, "the converger plans");
+    let backend = std::fs::read_to_string(src.join("ldap/backend.rs")).expect("the LDAP seam");
+    assert!(backend.contains("crate::plan::plan("));
+}

@@ -1,116 +1,217 @@
-//! Metrics in the Prometheus text format, `/healthz` and `/readyz`, and log setup. A small
-//! hand-rolled registry: counters and gauges with labels are all Roster needs.
+//! Metrics (`prometheus-client`, OpenMetrics text), `/healthz` and `/readyz`, and log setup.
+//! Every metric is a field of [`Metrics`], registered once; the process has one registry
+//! ([`global`]), which the operator serves and file mode prints with `-o json`.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// Label set, in order: `[("kind", "Account"), ("outcome", "ok")]`.
 pub type Labels = Vec<(&'static str, String)>;
 
-#[derive(Default)]
-struct Family {
-    help: &'static str,
-    kind: &'static str,
-    values: BTreeMap<Vec<(&'static str, String)>, f64>,
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Seconds, from 1 ms to about 65 s: an LDAP modify on loopback to a `sacctmgr load` of
+/// thousands of lines.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 /// Every metric Roster exports.
-#[derive(Default)]
 pub struct Metrics {
-    families: Mutex<BTreeMap<&'static str, Family>>,
+    registry: Registry,
     /// Readiness: the caches are synced (or the process is a standby replica).
     pub ready: AtomicBool,
+    /// Calls to the backends (LDAP requests, sacctmgr processes, accounting-database reads,
+    /// Gold requests) by backend, operation and outcome; counted by [`crate::backend::call`].
+    pub backend_operations: Counters,
+    /// The same calls' durations, by backend and operation.
+    pub backend_call_duration: Histograms,
+    /// Convergence passes by trigger.
+    pub passes: Counters,
+    pub pass_duration: Histogram,
+    pub reconciles: Counters,
+    pub reconcile_duration: Histograms,
+    pub reconcile_errors: Counters,
+    pub drift_repairs: Counters,
+    pub counter_retries: Counter,
+    pub status_writes: Counters,
+    pub objects: Gauges,
+    pub guard_held: Gauge<f64, AtomicU64>,
+    pub leader: Gauge<f64, AtomicU64>,
+    pub notices: Counters,
+    pub import_runs: Counters,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let histograms = || Histograms::new_with_constructor(seconds);
+        let mut m = Metrics {
+            registry: Registry::default(),
+            ready: AtomicBool::new(false),
+            backend_operations: Counters::default(),
+            backend_call_duration: histograms(),
+            passes: Counters::default(),
+            pass_duration: seconds(),
+            reconciles: Counters::default(),
+            reconcile_duration: histograms(),
+            reconcile_errors: Counters::default(),
+            drift_repairs: Counters::default(),
+            counter_retries: Counter::default(),
+            status_writes: Counters::default(),
+            objects: Gauges::default(),
+            guard_held: Gauge::default(),
+            leader: Gauge::default(),
+            notices: Counters::default(),
+            import_runs: Counters::default(),
+        };
+        // Counters are exposed with `_total` appended.
+        let r = &mut m.registry;
+        r.register(
+            "roster_backend_operations",
+            "Backend calls by backend, operation and outcome.",
+            m.backend_operations.clone(),
+        );
+        r.register(
+            "roster_backend_call_duration_seconds",
+            "Duration of backend calls, by backend and operation.",
+            m.backend_call_duration.clone(),
+        );
+        r.register(
+            "roster_passes",
+            "Convergence passes by trigger.",
+            m.passes.clone(),
+        );
+        r.register(
+            "roster_pass_duration_seconds",
+            "Duration of convergence passes.",
+            m.pass_duration.clone(),
+        );
+        r.register(
+            "roster_reconciles",
+            "Reconciles by kind.",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "roster_reconcile_duration_seconds",
+            "Duration of reconciles (waiting for their pass included), by kind.",
+            m.reconcile_duration.clone(),
+        );
+        r.register(
+            "roster_reconcile_errors",
+            "Failed reconciles by kind and reason.",
+            m.reconcile_errors.clone(),
+        );
+        r.register(
+            "roster_drift_repairs",
+            "Directory writes for objects that were already converged (drift).",
+            m.drift_repairs.clone(),
+        );
+        r.register(
+            "roster_counter_retries",
+            "uid/gid counter updates retried after losing to another writer.",
+            m.counter_retries.clone(),
+        );
+        r.register(
+            "roster_status_writes",
+            "Status writes by kind.",
+            m.status_writes.clone(),
+        );
+        r.register(
+            "roster_objects",
+            "Declared objects by kind and phase.",
+            m.objects.clone(),
+        );
+        r.register(
+            "roster_guard_held",
+            "Removal-caused transitions the mass-deactivation guard is holding.",
+            m.guard_held.clone(),
+        );
+        r.register(
+            "roster_leader",
+            "1 while this replica is the leader.",
+            m.leader.clone(),
+        );
+        r.register(
+            "roster_notices",
+            "Expiry notices mailed, by outcome.",
+            m.notices.clone(),
+        );
+        r.register(
+            "roster_import_runs",
+            "Import runs by outcome.",
+            m.import_runs.clone(),
+        );
+        m
+    }
+}
+
+static GLOBAL: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::default()));
+
+/// The process's metrics.
+pub fn global() -> Arc<Metrics> {
+    GLOBAL.clone()
+}
+
+/// Labels from `(name, value)` pairs.
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect()
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
-        Arc::new(Metrics::default())
-    }
-
-    fn update(
-        &self,
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-        labels: Labels,
-        f: impl FnOnce(&mut f64),
-    ) {
-        let mut families = self.families.lock().expect("metrics lock");
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            values: BTreeMap::new(),
-        });
-        f(family.values.entry(labels).or_insert(0.0));
-    }
-
-    /// Adds `by` to a counter.
-    pub fn inc(&self, name: &'static str, help: &'static str, labels: Labels, by: f64) {
-        self.update(name, "counter", help, labels, |v| *v += by);
-    }
-
-    /// Sets a gauge.
-    pub fn set(&self, name: &'static str, help: &'static str, labels: Labels, value: f64) {
-        self.update(name, "gauge", help, labels, |v| *v = value);
-    }
-
-    /// Resets every series of a gauge (before setting the current ones).
-    pub fn clear(&self, name: &'static str) {
-        if let Some(f) = self.families.lock().expect("metrics lock").get_mut(name) {
-            f.values.clear();
-        }
-    }
-
-    /// The current value of one series (tests read metrics through this).
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let families = self.families.lock().expect("metrics lock");
-        let f = families.get(name)?;
-        f.values
-            .iter()
-            .find(|(l, _)| {
-                l.len() == labels.len()
-                    && l.iter()
-                        .zip(labels)
-                        .all(|((k, v), (k2, v2))| k == k2 && v == v2)
-            })
-            .map(|(_, v)| *v)
-    }
-
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let families = self.families.lock().expect("metrics lock");
         let mut out = String::new();
-        for (name, f) in families.iter() {
-            let _ = writeln!(out, "# HELP {name} {}", f.help);
-            let _ = writeln!(out, "# TYPE {name} {}", f.kind);
-            for (labels, v) in &f.values {
-                let l: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| {
-                        format!(
-                            "{k}=\"{}\"",
-                            v.replace('\\', "\\\\")
-                                .replace('"', "\\\"")
-                                .replace('\n', "\\n")
-                        )
-                    })
-                    .collect();
-                if l.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{}}} {v}", l.join(","));
-                }
-            }
-        }
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
+    }
+
+    /// Every sample of the exposition (histogram buckets, sums and counts included), for
+    /// `-o json`: `{"name", "labels", "value"}`.
+    pub fn samples(&self) -> Vec<serde_json::Value> {
+        self.render()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let value: f64 = value.parse().ok()?;
+                let (name, labels) = match series.split_once('{') {
+                    Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let mut map = serde_json::Map::new();
+                // Label values are ours (kinds, operations, outcomes): no `",` inside them.
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    if let Some((k, v)) = pair.split_once("=\"") {
+                        map.insert(k.to_string(), v.trim_end_matches('"').into());
+                    }
+                }
+                Some(serde_json::json!({"name": name, "labels": map, "value": value}))
+            })
+            .collect()
+    }
+
+    /// The sum of every sample named `name` whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples()
+            .iter()
+            .filter(|s| s["name"] == name)
+            .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .filter_map(|s| s["value"].as_f64())
+            .sum()
     }
 }
 
@@ -126,8 +227,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<S
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| {
                         let metrics = metrics.clone();
                         async move {
                             let (code, body) = match req.uri().path() {
@@ -142,12 +243,16 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<S
                             Ok::<_, Infallible>(
                                 Response::builder()
                                     .status(code)
-                                    .header("content-type", "text/plain; version=0.0.4")
+                                    .header(
+                                        "content-type",
+                                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                    )
                                     .body(Full::new(Bytes::from(body)))
                                     .expect("response"),
                             )
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .await;
@@ -176,37 +281,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_gauges_with_escaped_labels() {
+    fn counters_gauges_and_histograms_render_and_read_back() {
         let m = Metrics::default();
-        m.inc(
-            "roster_reconciles_total",
-            "Reconciles.",
-            vec![("kind", "Account".into())],
-            1.0,
-        );
-        m.inc(
-            "roster_reconciles_total",
-            "Reconciles.",
-            vec![("kind", "Account".into())],
-            2.0,
-        );
-        m.set(
-            "roster_objects",
-            "Objects.",
-            vec![("phase", "a\"b".into())],
-            4.0,
-        );
+        m.reconciles
+            .get_or_create(&labels([("kind", "Account")]))
+            .inc_by(3);
+        m.objects
+            .get_or_create(&labels([("kind", "Account"), ("phase", "Ready")]))
+            .set(4.0);
+        let h = labels([("backend", "ldap"), ("operation", "modify")]);
+        m.backend_call_duration.get_or_create(&h).observe(0.003);
+        m.backend_call_duration.get_or_create(&h).observe(0.5);
         let text = m.render();
-        assert!(text.contains("# TYPE roster_reconciles_total counter\nroster_reconciles_total{kind=\"Account\"} 3\n"), "{text}");
         assert!(
-            text.contains("roster_objects{phase=\"a\\\"b\"} 4"),
+            text.contains(
+                "# TYPE roster_reconciles counter\nroster_reconciles_total{kind=\"Account\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("roster_backend_call_duration_seconds_count{backend=\"ldap\",operation=\"modify\"} 2"),
             "{text}"
         );
         assert_eq!(
-            m.get("roster_reconciles_total", &[("kind", "Account")]),
-            Some(3.0)
+            m.sum("roster_reconciles_total", &[("kind", "Account")]),
+            3.0
         );
-        m.clear("roster_objects");
-        assert_eq!(m.get("roster_objects", &[("phase", "a\"b")]), None);
+        assert_eq!(m.sum("roster_objects", &[("phase", "Ready")]), 4.0);
+        assert_eq!(
+            m.sum(
+                "roster_backend_call_duration_seconds_bucket",
+                &[("backend", "ldap"), ("le", "0.004")]
+            ),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(
+            m.sum(
+                "roster_backend_call_duration_seconds_sum",
+                &[("operation", "modify")]
+            ),
+            0.503
+        );
+        m.objects.clear();
+        assert_eq!(m.sum("roster_objects", &[]), 0.0);
     }
 }

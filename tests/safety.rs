@@ -973,7 +973,13 @@ impl World {
         let port = self.op.as_ref()?.port;
         Some((
             try_metric_where(port, "roster_passes_total", "")?,
-            try_metric_where(port, "roster_sacctmgr_invocations_total", "")?,
+            // sacctmgr processes: every Slurm call but the accounting database's reads.
+            try_metric_where(port, "roster_backend_operations_total", "backend=\"slurm\"")?
+                - try_metric_where(
+                    port,
+                    "roster_backend_operations_total",
+                    "backend=\"slurm\",operation=\"observe\"",
+                )?,
         ))
     }
 

@@ -591,7 +591,6 @@ async fn without_database_access_sacctmgr_show_observes_the_same_state() {
         bin: "sacctmgr".into(),
         slurm_conf: Some(env["SLURM_CONF"].clone().into()),
         timeout: std::time::Duration::from_secs(60),
-        invocations: 0,
     };
     let shown = roster::slurm::observe::observe_with_sacctmgr(&mut sacctmgr, &clusters)
         .await

@@ -6,13 +6,12 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use crate::backend::{ChangeOutcome, Mode, Outcome};
 use crate::config::Config;
-use crate::ldap::{ApplyReport, Directory};
-use crate::plan::simulate::simulate;
-use crate::plan::{Op, Plan, Policy, plan};
+use crate::converge::{self, Declared, PassError, PassReport};
+use crate::ldap::Directory;
+use crate::plan::{Op, Plan, Policy};
 use crate::site::load;
-use crate::slurm::Report as SlurmReport;
-use crate::slurm::apply::Outcome;
 
 /// Exit code: changes pending (plan).
 const CHANGES: u8 = 2;
@@ -78,7 +77,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     });
     let (files, namespace) = (args.files.clone(), args.namespace.clone());
     let loaded = tokio::task::spawn_blocking(move || load(&files, namespace.as_deref())).await;
-    let mut site = match loaded {
+    let site = match loaded {
         Ok(Ok(s)) => s,
         Ok(Err(errors)) => {
             reading.abort();
@@ -101,10 +100,6 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         Ok(Err(e)) => return fail(e),
         Err(e) => return fail(format!("reading the directory: {e}")),
     };
-    let mut policy = Policy {
-        prune: args.prune,
-        ..Policy::new(&config)
-    };
     let now = args.now.unwrap_or_else(jiff::Timestamp::now);
     // Guests stand for Persons and Accounts. A guest is established once its account is in
     // the directory; file mode keeps no status, so the 12-month rule counts from now.
@@ -114,7 +109,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         .filter(|(_, g)| observed.accounts.contains_key(&g.spec.account.username))
         .map(|(k, _)| (k.clone(), None))
         .collect();
-    let mut guests = crate::guest::expand(
+    let guests = crate::guest::expand(
         &site.guests,
         &site,
         &config,
@@ -122,10 +117,14 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         &known,
         &Default::default(),
     );
+    let policy = Policy {
+        prune: args.prune,
+        ..Policy::new(&config)
+    };
+    let mut declared = Declared::new(site, policy);
     // Imports first: a guest whose person an import brings is superseded by it.
-    let (imports_blocked, counters) = run_imports(
-        &mut site,
-        &mut policy,
+    run_imports(
+        &mut declared,
         &observed,
         &config,
         now,
@@ -133,146 +132,43 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
         args.output,
     )
     .await;
-    let imported: std::collections::BTreeSet<(String, String)> = site
-        .accounts
-        .iter()
-        .filter(|(_, a)| {
-            a.metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|n| n.contains_key(crate::api::SOURCE_UID_ANNOTATION))
-        })
-        .map(|(k, a)| (k.namespace.clone(), a.spec.username.clone()))
-        .collect();
-    guests.supersede(&site.guests, &imported);
-    guests.merge_into(&mut site, &mut policy.removed, &mut policy.purge_after);
-    let guests_blocked = guests.outcomes.values().any(|o| o.invalid) || imports_blocked;
-    let first = plan(&site, &observed, now, &policy);
-    print_guests(&guests, args.output);
+    let imported = declared.imported_accounts();
+    declared.add_guests(guests, &imported);
+    print_guests(&declared.guests, args.output);
+    let mode = if apply { Mode::Apply } else { Mode::Plan };
+    let report = converge::run(&config, now, mode, &declared, &mut dir, observed, None).await;
+    if let Some(Err(e)) = &report.slurm {
+        eprintln!("error: {e}");
+    }
+    let blocked = declared.blocked() || report.invalid_in_slurm();
     if !apply {
-        // Slurm is planned against the directory as the LDAP changes would leave it.
-        // Without Slurm or Gold there is nothing to plan after the directory: no copy of it,
-        // no second plan (at 100,000 entries that is most of the memory).
-        let backends = config.slurm.is_some() || config.gold.is_some();
-        let simulated = if backends {
-            simulate(&observed, &first, config.uid_range, config.gid_range)
-        } else {
-            crate::ldap::Observed::default()
-        };
-        let simulated = if backends { &simulated } else { &observed };
-        let after_plan = if backends {
-            plan(&site, simulated, now, &policy)
-        } else {
-            crate::plan::Plan::default()
-        };
-        let slurm = match crate::slurm::converge(
-            &config,
-            &mut dir,
-            &site,
-            simulated,
-            &after_plan,
-            now,
-            true,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => return fail(e),
-        };
-        let gold = crate::gold::converge(&config, &site, simulated, &after_plan, now, true)
-            .await
-            .map_err(|e| e.to_string());
-        print_plan(&first, &slurm, &gold, args.output, &site.namespaces());
-        let gold_steps = gold.as_ref().map(|g| g.steps.len()).unwrap_or(0);
-        return if gold.is_err() {
+        print_plan(&report, args.output, &declared.site.namespaces());
+        return if report.failed() {
             ExitCode::FAILURE
-        } else if first.has_blocked() || guests_blocked || invalid_in_slurm(&slurm) {
+        } else if report.first.has_blocked() || blocked {
             ExitCode::from(BLOCKED)
-        } else if !first.ops.is_empty() || !slurm.calls.is_empty() || gold_steps > 0 {
+        } else if !report.changes.is_empty() {
             ExitCode::from(CHANGES)
         } else {
             ExitCode::SUCCESS
         };
     }
-    let report = dir.apply(&config, &observed, &first.ops).await;
-    // The directory is the truth: report the state it now holds (re-read only when
-    // something was written; an unchanged directory is what was just observed).
-    // (A failed or lost operation may have written part of its work: re-read then too.)
-    let wrote =
-        !report.done.is_empty() || !report.failed.is_empty() || !report.lost_races.is_empty();
-    let after = if !wrote {
-        observed
-    } else {
-        match dir
-            .observe(&config.ldap.base_dn, config.ldap.page_size)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                // Say what was written and what failed before the directory went away.
-                print_apply(
-                    &first,
-                    &report,
-                    &Plan::default(),
-                    &SlurmReport::default(),
-                    &Ok(crate::gold::Report::default()),
-                    args.output,
-                );
-                return fail(format!("applied, but re-reading the directory failed: {e}"));
-            }
+    match &report.error {
+        Some(e @ PassError::Reread(_)) => {
+            // Say what was written and what failed before the directory went away.
+            print_apply(&report, args.output);
+            return fail(e);
         }
-    };
-    // Username counters of the imports, for the generated names now in the directory: a
-    // generated name is never generated again, and a name not written advances nothing.
-    let store = crate::import::engine::counters_to_store(&counters, &after, |u| {
-        after.accounts.contains_key(u)
-    });
-    for (base, next) in &store {
-        let cn = crate::import::engine::counter_cn(base);
-        let dn = format!("cn={cn},{}", config.counters_dn());
-        if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
-            return fail(format!("storing the username counter {cn}: {e}"));
-        }
+        Some(e @ PassError::Counter(_)) => return fail(e),
+        None => {}
     }
-    let last = plan(&site, &after, now, &policy);
-    let slurm =
-        match crate::slurm::converge(&config, &mut dir, &site, &after, &last, now, false).await {
-            Ok(r) => r,
-            Err(e) => {
-                print_apply(
-                    &first,
-                    &report,
-                    &last,
-                    &crate::slurm::Report::default(),
-                    &Ok(crate::gold::Report::default()),
-                    args.output,
-                );
-                return fail(e);
-            }
-        };
-    // Gold last; whatever happens there, the directory and Slurm are done.
-    let gold = crate::gold::converge(&config, &site, &after, &last, now, false)
-        .await
-        .map_err(|e| e.to_string());
-    print_apply(&first, &report, &last, &slurm, &gold, args.output);
-    let gold_failed = match &gold {
-        Ok(g) => g.failed().next().is_some(),
-        Err(_) => true,
-    };
-    // Running jobs hold a removal back until they end: not an error, a wait (exit 3).
-    let slurm_failed = slurm.calls.iter().any(
-        |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason != "JobsRunning"),
-    );
-    let slurm_held = slurm.calls.iter().any(
-        |(_, o)| matches!(o, Some(Outcome::Failed { reason, .. }) if *reason == "JobsRunning"),
-    );
-    if !report.failed.is_empty() || slurm_failed || gold_failed {
+    print_apply(&report, args.output);
+    if report.failed() {
         ExitCode::FAILURE
-    } else if last.has_blocked()
-        || guests_blocked
-        || !report.lost_races.is_empty()
-        || slurm_held
-        || invalid_in_slurm(&slurm)
+    } else if report.last.has_blocked()
+        || blocked
+        || !report.ldap.lost_races.is_empty()
+        || report.held()
     {
         ExitCode::from(BLOCKED)
     } else {
@@ -280,44 +176,23 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     }
 }
 
-/// Whether Slurm refused an object as written (a name or TRES name sacctmgr must never see):
-/// the object is Invalid, and the run ends with exit code 3, not as converged.
-fn invalid_in_slurm(slurm: &SlurmReport) -> bool {
-    slurm.waiting.iter().any(|w| w.reason == "InvalidSlurmName")
-}
-
 /// Runs every ImportSource of the site (file mode): reads it, matches its records, and adds
-/// the Persons and Accounts it stands for (and what is gone) to the site and the policy. A
-/// source that cannot be read, or whose run aborts (too many bad rows, the deletion guard), adds
-/// nothing and protects what it imported before from `--prune`. Returns whether any import is
-/// blocked, and the username counters to store.
+/// the Persons and Accounts it stands for (and what is gone) to the declared state. A source
+/// that cannot be read, or whose run aborts (too many bad rows, the deletion guard), adds
+/// nothing and protects what it imported before from `--prune`.
 async fn run_imports(
-    site: &mut crate::site::Site,
-    policy: &mut Policy<'_>,
-    observed: &crate::ldap::Observed,
+    declared: &mut Declared<'_>,
+    observed: &crate::plan::Observed,
     config: &Config,
     now: jiff::Timestamp,
     secrets_dir: Option<&std::path::Path>,
     output: Output,
-) -> (bool, std::collections::BTreeMap<String, (String, u32)>) {
+) {
     let say = |line: String| match output {
         Output::Text => println!("{line}"),
         Output::Json => eprintln!("{line}"),
     };
-    let mut blocked = false;
-    let mut counters = std::collections::BTreeMap::new();
-    for (key, (src, dir)) in site.imports.clone() {
-        let mine =
-            |e: &crate::ldap::Entry| e.first("rosterSourceUID") == Some(&src.spec.source_uid);
-        let protect = |policy: &mut Policy<'_>| {
-            for e in observed.accounts.values().filter(|e| mine(e)) {
-                if let Some(o) = e.owned_by().filter(|o| o.kind == "Account") {
-                    policy
-                        .keep
-                        .insert(crate::site::Key::new(o.namespace, o.name));
-                }
-            }
-        };
+    for (key, (src, dir)) in declared.site.imports.clone() {
         let (rows, errors) = match crate::import::files::read_source(&src, &dir, secrets_dir).await
         {
             Ok(r) => r,
@@ -325,19 +200,28 @@ async fn run_imports(
                 say(format!(
                     "x ImportSource {key}: SourceUnreachable: {e}; nothing imported (an unreachable source is not an empty one)"
                 ));
-                protect(policy);
-                blocked = true;
+                declared.keep_imported(&src.spec.source_uid, observed);
+                declared.imports_blocked = true;
                 continue;
             }
         };
-        let o = crate::import::engine::run(&src, &key, &rows, &errors, site, observed, config, now);
+        let o = crate::import::engine::run(
+            &src,
+            &key,
+            &rows,
+            &errors,
+            &declared.site,
+            observed,
+            config,
+            now,
+        );
         for line in &o.report {
             say(format!("  ImportSource {key}: {line}"));
         }
         if let Some(why) = &o.aborted {
             say(format!("x ImportSource {key}: Aborted: {why}"));
-            protect(policy);
-            blocked = true;
+            declared.keep_imported(&src.spec.source_uid, observed);
+            declared.imports_blocked = true;
             continue;
         }
         let r = &o.run;
@@ -355,17 +239,11 @@ async fn run_imports(
             }
         ));
         if src.spec.dry_run {
-            protect(policy);
+            declared.keep_imported(&src.spec.source_uid, observed);
             continue;
         }
-        site.people.extend(o.people);
-        site.accounts.extend(o.accounts);
-        policy.removed.extend(o.removed);
-        policy.purge_after.extend(o.purge_after);
-        policy.deactivate_after.extend(o.deactivate_after);
-        counters.extend(o.counters);
+        declared.add_import(o);
     }
-    (blocked, counters)
 }
 
 /// Guests' own news (text mode, on stderr so JSON on stdout stays one document): rule
@@ -428,20 +306,50 @@ fn upcoming(plan: &Plan, namespaces: &BTreeSet<String>) -> Vec<String> {
     items.into_iter().map(|(_, l)| l).collect()
 }
 
-fn slurm_json(slurm: &SlurmReport) -> serde_json::Value {
+/// A change's outcome as `-o json` spells it: status, reason, message.
+fn status_json(o: &Outcome) -> (&'static str, &'static str, String) {
+    match o {
+        Outcome::Planned => ("planned", "", String::new()),
+        Outcome::Done => ("done", "", String::new()),
+        Outcome::AlreadySo => ("alreadySo", "", String::new()),
+        Outcome::Failed { reason, message } => ("failed", reason, message.clone()),
+    }
+}
+
+/// Calls of a backend this run made, from the metrics (queries and retries included).
+fn calls_of(backend: &str) -> f64 {
+    let m = crate::telemetry::global();
+    m.sum("roster_backend_operations_total", &[("backend", backend)])
+        - m.sum(
+            "roster_backend_operations_total",
+            &[("backend", backend), ("operation", "observe")],
+        )
+}
+
+fn changes_of<'a>(
+    report: &'a PassReport,
+    backend: &'a str,
+) -> impl Iterator<Item = &'a ChangeOutcome> {
+    report.changes.iter().filter(move |c| c.backend == backend)
+}
+
+fn slurm_json(report: &PassReport) -> serde_json::Value {
+    let Some(slurm) = &report.slurm else {
+        return json!({"calls": [], "waiting": [], "unmanaged": [], "invocations": 0});
+    };
+    let (waiting, unmanaged, error) = match slurm {
+        Ok(s) => (&s.waiting[..], &s.unmanaged[..], None),
+        Err(e) => (&[][..], &[][..], Some(e)),
+    };
     json!({
-        "calls": slurm.calls.iter().map(|(c, o)| {
-            let (status, reason, message) = match o {
-                None => ("planned", "", String::new()),
-                Some(Outcome::Done) => ("done", "", String::new()),
-                Some(Outcome::AlreadySo) => ("alreadySo", "", String::new()),
-                Some(Outcome::Failed { reason, message }) => ("failed", *reason, message.clone()),
-            };
-            json!({"args": c.args, "description": c.what, "status": status, "reason": reason, "message": message})
+        "calls": changes_of(report, "slurm").map(|c| {
+            let (status, reason, message) = status_json(&c.outcome);
+            json!({"args": c.command, "description": c.what, "status": status, "reason": reason, "message": message})
         }).collect::<Vec<_>>(),
-        "waiting": slurm.waiting.iter().map(|w| json!({"kind": w.kind, "namespace": w.key.namespace, "name": w.key.name, "reason": w.reason, "message": w.message})).collect::<Vec<_>>(),
-        "unmanaged": slurm.unmanaged,
-        "invocations": slurm.invocations,
+        "waiting": waiting.iter().map(|w| json!({"kind": w.kind, "namespace": w.key.namespace, "name": w.key.name, "reason": w.reason, "message": w.message})).collect::<Vec<_>>(),
+        "unmanaged": unmanaged,
+        "invocations": calls_of("slurm"),
+        "error": error,
     })
 }
 
@@ -499,34 +407,37 @@ fn blocked_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-type GoldOutcome = Result<crate::gold::Report, String>;
-
-fn gold_json(gold: &GoldOutcome) -> serde_json::Value {
-    match gold {
-        Err(e) => json!({"error": e}),
-        Ok(g) => json!({
-            "steps": g.steps.iter().map(|s| json!({
-                "what": s.what,
-                "kind": s.concerns.as_ref().map(|(k, _)| k.to_string()),
-                "namespace": s.concerns.as_ref().map(|(_, k)| k.namespace.clone()),
-                "name": s.concerns.as_ref().map(|(_, k)| k.name.clone()),
-                "error": s.error.as_ref().map(|e| e.to_string()),
-            })).collect::<Vec<_>>(),
+fn gold_json(report: &PassReport) -> serde_json::Value {
+    match &report.gold {
+        None => json!({"steps": [], "notes": [], "requests": 0}),
+        Some(Err(e)) => json!({"error": e}),
+        Some(Ok(g)) => json!({
+            "steps": changes_of(report, "gold").map(|c| {
+                let t = c.subject.as_ref();
+                json!({
+                    "what": c.what,
+                    "kind": t.map(|t| t.kind.to_string()),
+                    "namespace": t.map(|t| t.key.namespace.clone()),
+                    "name": t.map(|t| t.key.name.clone()),
+                    "error": match &c.outcome { Outcome::Failed { message, .. } => Some(message.clone()), _ => None },
+                })
+            }).collect::<Vec<_>>(),
             "notes": g.notes,
-            "requests": g.requests,
+            "requests": calls_of("gold"),
         }),
     }
 }
 
 /// Gold's lines: `+ gold: …` per request (`x gold: …` when it failed), `? gold: …` notes.
-fn print_gold(gold: &GoldOutcome) {
-    match gold {
-        Err(e) => println!("x gold: {e}"),
-        Ok(g) => {
-            for s in &g.steps {
-                match &s.error {
-                    Some(e) => println!("x gold: {}: {e}", s.what),
-                    None => println!("+ gold: {}", s.what),
+fn print_gold(report: &PassReport) {
+    match &report.gold {
+        None => {}
+        Some(Err(e)) => println!("x gold: {e}"),
+        Some(Ok(g)) => {
+            for c in changes_of(report, "gold") {
+                match &c.outcome {
+                    Outcome::Failed { message, .. } => println!("x gold: {}: {message}", c.what),
+                    _ => println!("+ gold: {}", c.what),
                 }
             }
             for n in &g.notes {
@@ -536,17 +447,16 @@ fn print_gold(gold: &GoldOutcome) {
     }
 }
 
-fn gold_steps(gold: &GoldOutcome) -> usize {
-    gold.as_ref().map(|g| g.steps.len()).unwrap_or(0)
+/// What Slurm waits for, and leaves alone.
+fn slurm_waiting(report: &PassReport) -> (&[crate::slurm::desired::Waiting], &[String]) {
+    match &report.slurm {
+        Some(Ok(s)) => (&s.waiting, &s.unmanaged),
+        _ => (&[], &[]),
+    }
 }
 
-fn print_plan(
-    plan: &Plan,
-    slurm: &SlurmReport,
-    gold: &GoldOutcome,
-    output: Output,
-    namespaces: &BTreeSet<String>,
-) {
+fn print_plan(report: &PassReport, output: Output, namespaces: &BTreeSet<String>) {
+    let plan = &report.first;
     let adds = plan
         .ops
         .iter()
@@ -554,16 +464,21 @@ fn print_plan(
         .count();
     let mods = plan.ops.len() - adds;
     let blocked = plan.objects.iter().filter(|o| o.is_blocked()).count();
+    let (slurm_calls, gold_steps) = (
+        report.downstream_changes("slurm"),
+        report.downstream_changes("gold"),
+    );
     match output {
         Output::Json => {
             let doc = json!({
                 "version": JSON_VERSION,
                 "changes": plan.ops.iter().map(op_json).collect::<Vec<_>>(),
                 "objects": objects_json(plan),
-                "summary": {"add": adds, "modify": mods, "blocked": blocked, "slurmCalls": slurm.calls.len(), "goldRequests": gold_steps(gold)},
-                "slurm": slurm_json(slurm),
-                "gold": gold_json(gold),
+                "summary": {"add": adds, "modify": mods, "blocked": blocked, "slurmCalls": slurm_calls, "goldRequests": gold_steps},
+                "slurm": slurm_json(report),
+                "gold": gold_json(report),
                 "nextWakeup": plan.next_wakeup.map(|t| t.to_string()),
+                "metrics": crate::telemetry::global().samples(),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
@@ -571,106 +486,97 @@ fn print_plan(
             for op in &plan.ops {
                 println!("{}", op.describe());
             }
-            for (call, _) in &slurm.calls {
-                println!("+ slurm: sacctmgr -i {}", call.args.join(" "));
+            for c in changes_of(report, "slurm") {
+                println!("+ slurm: sacctmgr -i {}", c.command.join(" "));
             }
-            print_gold(gold);
+            print_gold(report);
             for line in blocked_lines(plan) {
                 println!("{line}");
             }
-            for w in &slurm.waiting {
+            let (waiting, unmanaged) = slurm_waiting(report);
+            for w in waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
             }
             for line in upcoming(plan, namespaces) {
                 println!("{line}");
             }
-            for u in &slurm.unmanaged {
+            for u in unmanaged {
                 println!("? slurm: {u}");
             }
-            if plan.ops.is_empty()
-                && blocked == 0
-                && slurm.calls.is_empty()
-                && gold_steps(gold) == 0
-            {
+            if plan.ops.is_empty() && blocked == 0 && slurm_calls == 0 && gold_steps == 0 {
                 println!("No changes: the backends match the manifests.");
             } else {
                 println!(
-                    "Plan: {adds} to add, {mods} to change, {} Slurm call(s), {} Gold request(s), {blocked} object(s) blocked.",
-                    slurm.calls.len(),
-                    gold_steps(gold)
+                    "Plan: {adds} to add, {mods} to change, {slurm_calls} Slurm call(s), {gold_steps} Gold request(s), {blocked} object(s) blocked."
                 );
             }
         }
     }
 }
 
-fn print_apply(
-    first: &Plan,
-    report: &ApplyReport,
-    last: &Plan,
-    slurm: &SlurmReport,
-    gold: &GoldOutcome,
-    output: Output,
-) {
+fn print_apply(report: &PassReport, output: Output) {
+    let (first, applied, last) = (&report.first, &report.ldap, &report.last);
     match output {
         Output::Json => {
             let doc = json!({
                 "version": JSON_VERSION,
-                "applied": report.done.iter().map(|(i, n)| {
+                "applied": applied.done.iter().map(|(i, n)| {
                     let mut j = op_json(&first.ops[*i]);
                     j["allocated"] = json!(n);
                     j
                 }).collect::<Vec<_>>(),
-                "failed": report.failed.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
-                "lostRaces": report.lost_races.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
-                "counterRetries": report.counter_retries,
-                "writes": report.done.len(),
+                "failed": applied.failed.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
+                "lostRaces": applied.lost_races.iter().map(|(i, m)| failure_json(&first.ops[*i], m)).collect::<Vec<_>>(),
+                "counterRetries": applied.counter_retries,
+                "writes": applied.done.len(),
                 "objects": objects_json(last),
                 "remaining": last.ops.len(),
-                "slurm": slurm_json(slurm),
-                "gold": gold_json(gold),
+                "slurm": slurm_json(report),
+                "gold": gold_json(report),
+                "metrics": crate::telemetry::global().samples(),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
         Output::Text => {
-            for (i, n) in &report.done {
+            for (i, n) in &applied.done {
                 let line = first.ops[*i].describe();
                 match n {
                     Some(n) => println!("{line} → {n}"),
                     None => println!("{line}"),
                 }
             }
-            for (i, m) in report.failed.iter().chain(&report.lost_races) {
+            for (i, m) in applied.failed.iter().chain(&applied.lost_races) {
                 let op = &first.ops[*i];
                 println!("x {}: {}: {m}", op.target(), op.dn());
             }
-            for (call, outcome) in &slurm.calls {
-                match outcome {
-                    Some(Outcome::Failed { reason, message }) => {
-                        println!("x slurm: {}: {reason}: {message}", call.what)
+            if let Some(Err(e)) = &report.slurm {
+                println!("x slurm: {e}");
+            }
+            for c in changes_of(report, "slurm") {
+                match &c.outcome {
+                    Outcome::Failed { reason, message } => {
+                        println!("x slurm: {}: {reason}: {message}", c.what)
                     }
-                    _ => println!("+ slurm: {}", call.what),
+                    _ => println!("+ slurm: {}", c.what),
                 }
             }
-            print_gold(gold);
+            print_gold(report);
             for line in blocked_lines(last) {
                 println!("{line}");
             }
-            for w in &slurm.waiting {
+            let (waiting, _) = slurm_waiting(report);
+            for w in waiting {
                 println!("… {} {}: {}: {}", w.kind, w.key, w.reason, w.message);
             }
-            if report.done.is_empty()
-                && report.failed.is_empty()
-                && slurm.calls.is_empty()
-                && gold_steps(gold) == 0
-            {
+            let downstream = report.downstream_changes("slurm") + report.downstream_changes("gold");
+            if applied.done.is_empty() && applied.failed.is_empty() && downstream == 0 {
                 println!("No changes: the backends already match the manifests.");
             } else {
                 println!(
                     "Applied {} write(s), {} failed; counter retries: {}.",
-                    report.done.len(),
-                    report.failed.len() + report.lost_races.len(),
-                    report.counter_retries
+                    applied.done.len(),
+                    applied.failed.len() + applied.lost_races.len(),
+                    applied.counter_retries
                 );
             }
         }

@@ -273,7 +273,7 @@ async fn gold_show(path: &std::path::Path) -> ExitCode {
         Ok(None) => return fail(format!("{} has no gold: section", path.display())),
         Err(e) => return fail(e.to_string()),
     };
-    let (g, _) = match crate::gold::sync::observe(&client).await {
+    let g = match crate::gold::sync::observe(&client).await {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
@@ -445,15 +445,9 @@ async fn config_check(path: &std::path::Path, offline: bool) -> ExitCode {
     }
     if let Some(slurm) = &config.slurm {
         // Writes to a cluster slurmdbd does not know are silently dropped: check at start-up.
-        let observed = match slurm.database_url(&config) {
-            Ok(Some(url)) => crate::slurm::observe::observe(&url, &slurm.clusters).await,
-            Ok(None) => {
-                let mut sacctmgr = crate::slurm::apply::Sacctmgr::from_config(&config, slurm);
-                crate::slurm::observe::observe_with_sacctmgr(&mut sacctmgr, &slurm.clusters).await
-            }
-            Err(e) => return fail(e),
-        };
-        if let Err(e) = observed {
+        use crate::backend::Backend;
+        let mut backend = crate::slurm::Slurm::new(&config).expect("Slurm is configured");
+        if let Err(e) = backend.observe().await {
             return fail(e);
         }
         println!(

@@ -14,33 +14,31 @@ use futures::StreamExt;
 pub use crate::api::names::is_gold_name;
 pub use proto::{Client, GoldError, Request};
 
-use crate::config::Config;
-use crate::plan::Observed;
-use crate::plan::{Kind, Plan};
-use crate::site::{Key, Site};
+use crate::backend::{Backend, ChangeOutcome, Downstream, Mode, Outcome};
+use crate::config::{Config, GoldConfig};
+use crate::plan::{Kind, Target};
+use crate::site::Key;
 
-/// What one Gold convergence did (or, dry, would do).
+/// What one Gold convergence did (or, in `Mode::Plan`, would do).
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Each step: what, the object it concerns, and (unless dry) the error if it failed.
-    pub steps: Vec<StepResult>,
+    /// Each step: what, the object it concerns, and its outcome.
+    pub changes: Vec<ChangeOutcome>,
     /// What Roster leaves alone in Gold and says so.
     pub notes: Vec<String>,
-    /// Requests sent, queries included.
-    pub requests: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepResult {
-    pub what: String,
-    pub concerns: Option<(Kind, Key)>,
-    pub error: Option<GoldError>,
 }
 
 impl Report {
-    pub fn failed(&self) -> impl Iterator<Item = &StepResult> {
-        self.steps.iter().filter(|s| s.error.is_some())
+    pub fn failed(&self) -> impl Iterator<Item = &ChangeOutcome> {
+        self.changes.iter().filter(|c| c.outcome.is_failed())
     }
+}
+
+/// The requests that bring Gold to the declared state, in stages.
+#[derive(Debug, Default)]
+pub struct GoldPlan {
+    pub steps: Vec<(sync::Step, String, Option<Target>)>,
+    pub notes: Vec<String>,
 }
 
 /// Why Gold could not be converged at all.
@@ -67,16 +65,10 @@ pub fn client(config: &Config) -> Result<Option<Client>, GoldFailure> {
 }
 
 /// Sends a request, retrying what is transient (with a short backoff).
-async fn send(
-    client: &Client,
-    req: &Request,
-    attempts: u32,
-    count: &mut u64,
-) -> Result<proto::Response, GoldError> {
+async fn send(client: &Client, req: &Request, attempts: u32) -> Result<proto::Response, GoldError> {
     let mut delay = Duration::from_millis(200);
     let mut last = None;
     for _ in 0..attempts.max(1) {
-        *count += 1;
         match client.send(req).await {
             Ok(r) => return Ok(r),
             // A query lost on the way is safe to ask again; a write is not (it may be done).
@@ -96,7 +88,7 @@ async fn send(
 
 /// Reads Gold's state (queries only, so a connection lost on the way is safe to try again),
 /// up to `attempts` times with a short backoff.
-async fn observe(client: &Client, attempts: u32) -> Result<(sync::State, u64), GoldError> {
+async fn observe(client: &Client, attempts: u32) -> Result<sync::State, GoldError> {
     let mut delay = Duration::from_millis(200);
     let mut tries = 0;
     loop {
@@ -119,9 +111,7 @@ async fn observe(client: &Client, attempts: u32) -> Result<(sync::State, u64), G
 async fn allocations_of(
     client: &Client,
     account: &str,
-    count: &mut u64,
 ) -> Result<Vec<sync::Allocation>, GoldError> {
-    *count += 1;
     let r = client
         .send(
             &Request::new("Query", "Allocation")
@@ -146,7 +136,6 @@ async fn deposit(
     w: &sync::Window,
     expected: i64,
     attempts: u32,
-    count: &mut u64,
 ) -> Result<(), GoldError> {
     let mut req = Request::new("Deposit", "Account")
         .option("Id", account)
@@ -158,7 +147,6 @@ async fn deposit(
     }
     let mut last = None;
     for _ in 0..attempts.max(1) {
-        *count += 1;
         match client.send(&req).await {
             Ok(_) => return Ok(()),
             Err(e @ GoldError::Failed { .. }) | Err(e @ GoldError::Authentication { .. }) => {
@@ -167,7 +155,7 @@ async fn deposit(
             Err(e) => {
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let now = allocations_of(client, account, count).await;
+                let now = allocations_of(client, account).await;
                 if let Ok(list) = now
                     && list
                         .iter()
@@ -181,17 +169,15 @@ async fn deposit(
     Err(last.expect("at least one attempt"))
 }
 
-/// Sends one step (a deposit goes to the project's account); the error, if any, and the number
-/// of requests it took.
+/// Sends one step (a deposit goes to the project's account); the error, if any.
 async fn run_step(
     client: &Client,
     s: &sync::Step,
     accounts: &std::collections::BTreeMap<String, String>,
     have: &sync::State,
     attempts: u32,
-) -> (Option<GoldError>, u64) {
-    let mut count = 0;
-    let error = match &s.deposit {
+) -> Option<GoldError> {
+    match &s.deposit {
         Some((project, w)) => match accounts.get(project) {
             None => Some(GoldError::Failed {
                 what: format!("Deposit for project {project}"),
@@ -205,110 +191,159 @@ async fn run_step(
                     .and_then(|l| l.iter().find(|a| a.start == w.start && a.end == w.end))
                     .map(|a| a.deposited)
                     .unwrap_or(0);
-                deposit(client, id, w, before + w.amount, attempts, &mut count)
+                deposit(client, id, w, before + w.amount, attempts)
                     .await
                     .err()
             }
         },
-        None => send(client, &s.request, attempts, &mut count).await.err(),
-    };
-    (error, count)
+        None => send(client, &s.request, attempts).await.err(),
+    }
 }
 
-/// Observes Gold, plans against the directory as it now is, and sends the requests (unless
-/// `dry`).
-pub async fn converge(
-    config: &Config,
-    site: &Site,
-    ldap: &Observed,
-    plan: &Plan,
-    now: jiff::Timestamp,
-    dry: bool,
-) -> Result<Report, GoldFailure> {
-    let Some(client) = client(config)? else {
-        return Ok(Report::default());
-    };
-    let g = config.gold.as_ref().expect("client implies config");
-    let mut report = Report::default();
-    let (have, queries) = observe(&client, g.attempts).await?;
-    report.requests += queries;
-    let want = sync::desired(site, ldap, plan, config, now);
-    let (steps, notes) = sync::diff(&have, &want);
-    report.notes = notes;
-    let concerns = |c: &Option<(Kind, String)>| -> Option<(Kind, Key)> {
-        let (kind, name) = c.as_ref()?;
-        want.owners
-            .get(&(*kind, name.clone()))
-            .map(|k| (*kind, k.clone()))
-    };
-    let describe = |s: &sync::Step| match &s.deposit {
+/// The Gold backend of one pass.
+pub struct Gold<'c> {
+    config: &'c Config,
+    cfg: &'c GoldConfig,
+    client: Client,
+}
+
+impl<'c> Gold<'c> {
+    /// The backend, when the site configures Gold (its key is read now).
+    pub fn new(config: &'c Config) -> Result<Option<Gold<'c>>, GoldFailure> {
+        let Some(client) = client(config)? else {
+            return Ok(None);
+        };
+        let cfg = config
+            .gold
+            .as_ref()
+            .expect("a client implies the configuration");
+        Ok(Some(Gold {
+            config,
+            cfg,
+            client,
+        }))
+    }
+}
+
+/// A step for humans.
+fn describe(s: &sync::Step) -> String {
+    match &s.deposit {
         Some((p, w)) => format!(
             "Deposit {} credits on project {p}'s account for {}..{}",
             w.amount, w.start, w.end
         ),
         None => s.request.describe(),
-    };
-    if dry {
-        report.steps = steps
-            .iter()
-            .map(|s| StepResult {
-                what: describe(s),
-                concerns: concerns(&s.concerns),
-                error: None,
+    }
+}
+
+impl Backend for Gold<'_> {
+    const NAME: &'static str = "gold";
+    type Input<'a> = Downstream<'a>;
+    type Observed = sync::State;
+    type Plan = GoldPlan;
+    type Report = Report;
+    type Error = GoldFailure;
+
+    async fn observe(&mut self) -> Result<sync::State, GoldFailure> {
+        Ok(observe(&self.client, self.cfg.attempts).await?)
+    }
+
+    fn plan(&self, input: Downstream<'_>, have: &sync::State) -> GoldPlan {
+        let want = sync::desired(
+            input.site,
+            input.directory,
+            input.plan,
+            self.config,
+            input.now,
+        );
+        let (steps, notes) = sync::diff(have, &want);
+        let concerns = |c: &Option<(Kind, String)>| -> Option<Target> {
+            let (kind, name) = c.as_ref()?;
+            want.owners
+                .get(&(*kind, name.clone()))
+                .map(|k: &Key| Target::new(*kind, k))
+        };
+        let steps = steps
+            .into_iter()
+            .map(|s| {
+                let (what, target) = (describe(&s), concerns(&s.concerns));
+                (s, what, target)
             })
             .collect();
-        return Ok(report);
+        GoldPlan { steps, notes }
     }
-    let mut accounts = have.accounts.clone();
-    let mut stage_start = 0;
-    while stage_start < steps.len() {
-        let stage = steps[stage_start].stage;
-        let end = steps[stage_start..]
-            .iter()
-            .position(|s| s.stage != stage)
-            .map(|n| stage_start + n)
-            .unwrap_or(steps.len());
-        let batch = &steps[stage_start..end];
-        // New projects got their account from Gold just now.
-        if stage == sync::Stage::Allocations
-            && batch
+
+    async fn apply(&mut self, plan: &GoldPlan, have: &sync::State, mode: Mode) -> Report {
+        let mut report = Report {
+            notes: plan.notes.clone(),
+            changes: vec![],
+        };
+        let change = |s: &sync::Step, what: &str, target: &Option<Target>, outcome| ChangeOutcome {
+            backend: Self::NAME,
+            operation: format!("{} {}", s.request.action, s.request.objects.join(",")),
+            targets: target.iter().cloned().collect(),
+            subject: target.clone(),
+            what: what.to_string(),
+            command: vec![],
+            outcome,
+        };
+        if mode == Mode::Plan {
+            report.changes = plan
+                .steps
                 .iter()
-                .filter_map(|s| s.deposit.as_ref())
-                .any(|(p, _)| !accounts.contains_key(p))
-        {
-            // (Through AccountProject: the new account is the one linked to the project,
-            // whatever other accounts carry its name.)
-            report.requests += 2;
-            if let Ok(a) = sync::read_accounts(&client).await {
-                for (project, id) in a.deposit_to {
-                    accounts.entry(project).or_insert(id);
+                .map(|(s, what, t)| change(s, what, t, Outcome::Planned))
+                .collect();
+            return report;
+        }
+        let steps = &plan.steps;
+        let client = &self.client;
+        let attempts = self.cfg.attempts;
+        let mut accounts = have.accounts.clone();
+        let mut stage_start = 0;
+        while stage_start < steps.len() {
+            let stage = steps[stage_start].0.stage;
+            let end = steps[stage_start..]
+                .iter()
+                .position(|s| s.0.stage != stage)
+                .map(|n| stage_start + n)
+                .unwrap_or(steps.len());
+            let batch = &steps[stage_start..end];
+            // New projects got their account from Gold just now.
+            if stage == sync::Stage::Allocations
+                && batch
+                    .iter()
+                    .filter_map(|s| s.0.deposit.as_ref())
+                    .any(|(p, _)| !accounts.contains_key(p))
+            {
+                // (Through AccountProject: the new account is the one linked to the project,
+                // whatever other accounts carry its name.)
+                if let Ok(a) = sync::read_accounts(client).await {
+                    for (project, id) in a.deposit_to {
+                        accounts.entry(project).or_insert(id);
+                    }
                 }
             }
+            // Futures collected first: a stream over a borrowing closure trips rustc's Send check.
+            let futures: Vec<_> = batch
+                .iter()
+                .map(|s| run_step(client, &s.0, &accounts, have, attempts))
+                .collect();
+            let results: Vec<Option<GoldError>> = futures::stream::iter(futures)
+                .buffered(self.cfg.concurrency.max(1))
+                .collect()
+                .await;
+            for ((s, what, target), error) in batch.iter().zip(results) {
+                let outcome = match error {
+                    None => Outcome::Done,
+                    Some(e) => Outcome::Failed {
+                        reason: "GoldRequestFailed",
+                        message: e.to_string(),
+                    },
+                };
+                report.changes.push(change(s, what, target, outcome));
+            }
+            stage_start = end;
         }
-        // Futures collected first: a stream over a borrowing closure trips rustc's Send check.
-        let futures: Vec<_> = batch
-            .iter()
-            .map(|s| run_step(&client, s, &accounts, &have, g.attempts))
-            .collect();
-        let results: Vec<(Option<GoldError>, u64)> = futures::stream::iter(futures)
-            .buffered(g.concurrency.max(1))
-            .collect()
-            .await;
-        let results = batch.iter().zip(results).map(|(s, (error, n))| {
-            (
-                StepResult {
-                    what: describe(s),
-                    concerns: concerns(&s.concerns),
-                    error,
-                },
-                n,
-            )
-        });
-        for (r, n) in results {
-            report.requests += n;
-            report.steps.push(r);
-        }
-        stage_start = end;
+        report
     }
-    Ok(report)
 }

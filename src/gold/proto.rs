@@ -298,6 +298,11 @@ impl Client {
     /// Sends one request and reads the whole reply. A refusal (Failure) is an error; 4xx with
     /// 424 is an authentication error.
     pub async fn send(&self, req: &Request) -> Result<Response, GoldError> {
+        let operation = format!("{} {}", req.action, req.objects.join(","));
+        crate::backend::call("gold", &operation, self.exchange(req), Result::is_ok).await
+    }
+
+    async fn exchange(&self, req: &Request) -> Result<Response, GoldError> {
         let bytes = frame(&payload(&req.body(&self.actor), &self.key));
         let seconds = self.timeout.as_secs().max(1);
         let exchange = async {

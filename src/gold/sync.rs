@@ -131,7 +131,7 @@ fn query(object: &str, columns: &[&str]) -> Request {
 }
 
 /// Reads everything Roster compares, in seven queries.
-pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
+pub async fn observe(client: &Client) -> Result<State, GoldError> {
     let mut s = State::default();
     for row in client.send(&query("Organization", &["Name"])).await?.data {
         s.organizations.insert(text(&row, "Name"));
@@ -220,7 +220,7 @@ pub async fn observe(client: &Client) -> Result<(State, u64), GoldError> {
             .or_default()
             .push(allocation(&row));
     }
-    Ok((s, 7))
+    Ok(s)
 }
 
 /// Gold's accounts as Roster relates them to projects (see [`State::accounts`]).

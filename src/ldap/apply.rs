@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use ldap3::{Mod, Scope, SearchEntry};
 
 use super::{Directory, DirectoryError, Observed};
+use crate::backend::{ChangeOutcome, Outcome};
 use crate::config::{Config, IdRange, PrimaryGroup};
 use crate::plan::{AttrChange, Number, Op};
 
@@ -21,6 +22,29 @@ pub struct ApplyReport {
     pub lost_races: Vec<(usize, String)>,
     /// Times a counter update lost against a concurrent writer and was retried.
     pub counter_retries: u32,
+    /// Each operation, with the object it concerns and its outcome.
+    pub changes: Vec<ChangeOutcome>,
+}
+
+impl ApplyReport {
+    /// Whether anything reached the directory, or may have (a failed or lost operation may
+    /// have written part of its work).
+    pub fn wrote(&self) -> bool {
+        !self.done.is_empty() || !self.failed.is_empty() || !self.lost_races.is_empty()
+    }
+}
+
+/// The change outcome of one operation.
+pub fn change(op: &Op, outcome: Outcome) -> ChangeOutcome {
+    ChangeOutcome {
+        backend: "ldap",
+        operation: op.verb().into(),
+        targets: vec![op.target().clone()],
+        subject: Some(op.target().clone()),
+        what: op.describe(),
+        command: vec![],
+        outcome,
+    }
 }
 
 /// A counter and the numbers it must skip.
@@ -144,6 +168,18 @@ impl Directory {
                 Op::Modify { dn, changes, .. } => self.modify(dn, changes).await.map(|()| None),
                 Op::Delete { dn, .. } => self.delete(dn).await.map(|()| None),
             };
+            let outcome = match &result {
+                Ok(_) => Outcome::Done,
+                Err((true, m)) => Outcome::Failed {
+                    reason: "LostRace",
+                    message: format!("{}: {m}", op.dn()),
+                },
+                Err((false, m)) => Outcome::Failed {
+                    reason: "WriteFailed",
+                    message: format!("{}: {m}", op.dn()),
+                },
+            };
+            report.changes.push(change(op, outcome));
             match result {
                 Ok(n) => report.done.push((i, n)),
                 Err((true, m)) => report.lost_races.push((i, m)),
@@ -199,7 +235,7 @@ impl Directory {
                     ];
                     let r = self
                         .ldap
-                        .add(&dn, attrs)
+                        .add("create counter", &dn, attrs, &[68])
                         .await
                         .map_err(|e| self.unreachable(e))?;
                     if r.rc != 0 && r.rc != 68 {
@@ -224,11 +260,13 @@ impl Directory {
             let r = self
                 .ldap
                 .modify(
+                    "advance counter",
                     &dn,
                     vec![
                         Mod::Delete("rosterCounterValue", HashSet::from([old.as_str()])),
                         Mod::Add("rosterCounterValue", HashSet::from([new.as_str()])),
                     ],
+                    &[16],
                 )
                 .await
                 .map_err(|e| self.unreachable(e))?;
@@ -253,6 +291,7 @@ impl Directory {
         let r = self
             .ldap
             .search(
+                "read counter",
                 dn,
                 Scope::Base,
                 "(objectClass=rosterCounter)",
@@ -279,7 +318,7 @@ impl Directory {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.as_str(), v.iter().map(String::as_str).collect()))
             .collect();
-        match self.ldap.add(dn, list).await {
+        match self.ldap.add("add", dn, list, &[]).await {
             Err(e) => Err((false, self.unreachable(e).to_string())),
             Ok(r) if r.rc == 0 => Ok(()),
             Ok(r) if r.rc == 68 => Err((true, format!("{dn} was created by another writer first"))),
@@ -306,7 +345,7 @@ impl Directory {
                 }
             })
             .collect();
-        match self.ldap.modify(dn, mods).await {
+        match self.ldap.modify("modify", dn, mods, &[]).await {
             Err(e) => Err((false, self.unreachable(e).to_string())),
             Ok(r) if r.rc == 0 => Ok(()),
             Ok(r) => Err((false, op_error("modify", dn, r.rc, &r.text).to_string())),
@@ -324,11 +363,13 @@ impl Directory {
         let r = self
             .ldap
             .modify(
+                "set counter",
                 dn,
                 vec![Mod::Replace(
                     "rosterCounterValue",
                     HashSet::from([v.as_str()]),
                 )],
+                &[32],
             )
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -342,7 +383,7 @@ impl Directory {
                 ];
                 let r = self
                     .ldap
-                    .add(dn, attrs)
+                    .add("set counter", dn, attrs, &[])
                     .await
                     .map_err(|e| self.unreachable(e))?;
                 if r.rc == 0 {
@@ -368,7 +409,7 @@ impl Directory {
 
     /// Deletes an entry; one already gone is fine (a purge interrupted earlier).
     async fn delete(&mut self, dn: &str) -> Result<(), (bool, String)> {
-        match self.ldap.delete(dn).await {
+        match self.ldap.delete("delete", dn).await {
             Err(e) => Err((false, self.unreachable(e).to_string())),
             Ok(r) if r.rc == 0 || r.rc == 32 => Ok(()),
             Ok(r) => Err((false, op_error("delete", dn, r.rc, &r.text).to_string())),

@@ -5,11 +5,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
 use crate::config::{Config, ConfigError, TlsMode};
 
 pub mod apply;
+mod backend;
+mod conn;
+pub use backend::{Ldap, SiteInput};
 pub mod observe;
 pub use crate::plan::directory::{Entry, Observed, Owner};
 pub use apply::ApplyReport;
@@ -79,7 +82,7 @@ pub enum DirectoryError {
 
 /// A bound connection to the directory.
 pub struct Directory {
-    pub ldap: Ldap,
+    ldap: conn::Conn,
     pub uri: String,
 }
 
@@ -104,8 +107,9 @@ impl Directory {
             .map_err(|e| connect_error(config, &uri, e))?;
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
+        let mut ldap = conn::Conn(ldap);
         let bind = ldap
-            .simple_bind(&config.ldap.bind_dn, &password)
+            .bind(&config.ldap.bind_dn, &password)
             .await
             .map_err(|e| DirectoryError::Unreachable {
                 uri: uri.clone(),
@@ -236,7 +240,7 @@ impl Directory {
     ) -> Result<Option<SearchEntry>, DirectoryError> {
         let result = self
             .ldap
-            .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .search("read", dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
             .map_err(|e| DirectoryError::Unreachable {
                 uri: self.uri.clone(),

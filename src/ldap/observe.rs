@@ -47,8 +47,22 @@ pub const OBSERVED_ATTRS: &[&str] = &[
 ];
 
 impl Directory {
-    /// Reads everything below `base` in one paged search.
+    /// Reads everything below `base` in one paged search (one instrumented call, `observe`).
     pub async fn observe(
+        &mut self,
+        base: &str,
+        page_size: i32,
+    ) -> Result<Observed, DirectoryError> {
+        crate::backend::call(
+            "ldap",
+            "observe",
+            self.observe_all(base, page_size),
+            Result::is_ok,
+        )
+        .await
+    }
+
+    async fn observe_all(
         &mut self,
         base: &str,
         page_size: i32,
@@ -58,12 +72,14 @@ impl Directory {
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(page_size)),
         ];
+        let uri = self.uri.clone();
         let unreachable = |e: ldap3::LdapError| DirectoryError::Unreachable {
-            uri: self.uri.clone(),
+            uri: uri.clone(),
             message: e.to_string(),
         };
         let mut stream = self
             .ldap
+            .raw()
             .streaming_search_with(
                 adapters,
                 base,

@@ -3,8 +3,12 @@
 //! converger for a pass; concurrent requests share one pass, and a pass is the file-mode
 //! pipeline over the whole declared site: one bulk observe, plan, apply, status, events.
 
-mod converge;
+mod events;
+mod finalizers;
+mod guests;
+mod imports;
 pub mod status;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +28,7 @@ use crate::config::Config;
 use crate::plan::Kind;
 use crate::site::Key;
 use crate::telemetry::Metrics;
-use converge::{Converger, PassOutcome};
+use worker::{Converger, PassOutcome};
 
 /// How `roster run` was asked to behave.
 pub struct Options {
@@ -100,7 +104,7 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
 }
 
 pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunError> {
-    let metrics = Metrics::new();
+    let metrics = crate::telemetry::global();
     let addr = opts.metrics_address;
     let bound = crate::telemetry::serve(addr, metrics.clone())
         .await
@@ -116,12 +120,7 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
     let resync = crate::api::parse_duration(&opts.config.operator.resync_interval)
         .map_err(|e| RunError::Config(e.to_string()))?;
     if !opts.leader_election {
-        metrics.set(
-            "roster_leader",
-            "1 while this replica is the leader.",
-            vec![],
-            1.0,
-        );
+        metrics.leader.set(1.0);
         return controllers(&opts, client, metrics, resync).await;
     }
     let namespace = opts
@@ -150,23 +149,13 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
         .store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         while !*leader.borrow_and_update() {
-            metrics.set(
-                "roster_leader",
-                "1 while this replica is the leader.",
-                vec![],
-                0.0,
-            );
+            metrics.leader.set(0.0);
             if leader.changed().await.is_err() {
                 return Err(RunError::Lease("the lease manager stopped".into()));
             }
         }
         tracing::info!(identity = %opts.identity, "became the leader");
-        metrics.set(
-            "roster_leader",
-            "1 while this replica is the leader.",
-            vec![],
-            1.0,
-        );
+        metrics.leader.set(1.0);
         let work = controllers(&opts, client.clone(), metrics.clone(), resync);
         tokio::select! {
             r = work => return r,
@@ -189,7 +178,7 @@ async fn controllers(
     let people = controller::<Person>(&client);
     let guests = controller::<Guest>(&client);
     let imports = controller::<ImportSource>(&client);
-    let stores = converge::Stores {
+    let stores = worker::Stores {
         accounts: accounts.store(),
         projects: projects.store(),
         people: people.store(),
@@ -204,7 +193,7 @@ async fn controllers(
         },
     );
     let converger = Converger::start(
-        opts.config.clone(),
+        Arc::new(opts.config.clone()),
         client.clone(),
         stores,
         recorder,
@@ -395,19 +384,12 @@ async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Re
     }
     tracing::debug!(kind = %kind, object = %key, "reconcile asks for a pass");
     let outcome: Arc<PassOutcome> = ctx.converger.request().await;
-    let labels = vec![("kind", kind.to_string())];
-    ctx.metrics.inc(
-        "roster_reconciles_total",
-        "Reconciles by kind.",
-        labels.clone(),
-        1.0,
-    );
-    ctx.metrics.inc(
-        "roster_reconcile_duration_seconds_sum",
-        "Total time spent reconciling, by kind.",
-        labels.clone(),
-        started.elapsed().as_secs_f64(),
-    );
+    let labels = crate::telemetry::labels([("kind", &kind.to_string())]);
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     if let Some(e) = &outcome.error {
         return Err(ReconcileError::DirectoryUnavailable(e.clone()));
     }
@@ -435,15 +417,13 @@ fn error_policy<K: Declared>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Ctx>)
     let n = failures.entry((K::KIND, key.clone())).or_default();
     *n += 1;
     let wait = Duration::from_secs((1u64 << (*n).min(9)).min(300));
-    ctx.metrics.inc(
-        "roster_reconcile_errors_total",
-        "Failed reconciles by kind and reason.",
-        vec![
-            ("kind", K::KIND.to_string()),
-            ("reason", error.reason().to_string()),
-        ],
-        1.0,
-    );
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::telemetry::labels([
+            ("kind", &K::KIND.to_string()),
+            ("reason", error.reason()),
+        ]))
+        .inc();
     tracing::warn!(kind = %K::KIND, object = %key, error = %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

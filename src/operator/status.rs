@@ -2,11 +2,16 @@
 //! times, lifecycle timestamps mirrored from the directory, and the "has anything changed"
 //! test that keeps Roster from rewriting status for nothing.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
-use crate::api::{Condition, ConditionStatus, Lifecycle, Time, Transition};
-use crate::ldap::Entry;
-use crate::plan::{Cond, ObjectStatus, parse_generalized_time};
+use crate::api::{
+    Account, Condition, ConditionStatus, Lifecycle, Person, Phase, Project, Time, Transition,
+};
+use crate::plan::{Cond, Entry, Kind, ObjectStatus, Plan, Target, parse_generalized_time};
+use crate::site::Key;
 
 /// Conditions for the API, keeping `lastTransitionTime` of those whose status did not change.
 pub fn conditions(
@@ -96,6 +101,163 @@ pub fn same(current: Option<&Value>, desired: &Value) -> bool {
         }
     }
     clean(current.unwrap_or(&json!({}))) == clean(desired)
+}
+
+/// Objects Ready for their current generation, with the phase their status records.
+pub(super) fn converged_targets(
+    accounts: &[Arc<Account>],
+    projects: &[Arc<Project>],
+    people: &[Arc<Person>],
+) -> BTreeMap<Target, Phase> {
+    fn ready(
+        meta: &kube::api::ObjectMeta,
+        observed: Option<i64>,
+        conditions: &[Condition],
+    ) -> bool {
+        meta.generation.is_some()
+            && meta.generation == observed
+            && conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == crate::api::ConditionStatus::True)
+    }
+    let target = |kind, meta: &kube::api::ObjectMeta| Target {
+        kind,
+        key: Key::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        ),
+    };
+    let accounts = accounts.iter().filter_map(|a| {
+        let s = a.status.as_ref()?;
+        let phase = s.phase?;
+        ready(&a.metadata, s.observed_generation, &s.conditions)
+            .then(|| (target(Kind::Account, &a.metadata), phase))
+    });
+    let projects = projects.iter().filter_map(|p| {
+        let s = p.status.as_ref()?;
+        let phase = s.phase?;
+        ready(&p.metadata, s.observed_generation, &s.conditions)
+            .then(|| (target(Kind::Project, &p.metadata), phase))
+    });
+    let people = people.iter().filter_map(|h| {
+        let s = h.status.as_ref()?;
+        let phase = s.phase?;
+        ready(&h.metadata, s.observed_generation, &s.conditions)
+            .then(|| (target(Kind::Person, &h.metadata), phase))
+    });
+    accounts.chain(projects).chain(people).collect()
+}
+
+/// What status building needs from a pass.
+pub(super) struct StatusCtx<'a> {
+    pub last: &'a Plan,
+    pub failed: &'a BTreeMap<Target, String>,
+    pub repaired: &'a BTreeMap<Target, Vec<String>>,
+    /// `SlurmSynced` per object, when Slurm is configured.
+    pub slurm: &'a BTreeMap<Target, Cond>,
+    /// `GoldSynced` per object, when Gold is configured.
+    pub gold: &'a BTreeMap<Target, Cond>,
+    pub now: jiff::Timestamp,
+}
+
+impl StatusCtx<'_> {
+    pub fn object(&self, kind: Kind, key: &Key) -> ObjectStatus {
+        self.last.status_of(kind, key).cloned().unwrap_or_else(|| {
+            ObjectStatus::new(Target {
+                kind,
+                key: key.clone(),
+            })
+        })
+    }
+
+    pub fn conditions(
+        &self,
+        s: &ObjectStatus,
+        existing: &[Condition],
+        generation: Option<i64>,
+    ) -> Vec<Condition> {
+        let mut conds: Vec<Cond> = s.conditions.clone();
+        for backend in [self.slurm, self.gold] {
+            if !s.is_blocked()
+                && let Some(c) = backend.get(&s.target)
+            {
+                conds.push(c.clone());
+                if !c.status && !conds.iter().any(|c| c.type_ == "Ready" && !c.status) {
+                    conds.push(Cond {
+                        type_: "Ready",
+                        status: false,
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(m) = self.failed.get(&s.target) {
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: false,
+                reason: "WriteFailed".into(),
+                message: m.clone(),
+            });
+            conds.push(Cond {
+                type_: "Ready",
+                status: false,
+                reason: "WriteFailed".into(),
+                message: m.clone(),
+            });
+        } else if let Some(fixes) = self.repaired.get(&s.target) {
+            let message = format!(
+                "{}: the directory had changed behind Roster's back; repaired: {}",
+                self.now,
+                fixes.join("; ")
+            );
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: true,
+                reason: "DriftRepaired".into(),
+                message,
+            });
+        } else if let Some(prev) = existing.iter().find(|c| {
+            c.type_ == "LdapSynced"
+                && c.reason == "DriftRepaired"
+                && c.observed_generation == generation
+        }) && s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "LdapSynced" && c.status)
+        {
+            // Keep reporting the last repair until the object changes.
+            conds.push(Cond {
+                type_: "LdapSynced",
+                status: true,
+                reason: prev.reason.clone(),
+                message: prev.message.clone(),
+            });
+        }
+        conditions(&conds, existing, generation, self.now)
+    }
+
+    pub fn result(&self, s: &ObjectStatus) -> super::worker::ObjectResult {
+        let slurm_failure = self
+            .slurm
+            .get(&s.target)
+            .filter(|c| !c.status && c.reason != "WaitingForLdap" && c.reason != "QosMissing")
+            .map(|c| format!("{}: {}", c.reason, c.message));
+        let gold_failure = self
+            .gold
+            .get(&s.target)
+            .filter(|c| !c.status)
+            .map(|c| format!("{}: {}", c.reason, c.message));
+        super::worker::ObjectResult {
+            failed: self
+                .failed
+                .get(&s.target)
+                .cloned()
+                .or(slurm_failure)
+                .or(gold_failure),
+            next_transition: s.next_transition.map(|(_, at)| at),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,15 @@ pub struct Target {
     pub key: Key,
 }
 
+impl Target {
+    pub fn new(kind: Kind, key: &Key) -> Target {
+        Target {
+            kind,
+            key: key.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind, self.key)

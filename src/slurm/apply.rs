@@ -21,6 +21,21 @@ pub struct Call {
     pub file: Option<String>,
 }
 
+impl Call {
+    /// The Slurm account (a project's group) the call is about: its `account=`, or the first
+    /// `name=` of an account call.
+    pub fn about(&self) -> Option<&str> {
+        let account_call = self.args.get(1).is_some_and(|k| k == "account");
+        self.args
+            .iter()
+            .find_map(|a| {
+                a.strip_prefix("account=")
+                    .or_else(|| a.strip_prefix("name=").filter(|_| account_call))
+            })
+            .map(|a| a.split(',').next().unwrap_or(a))
+    }
+}
+
 fn n(v: Option<i64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-1".into())
 }
@@ -734,8 +749,6 @@ pub struct Sacctmgr {
     pub bin: String,
     pub slurm_conf: Option<PathBuf>,
     pub timeout: Duration,
-    /// Invocations so far (benchmarks and tests count them).
-    pub invocations: u64,
 }
 
 impl Sacctmgr {
@@ -748,13 +761,16 @@ impl Sacctmgr {
             bin: slurm.sacctmgr.clone(),
             slurm_conf: slurm.slurm_conf.as_ref().map(|p| config.resolve(p)),
             timeout: Duration::from_secs(slurm.timeout_seconds),
-            invocations: 0,
         }
     }
 
     /// A read-only `sacctmgr -nP …` query; its output, or why it failed.
     pub async fn query(&mut self, args: &[&str]) -> Result<String, String> {
-        self.invocations += 1;
+        let operation = format!("show {}", args.get(1).copied().unwrap_or(""));
+        crate::backend::call("slurm", &operation, self.show(args), Result::is_ok).await
+    }
+
+    async fn show(&self, args: &[&str]) -> Result<String, String> {
         let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.arg("-nP")
             .args(args)
@@ -831,31 +847,13 @@ impl Sacctmgr {
     /// is retried (4 attempts, backing off from 0.5 s).
     async fn run_within(&mut self, args: &[String], timeout: Duration) -> Outcome {
         let mut delay = Duration::from_millis(500);
+        let operation = operation(args);
         for attempt in 0..4 {
-            self.invocations += 1;
-            let mut cmd = tokio::process::Command::new(&self.bin);
-            cmd.arg("-i")
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true);
-            if let Some(conf) = &self.slurm_conf {
-                cmd.env("SLURM_CONF", conf);
-            }
-            let out = match tokio::time::timeout(timeout, cmd.output()).await {
-                Err(_) => Outcome::Failed {
-                    reason: "Timeout",
-                    message: format!("sacctmgr did not answer within {timeout:?}"),
-                },
-                Ok(Err(e)) => Outcome::Failed {
-                    reason: "SacctmgrMissing",
-                    message: format!("cannot run {}: {e}", self.bin),
-                },
-                Ok(Ok(o)) => classify(
-                    o.status.success(),
-                    &String::from_utf8_lossy(&o.stdout),
-                    &String::from_utf8_lossy(&o.stderr),
-                ),
-            };
+            let out =
+                crate::backend::call("slurm", &operation, self.run_once(args, timeout), |o| {
+                    !matches!(o, Outcome::Failed { .. })
+                })
+                .await;
             match &out {
                 Outcome::Failed {
                     reason: "DatabaseBusy" | "Timeout",
@@ -868,6 +866,46 @@ impl Sacctmgr {
             }
         }
         unreachable!("the last attempt returns")
+    }
+}
+
+impl Sacctmgr {
+    /// One `sacctmgr -i args` process.
+    async fn run_once(&self, args: &[String], timeout: Duration) -> Outcome {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("-i")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(conf) = &self.slurm_conf {
+            cmd.env("SLURM_CONF", conf);
+        }
+        match tokio::time::timeout(timeout, cmd.output()).await {
+            Err(_) => Outcome::Failed {
+                reason: "Timeout",
+                message: format!("sacctmgr did not answer within {timeout:?}"),
+            },
+            Ok(Err(e)) => Outcome::Failed {
+                reason: "SacctmgrMissing",
+                message: format!("cannot run {}: {e}", self.bin),
+            },
+            Ok(Ok(o)) => classify(
+                o.status.success(),
+                &String::from_utf8_lossy(&o.stdout),
+                &String::from_utf8_lossy(&o.stderr),
+            ),
+        }
+    }
+}
+
+/// The operation a call's arguments make (`add user`, `modify account`, `load` …): the label
+/// of its metrics.
+pub fn operation<S: AsRef<str>>(args: &[S]) -> String {
+    match args {
+        [verb, ..] if verb.as_ref() == "load" => "load".into(),
+        [verb, entity, ..] => format!("{} {}", verb.as_ref(), entity.as_ref()),
+        [verb] => verb.as_ref().to_string(),
+        [] => String::new(),
     }
 }
 
@@ -1404,18 +1442,25 @@ mod load_timeout {
             bin: bin.display().to_string(),
             slurm_conf: None,
             timeout: Duration::from_millis(200),
-            invocations: 0,
         };
+        // Processes started, as the instrumented wrapper counts them.
+        let loads = || {
+            crate::telemetry::global().sum(
+                "roster_backend_operations_total",
+                &[("backend", "slurm"), ("operation", "load")],
+            )
+        };
+        let before = loads();
         // 10 lines: 0.2 s + 10 × 0.1 s, enough for the 0.6 s answer, at the first attempt.
         assert_eq!(sacctmgr.run_call(&load(10)).await, Outcome::Done);
-        assert_eq!(sacctmgr.invocations, 1);
+        assert_eq!(loads(), before + 1.0);
         // 1 line: 0.3 s is not; each of the 4 attempts is cut off.
         let out = sacctmgr.run_call(&load(1)).await;
         assert!(
             matches!(&out, Outcome::Failed { reason: "Timeout", message } if message.contains("300ms")),
             "{out:?}"
         );
-        assert_eq!(sacctmgr.invocations, 5);
+        assert_eq!(loads(), before + 5.0);
         std::fs::remove_file(bin).unwrap();
     }
 }

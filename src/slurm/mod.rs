@@ -10,21 +10,32 @@ pub use model::*;
 
 pub use crate::api::names::{clean_text, is_slurm_name};
 
-use crate::config::Config;
-use crate::plan::Observed;
-use crate::plan::Plan;
-use crate::site::Site;
+use std::collections::BTreeMap;
 
-/// What one Slurm convergence did (or, dry, would do).
+use crate::backend::{Backend, ChangeOutcome, Downstream, Mode, Outcome};
+use crate::config::{Config, SlurmConfig};
+use crate::plan::{Kind, Target, group_name};
+
+/// What one Slurm convergence did (or, in `Mode::Plan`, would do).
 #[derive(Debug, Default)]
 pub struct Report {
-    pub calls: Vec<(apply::Call, Option<apply::Outcome>)>,
+    /// Each call, with the objects it concerns and its outcome.
+    pub changes: Vec<ChangeOutcome>,
     pub waiting: Vec<desired::Waiting>,
     /// Slurm objects in Roster's accounts that Roster does not manage and leaves alone.
     pub unmanaged: Vec<String>,
-    pub invocations: u64,
-    /// (group DN, cluster) recorded as Roster's Slurm account (`rosterSlurmAccount`) in this run.
-    pub recorded: Vec<(String, String)>,
+}
+
+/// What Slurm should be brought to: the calls, what waits, what is left alone, and the Slurm
+/// accounts to record as Roster's on their LDAP group first (`rosterSlurmAccount`; a change
+/// the converger hands to the LDAP backend).
+#[derive(Debug, Default)]
+pub struct SlurmPlan {
+    pub calls: Vec<(apply::Call, Vec<Target>, Option<Target>)>,
+    pub waiting: Vec<desired::Waiting>,
+    pub unmanaged: Vec<String>,
+    /// (group DN, cluster).
+    pub record: Vec<(String, String)>,
 }
 
 /// Why Slurm could not be converged at all.
@@ -42,72 +53,135 @@ pub enum SlurmError {
     Record { dn: String, message: String },
 }
 
-/// Observes Slurm, plans against the directory as it now is, and runs the calls (unless `dry`).
-/// Accounts Roster creates or adopts are recorded on their LDAP group first.
-pub async fn converge(
-    config: &Config,
-    dir: &mut crate::ldap::Directory,
-    site: &Site,
-    ldap: &Observed,
-    plan: &Plan,
-    now: jiff::Timestamp,
-    dry: bool,
-) -> Result<Report, SlurmError> {
-    let Some(cfg) = &config.slurm else {
-        return Ok(Report::default());
-    };
-    let mut sacctmgr = apply::Sacctmgr::from_config(config, cfg);
-    let have = match cfg.database_url(config)? {
-        Some(url) => observe::observe(&url, &cfg.clusters).await?,
-        None => observe::observe_with_sacctmgr(&mut sacctmgr, &cfg.clusters).await?,
-    };
-    let want = desired::desired(site, ldap, plan, config, &have, now);
-    let mut report = Report {
-        waiting: want.waiting.clone(),
-        ..Default::default()
-    };
-    for (c, a) in have.accounts.keys() {
-        if !want.state.accounts.contains_key(&(c.clone(), a.clone()))
-            && want.waiting.iter().any(|w| {
-                w.reason == "UnmanagedSlurmAccount" && w.message.contains(&format!("account {a} "))
+/// The Slurm backend of one pass.
+pub struct Slurm<'c> {
+    config: &'c Config,
+    cfg: &'c SlurmConfig,
+    sacctmgr: apply::Sacctmgr,
+}
+
+impl<'c> Slurm<'c> {
+    /// The backend, when the site configures Slurm.
+    pub fn new(config: &'c Config) -> Option<Slurm<'c>> {
+        let cfg = config.slurm.as_ref()?;
+        Some(Slurm {
+            config,
+            cfg,
+            sacctmgr: apply::Sacctmgr::from_config(config, cfg),
+        })
+    }
+}
+
+impl Backend for Slurm<'_> {
+    const NAME: &'static str = "slurm";
+    type Input<'a> = Downstream<'a>;
+    type Observed = State;
+    type Plan = SlurmPlan;
+    type Report = Report;
+    type Error = SlurmError;
+
+    /// From the accounting database (read-only), or `sacctmgr show` where none is configured.
+    async fn observe(&mut self) -> Result<State, SlurmError> {
+        Ok(match self.cfg.database_url(self.config)? {
+            Some(url) => observe::observe(&url, &self.cfg.clusters).await?,
+            None => observe::observe_with_sacctmgr(&mut self.sacctmgr, &self.cfg.clusters).await?,
+        })
+    }
+
+    fn plan(&self, input: Downstream<'_>, have: &State) -> SlurmPlan {
+        let Downstream {
+            site,
+            directory,
+            plan,
+            now,
+        } = input;
+        let want = desired::desired(site, directory, plan, self.config, have, now);
+        let mut unmanaged = vec![];
+        for (c, a) in have.accounts.keys() {
+            if !want.state.accounts.contains_key(&(c.clone(), a.clone()))
+                && want.waiting.iter().any(|w| {
+                    w.reason == "UnmanagedSlurmAccount"
+                        && w.message.contains(&format!("account {a} "))
+                })
+            {
+                unmanaged.push(format!(
+                    "account {a} on {c} (exists, not Roster's; left alone)"
+                ));
+            }
+        }
+        unmanaged.extend(want.kept.iter().cloned());
+        let calls = apply::diff(
+            have,
+            &want.state,
+            &want.managed,
+            &want.prune_unmanaged,
+            &want.retire,
+            self.cfg.batch_size,
+            &mut unmanaged,
+        );
+        // Who each call concerns: its users' Accounts and its accounts' Projects.
+        let by_user: BTreeMap<&str, Target> = site
+            .accounts
+            .iter()
+            .map(|(k, a)| (a.spec.username.as_str(), Target::new(Kind::Account, k)))
+            .collect();
+        let by_group: BTreeMap<String, Target> = site
+            .projects
+            .iter()
+            .map(|(k, p)| (group_name(p), Target::new(Kind::Project, k)))
+            .collect();
+        let calls = calls
+            .into_iter()
+            .map(|call| {
+                let targets = call
+                    .users
+                    .iter()
+                    .filter_map(|u| by_user.get(u.as_str()).cloned())
+                    .chain(
+                        call.accounts
+                            .iter()
+                            .filter_map(|a| by_group.get(a).cloned()),
+                    )
+                    .collect();
+                let subject = call.about().and_then(|a| by_group.get(a).cloned());
+                (call, targets, subject)
             })
-        {
-            report.unmanaged.push(format!(
-                "account {a} on {c} (exists, not Roster's; left alone)"
-            ));
+            .collect();
+        SlurmPlan {
+            calls,
+            waiting: want.waiting,
+            unmanaged,
+            record: want.record,
         }
     }
-    report.unmanaged.extend(want.kept.iter().cloned());
-    let calls = apply::diff(
-        &have,
-        &want.state,
-        &want.managed,
-        &want.prune_unmanaged,
-        &want.retire,
-        cfg.batch_size,
-        &mut report.unmanaged,
-    );
-    if dry {
-        report.calls = calls.into_iter().map(|c| (c, None)).collect();
-        return Ok(report);
+
+    async fn apply(&mut self, plan: &SlurmPlan, _: &State, mode: Mode) -> Report {
+        let mut report = Report {
+            waiting: plan.waiting.clone(),
+            unmanaged: plan.unmanaged.clone(),
+            changes: vec![],
+        };
+        for (call, targets, subject) in &plan.calls {
+            let outcome = match mode {
+                Mode::Plan => Outcome::Planned,
+                Mode::Apply => match self.sacctmgr.run_call(call).await {
+                    apply::Outcome::Done => Outcome::Done,
+                    apply::Outcome::AlreadySo => Outcome::AlreadySo,
+                    apply::Outcome::Failed { reason, message } => {
+                        Outcome::Failed { reason, message }
+                    }
+                },
+            };
+            report.changes.push(ChangeOutcome {
+                backend: Self::NAME,
+                operation: apply::operation(&call.args),
+                targets: targets.clone(),
+                subject: subject.clone(),
+                what: call.what.clone(),
+                command: call.args.clone(),
+                outcome,
+            });
+        }
+        report
     }
-    // Ownership first: a crash after this leaves an account Roster will create, never one it
-    // would not know is its own.
-    for (dn, cluster) in &want.record {
-        let change =
-            crate::plan::AttrChange::Add("rosterSlurmAccount".into(), vec![cluster.clone()]);
-        dir.modify(dn, std::slice::from_ref(&change))
-            .await
-            .map_err(|(_, message)| SlurmError::Record {
-                dn: dn.clone(),
-                message,
-            })?;
-        report.recorded.push((dn.clone(), cluster.clone()));
-    }
-    for call in calls {
-        let outcome = sacctmgr.run_call(&call).await;
-        report.calls.push((call, Some(outcome)));
-    }
-    report.invocations = sacctmgr.invocations;
-    Ok(report)
 }

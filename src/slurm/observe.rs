@@ -38,8 +38,18 @@ impl From<mysql_async::Error> for ObserveError {
 /// A row's optional integer.
 type Num = Option<i64>;
 
-/// Reads everything for `clusters` (names already validated).
+/// Reads everything for `clusters` (names already validated): one instrumented call, `observe`.
 pub async fn observe(url: &str, clusters: &[String]) -> Result<State, ObserveError> {
+    crate::backend::call(
+        "slurm",
+        "observe",
+        read_database(url, clusters),
+        Result::is_ok,
+    )
+    .await
+}
+
+async fn read_database(url: &str, clusters: &[String]) -> Result<State, ObserveError> {
     let opts = mysql_async::Opts::from_url(url).map_err(|e| {
         ObserveError::Database(format!(
             "the database URL is invalid ({})",

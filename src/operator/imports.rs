@@ -16,7 +16,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::Worker;
+use super::worker::Worker;
 use crate::api::{
     Account, DEACTIVATE_AFTER_ANNOTATION, GONE_AT_ANNOTATION, ImportRun, ImportSource,
     ImportSourceStatus, KeyRef, PURGE_AFTER_ANNOTATION, Person, RUN_REQUESTED_ANNOTATION,
@@ -278,20 +278,14 @@ impl Worker {
                 next_run_at: Some(Time(next)),
                 last_trigger: src.annotations().get(RUN_REQUESTED_ANNOTATION).cloned(),
             };
-            self.metrics.inc(
-                "roster_import_runs_total",
-                "Import runs by outcome.",
-                vec![(
+            let ok = conds.iter().any(|c| c.type_ == "Ready" && c.status);
+            self.metrics
+                .import_runs
+                .get_or_create(&crate::telemetry::labels([(
                     "outcome",
-                    if conds.iter().any(|c| c.type_ == "Ready" && c.status) {
-                        "ok"
-                    } else {
-                        "failed"
-                    }
-                    .into(),
-                )],
-                1.0,
-            );
+                    if ok { "ok" } else { "failed" },
+                )]))
+                .inc();
             self.write_status(src.as_ref(), src.status.as_ref(), &st)
                 .await;
         }
