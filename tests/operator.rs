@@ -802,6 +802,22 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
         show().contains(&format!("{p}|{p}u2|0|0"))
     });
     assert!(metric_where(port, "roster_backend_operations_total", "backend=\"slurm\"") > 0.0);
+    // The passes' calls are timed, per backend and operation: the accounting database's read,
+    // the sacctmgr processes, the directory's.
+    for (backend, operation) in [
+        ("slurm", "observe"),
+        ("slurm", "modify user"),
+        ("ldap", "observe"),
+        ("ldap", "modify"),
+    ] {
+        let labels = format!("backend=\"{backend}\",operation=\"{operation}\"");
+        let count = metric_where(port, "roster_backend_call_duration_seconds_count", &labels);
+        assert!(count > 0.0, "{backend} {operation} is timed");
+        assert!(
+            metric_where(port, "roster_backend_call_duration_seconds_sum", &labels) > 0.0,
+            "{backend} {operation} took time"
+        );
+    }
     wait_for("a SlurmUpdated Event on the project", || {
         w.get(&[
             "get",
@@ -1393,6 +1409,22 @@ async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
     let shown = show();
     assert!(shown.contains("gpa*") && shown.contains("gpb"), "{shown}");
     assert!(metric_where(port, "roster_backend_operations_total", "backend=\"gold\"") > 0.0);
+    // Every Gold call the pass made is timed too (one instrumented wrapper counts and times).
+    let timed = metric_where(
+        port,
+        "roster_backend_call_duration_seconds_count",
+        "backend=\"gold\",operation=\"Query Allocation\"",
+    );
+    assert!(timed > 0.0, "Gold's queries are timed");
+    assert_eq!(
+        timed,
+        metric_where(
+            port,
+            "roster_backend_operations_total",
+            "backend=\"gold\",operation=\"Query Allocation\""
+        ),
+        "each call counted once and timed once"
+    );
     // A lock reaches Gold: the user and its membership are suspended.
     let lock = r#"{"spec":{"locked":true}}"#;
     assert!(

@@ -1168,3 +1168,125 @@ async fn in_file_mode_guests_expire_extend_purge_and_their_rules_hold() {
     assert!(entry(&mut ldap, &g1).await.is_empty());
     tree.cleanup().await;
 }
+
+/// Every call file mode makes to a backend goes through the one instrumented wrapper: `-o json`
+/// carries the metrics, and each backend's calls are there counted and timed — the directory's,
+/// the accounting database's read and each sacctmgr process, and Gold's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_counts_and_times_every_backend_call() {
+    let tree = TestTree::new("slurm-metrics").await;
+    let dir = scratch("slurm-metrics");
+    let c = cluster("met");
+    let cfg = config_with_slurm(&tree, &dir, &c);
+    let gold = roster::gold::server::GoldServer::start(
+        "127.0.0.1:0",
+        roster::gold::server::Options {
+            secret: "metrics-secret".into(),
+            actors: vec!["root".into()],
+            chunk_rows: 3,
+            readers: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let key = dir.join("gold.key");
+    std::fs::write(&key, "metrics-secret\n").unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "gold:\n  host: 127.0.0.1\n  port: {}\n  authKeyFile: {}\n  timeoutSeconds: 5\n",
+        gold.addr().port(),
+        key.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let p = format!("m{}", std::process::id() % 100000);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    let apply = |args: Vec<String>| async move { roster_off_runtime(args).await };
+    let args = |verb: &str| -> Vec<String> {
+        [verb, "-f", &f, "--config", &cfg, "-o", "json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (code, out) = apply(args("apply")).await;
+    assert_eq!(code, 0, "{out}");
+    let json_start = out.find('{').expect("a JSON document");
+    let doc: serde_json::Value = serde_json::Deserializer::from_str(&out[json_start..])
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let sum = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        doc["metrics"]
+            .as_array()
+            .expect("metrics in -o json")
+            .iter()
+            .filter(|s| s["name"] == name)
+            .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    for (backend, operation) in [
+        ("ldap", "bind"),
+        ("ldap", "observe"),
+        ("ldap", "add"),
+        ("ldap", "advance counter"),
+        ("slurm", "observe"),
+        ("gold", "Query Organization"),
+        ("gold", "Create User"),
+    ] {
+        let l = [("backend", backend), ("operation", operation)];
+        let timed = sum("roster_backend_call_duration_seconds_count", &l);
+        assert!(
+            timed > 0.0,
+            "{backend} {operation} timed: {}",
+            doc["metrics"]
+        );
+        assert_eq!(
+            timed,
+            sum("roster_backend_operations_total", &l),
+            "{backend} {operation}: every call counted once and timed once"
+        );
+        assert!(sum("roster_backend_call_duration_seconds_sum", &l) > 0.0);
+    }
+    // The sacctmgr processes that wrote: as many as the report's invocations.
+    let sacctmgr = sum("roster_backend_operations_total", &[("backend", "slurm")])
+        - sum(
+            "roster_backend_operations_total",
+            &[("backend", "slurm"), ("operation", "observe")],
+        );
+    assert!(sacctmgr > 0.0);
+    assert_eq!(doc["slurm"]["invocations"].as_f64(), Some(sacctmgr));
+    assert_eq!(
+        doc["gold"]["requests"].as_f64(),
+        Some(sum(
+            "roster_backend_operations_total",
+            &[("backend", "gold")]
+        ))
+    );
+    // A second run writes nothing: only reads are counted (and Gold's log agrees).
+    let before = gold.log().len();
+    let (code, out) = apply(args("apply")).await;
+    assert_eq!(code, 0, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let ops: Vec<String> = doc["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "roster_backend_operations_total")
+        .map(|s| format!("{} {}", s["labels"]["backend"], s["labels"]["operation"]))
+        .collect();
+    let writes: Vec<&String> = ops
+        .iter()
+        .filter(|o| {
+            !o.contains("observe")
+                && !o.contains("bind")
+                && !o.contains("read")
+                && !o.contains("Query")
+        })
+        .collect();
+    assert!(writes.is_empty(), "a no-op run wrote: {writes:?}");
+    assert!(gold.log()[before..].iter().all(|e| e.action == "Query"));
+    tree.cleanup().await;
+}
