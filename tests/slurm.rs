@@ -587,7 +587,7 @@ async fn without_database_access_sacctmgr_show_observes_the_same_state() {
     let sql = roster::slurm::observe::observe(&env["SLURMDB_RO_URL"], &clusters)
         .await
         .unwrap();
-    let mut sacctmgr = roster::slurm::apply::Sacctmgr {
+    let mut sacctmgr = roster::slurm::sacctmgr::Sacctmgr {
         bin: "sacctmgr".into(),
         slurm_conf: Some(env["SLURM_CONF"].clone().into()),
         timeout: std::time::Duration::from_secs(60),

@@ -273,7 +273,7 @@ async fn gold_show(path: &std::path::Path) -> ExitCode {
         Ok(None) => return fail(format!("{} has no gold: section", path.display())),
         Err(e) => return fail(e.to_string()),
     };
-    let g = match crate::gold::sync::observe(&client).await {
+    let g = match crate::gold::observe::observe(&client).await {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };

@@ -2,9 +2,11 @@
 //! six bulk queries, compute the differences, send only those — in stages, several requests in
 //! flight, transient failures retried, deposits checked against Gold before any retry.
 
+pub mod desired;
+pub mod diff;
+pub mod observe;
 pub mod proto;
 pub mod server;
-pub mod sync;
 pub mod xml;
 
 use std::time::Duration;
@@ -37,7 +39,7 @@ impl Report {
 /// The requests that bring Gold to the declared state, in stages.
 #[derive(Debug, Default)]
 pub struct GoldPlan {
-    pub steps: Vec<(sync::Step, String, Option<Target>)>,
+    pub steps: Vec<(diff::Step, String, Option<Target>)>,
     pub notes: Vec<String>,
 }
 
@@ -88,12 +90,12 @@ async fn send(client: &Client, req: &Request, attempts: u32) -> Result<proto::Re
 
 /// Reads Gold's state (queries only, so a connection lost on the way is safe to try again),
 /// up to `attempts` times with a short backoff.
-async fn observe(client: &Client, attempts: u32) -> Result<sync::State, GoldError> {
+async fn observe(client: &Client, attempts: u32) -> Result<observe::State, GoldError> {
     let mut delay = Duration::from_millis(200);
     let mut tries = 0;
     loop {
         tries += 1;
-        match sync::observe(client).await {
+        match observe::observe(client).await {
             Err(e)
                 if tries < attempts.max(1)
                     && (e.is_transient() || matches!(e, GoldError::NoReply { .. })) =>
@@ -111,7 +113,7 @@ async fn observe(client: &Client, attempts: u32) -> Result<sync::State, GoldErro
 async fn allocations_of(
     client: &Client,
     account: &str,
-) -> Result<Vec<sync::Allocation>, GoldError> {
+) -> Result<Vec<observe::Allocation>, GoldError> {
     let r = client
         .send(
             &Request::new("Query", "Allocation")
@@ -125,7 +127,7 @@ async fn allocations_of(
                 .filter("Account", account),
         )
         .await?;
-    Ok(r.data.iter().map(sync::allocation).collect())
+    Ok(r.data.iter().map(observe::allocation).collect())
 }
 
 /// A deposit is not idempotent: whatever went wrong, Gold is asked whether it happened before
@@ -133,7 +135,7 @@ async fn allocations_of(
 async fn deposit(
     client: &Client,
     account: &str,
-    w: &sync::Window,
+    w: &desired::Window,
     expected: i64,
     attempts: u32,
 ) -> Result<(), GoldError> {
@@ -172,9 +174,9 @@ async fn deposit(
 /// Sends one step (a deposit goes to the project's account); the error, if any.
 async fn run_step(
     client: &Client,
-    s: &sync::Step,
+    s: &diff::Step,
     accounts: &std::collections::BTreeMap<String, String>,
-    have: &sync::State,
+    have: &observe::State,
     attempts: u32,
 ) -> Option<GoldError> {
     match &s.deposit {
@@ -226,7 +228,7 @@ impl<'c> Gold<'c> {
 }
 
 /// A step for humans.
-fn describe(s: &sync::Step) -> String {
+fn describe(s: &diff::Step) -> String {
     match &s.deposit {
         Some((p, w)) => format!(
             "Deposit {} credits on project {p}'s account for {}..{}",
@@ -239,24 +241,24 @@ fn describe(s: &sync::Step) -> String {
 impl Backend for Gold<'_> {
     const NAME: &'static str = "gold";
     type Input<'a> = Downstream<'a>;
-    type Observed = sync::State;
+    type Observed = observe::State;
     type Plan = GoldPlan;
     type Report = Report;
     type Error = GoldFailure;
 
-    async fn observe(&mut self) -> Result<sync::State, GoldFailure> {
+    async fn observe(&mut self) -> Result<observe::State, GoldFailure> {
         Ok(observe(&self.client, self.cfg.attempts).await?)
     }
 
-    fn plan(&self, input: Downstream<'_>, have: &sync::State) -> GoldPlan {
-        let want = sync::desired(
+    fn plan(&self, input: Downstream<'_>, have: &observe::State) -> GoldPlan {
+        let want = desired::desired(
             input.site,
             input.directory,
             input.plan,
             self.config,
             input.now,
         );
-        let (steps, notes) = sync::diff(have, &want);
+        let (steps, notes) = diff::diff(have, &want);
         let concerns = |c: &Option<(Kind, String)>| -> Option<Target> {
             let (kind, name) = c.as_ref()?;
             want.owners
@@ -273,12 +275,12 @@ impl Backend for Gold<'_> {
         GoldPlan { steps, notes }
     }
 
-    async fn apply(&mut self, plan: &GoldPlan, have: &sync::State, mode: Mode) -> Report {
+    async fn apply(&mut self, plan: &GoldPlan, have: &observe::State, mode: Mode) -> Report {
         let mut report = Report {
             notes: plan.notes.clone(),
             changes: vec![],
         };
-        let change = |s: &sync::Step, what: &str, target: &Option<Target>, outcome| ChangeOutcome {
+        let change = |s: &diff::Step, what: &str, target: &Option<Target>, outcome| ChangeOutcome {
             backend: Self::NAME,
             operation: format!("{} {}", s.request.action, s.request.objects.join(",")),
             targets: target.iter().cloned().collect(),
@@ -309,7 +311,7 @@ impl Backend for Gold<'_> {
                 .unwrap_or(steps.len());
             let batch = &steps[stage_start..end];
             // New projects got their account from Gold just now.
-            if stage == sync::Stage::Allocations
+            if stage == diff::Stage::Allocations
                 && batch
                     .iter()
                     .filter_map(|s| s.0.deposit.as_ref())
@@ -317,7 +319,7 @@ impl Backend for Gold<'_> {
             {
                 // (Through AccountProject: the new account is the one linked to the project,
                 // whatever other accounts carry its name.)
-                if let Ok(a) = sync::read_accounts(client).await {
+                if let Ok(a) = observe::read_accounts(client).await {
                     for (project, id) in a.deposit_to {
                         accounts.entry(project).or_insert(id);
                     }

@@ -1,10 +1,12 @@
 //! The Slurm accounting backend: observe in bulk from the accounting database (read-only),
 //! write through `sacctmgr -i` with argument vectors, many names per call.
 
-pub mod apply;
 pub mod desired;
+pub mod diff;
+mod load;
 pub mod model;
 pub mod observe;
+pub mod sacctmgr;
 
 pub use model::*;
 
@@ -31,7 +33,7 @@ pub struct Report {
 /// the converger hands to the LDAP backend).
 #[derive(Debug, Default)]
 pub struct SlurmPlan {
-    pub calls: Vec<(apply::Call, Vec<Target>, Option<Target>)>,
+    pub calls: Vec<(diff::Call, Vec<Target>, Option<Target>)>,
     pub waiting: Vec<desired::Waiting>,
     pub unmanaged: Vec<String>,
     /// (group DN, cluster).
@@ -57,7 +59,7 @@ pub enum SlurmError {
 pub struct Slurm<'c> {
     config: &'c Config,
     cfg: &'c SlurmConfig,
-    sacctmgr: apply::Sacctmgr,
+    sacctmgr: sacctmgr::Sacctmgr,
 }
 
 impl<'c> Slurm<'c> {
@@ -67,7 +69,7 @@ impl<'c> Slurm<'c> {
         Some(Slurm {
             config,
             cfg,
-            sacctmgr: apply::Sacctmgr::from_config(config, cfg),
+            sacctmgr: sacctmgr::Sacctmgr::from_config(config, cfg),
         })
     }
 }
@@ -110,7 +112,7 @@ impl Backend for Slurm<'_> {
             }
         }
         unmanaged.extend(want.kept.iter().cloned());
-        let calls = apply::diff(
+        let calls = diff::diff(
             have,
             &want.state,
             &want.managed,
@@ -165,16 +167,16 @@ impl Backend for Slurm<'_> {
             let outcome = match mode {
                 Mode::Plan => Outcome::Planned,
                 Mode::Apply => match self.sacctmgr.run_call(call).await {
-                    apply::Outcome::Done => Outcome::Done,
-                    apply::Outcome::AlreadySo => Outcome::AlreadySo,
-                    apply::Outcome::Failed { reason, message } => {
+                    sacctmgr::Outcome::Done => Outcome::Done,
+                    sacctmgr::Outcome::AlreadySo => Outcome::AlreadySo,
+                    sacctmgr::Outcome::Failed { reason, message } => {
                         Outcome::Failed { reason, message }
                     }
                 },
             };
             report.changes.push(ChangeOutcome {
                 backend: Self::NAME,
-                operation: apply::operation(&call.args),
+                operation: sacctmgr::operation(&call.args),
                 targets: targets.clone(),
                 subject: subject.clone(),
                 what: call.what.clone(),

@@ -203,7 +203,7 @@ pub async fn max_txn(url: &str) -> Result<u64, ObserveError> {
 /// The fallback when no database access is configured: the same snapshot from
 /// `sacctmgr -nP show …` (a handful of calls, never one per object).
 pub async fn observe_with_sacctmgr(
-    sacctmgr: &mut super::apply::Sacctmgr,
+    sacctmgr: &mut super::sacctmgr::Sacctmgr,
     clusters: &[String],
 ) -> Result<State, ObserveError> {
     let q = |out: Result<String, String>| out.map_err(ObserveError::Database);
