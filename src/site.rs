@@ -1,5 +1,6 @@
-//! The declared state of a site: the Persons, Accounts and Projects to converge, from manifest
-//! files (file mode) or, later, from the Kubernetes API (operator mode).
+//! The declared state of a site: the Persons, Accounts, Projects, Guests and ImportSources to
+//! converge, and the manifest loader of file mode (the operator builds its site from its caches:
+//! `converge::Declared::from_stores`).
 
 use std::collections::BTreeMap;
 use std::fmt;

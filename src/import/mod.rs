@@ -4,3 +4,4 @@ pub mod engine;
 pub mod files;
 pub mod read;
 pub mod scheme;
+pub mod source;

@@ -20,9 +20,10 @@ use super::worker::Worker;
 use crate::api::{
     Account, DEACTIVATE_AFTER_ANNOTATION, GONE_AT_ANNOTATION, ImportRun, ImportSource,
     ImportSourceStatus, KeyRef, PURGE_AFTER_ANNOTATION, Person, RUN_REQUESTED_ANNOTATION,
-    ReaderType, RowError as ApiRowError, SOURCE_UID_ANNOTATION, Time,
+    RowError as ApiRowError, SOURCE_UID_ANNOTATION, Time,
 };
 use crate::import::read::{self, Row, RowError};
+use crate::import::source::Secrets;
 use crate::ldap::Observed;
 use crate::plan::Cond;
 use crate::site::{Key, Site};
@@ -54,6 +55,25 @@ pub fn due(src: &ImportSource, now: jiff::Timestamp) -> (bool, jiff::Timestamp) 
     // A new spec (generation) is a reason to run too.
     let changed = st.observed_generation != src.metadata.generation;
     (now >= next || requested || changed, next)
+}
+
+/// The operator's references: Secrets and ConfigMaps in the source's namespace.
+struct InCluster<'w> {
+    worker: &'w Worker,
+    ns: String,
+}
+
+impl Secrets for InCluster<'_> {
+    async fn key(&self, r: &KeyRef, secret: bool, _what: &str) -> Result<String, String> {
+        self.worker.key_ref(&self.ns, r, secret).await
+    }
+
+    fn csv_path(&self, _: &str) -> Result<String, String> {
+        Err(
+            "reader.csv.path works in file mode only; in the cluster use configMapRef or secretRef"
+                .into(),
+        )
+    }
 }
 
 impl Worker {
@@ -90,44 +110,11 @@ impl Worker {
 
     /// The source's rows; an unreachable source is an error, never an empty list.
     async fn read_source(&self, src: &ImportSource) -> Result<(Vec<Row>, Vec<RowError>), String> {
-        let ns = src.namespace().unwrap_or_default();
-        let reader = &src.spec.reader;
-        match reader.type_ {
-            ReaderType::Csv => {
-                let csv = reader.csv.as_ref().ok_or("reader.csv is missing")?;
-                let text = match (&csv.config_map_ref, &csv.secret_ref) {
-                    (Some(r), _) => self.key_ref(&ns, r, false).await?,
-                    (None, Some(r)) => self.key_ref(&ns, r, true).await?,
-                    (None, None) => {
-                        return Err("reader.csv.path works in file mode only; in the cluster use configMapRef or secretRef".into());
-                    }
-                };
-                read::parse_csv(&text, csv).map_err(|e| e.to_string())
-            }
-            ReaderType::Ldap => {
-                let l = reader.ldap.as_ref().ok_or("reader.ldap is missing")?;
-                let password = match &l.bind_password_ref {
-                    Some(r) => Some(self.key_ref(&ns, r, true).await?),
-                    None => None,
-                };
-                let ca = match &l.ca_ref {
-                    Some(r) => Some(self.key_ref(&ns, r, true).await?),
-                    None => None,
-                };
-                let rows = read::read_ldap(l, password.as_deref().map(str::trim), ca.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((rows, vec![]))
-            }
-            ReaderType::Sql => {
-                let s = reader.sql.as_ref().ok_or("reader.sql is missing")?;
-                let dsn = self.key_ref(&ns, &s.dsn_ref, true).await?;
-                let rows = read::read_sql(dsn.trim(), &s.query)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((rows, vec![]))
-            }
-        }
+        let refs = InCluster {
+            worker: self,
+            ns: src.namespace().unwrap_or_default(),
+        };
+        crate::import::source::read(src, &refs).await
     }
 
     /// Runs every ImportSource that is due. Returns the earliest next run.

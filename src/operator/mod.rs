@@ -1,7 +1,9 @@
-//! Operator mode (`roster run`): kube-runtime controllers for Person, Account and Project that
-//! share the planner and the LDAP backend with `roster apply`. Every reconcile asks the
-//! converger for a pass; concurrent requests share one pass, and a pass is the file-mode
-//! pipeline over the whole declared site: one bulk observe, plan, apply, status, events.
+//! Operator mode (`roster run`): kube-runtime controllers for the five kinds (Person, Account,
+//! Project, Guest, ImportSource). A reconcile does not converge its object by itself: it adds
+//! the finalizer on first sight, then asks the worker for a pass and waits for its outcome
+//! (concurrent requests share one pass). A pass runs the converger of `roster apply`
+//! (`crate::converge`) over the whole declared site and writes status, Events and finalizers
+//! from its report (`worker`, `status`, `events`, `finalizers`, `guests`, `imports`).
 
 mod events;
 mod finalizers;
@@ -166,7 +168,7 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
     }
 }
 
-/// The three controllers and the converger they share.
+/// The five controllers and the worker they share.
 async fn controllers(
     opts: &Options,
     client: Client,
@@ -343,6 +345,9 @@ fn key_of<K: Resource>(obj: &K) -> Key {
     Key::of(obj)
 }
 
+/// The controllers' reconcile: a trigger, not the logic. It puts Roster's finalizer on an object
+/// seen for the first time, else asks for a pass of the whole site (`worker`) and turns that
+/// pass's outcome for this object into a requeue or an error (per-object backoff).
 async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let started = std::time::Instant::now();
     let key = key_of(obj.as_ref());

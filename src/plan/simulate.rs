@@ -1,5 +1,6 @@
 //! Applies a plan to an in-memory copy of the directory, the way the LDAP backend applies it to
-//! the real one. Tests use it to check that planning against the result of a plan is a no-op.
+//! the real one: `roster plan` plans Slurm and Gold against it (`Mode::Plan`), and tests check
+//! with it that planning against the result of a plan is a no-op.
 
 use std::collections::BTreeMap;
 
