@@ -12,7 +12,7 @@ use crate::api::{
     Account, AccountSpec, DeletionPolicy, Guest, GuestType, Person, PersonSpec, Project,
     parse_duration, parse_valid_until,
 };
-use crate::config::Config;
+use crate::config::{Config, Period};
 use crate::plan::Cond;
 use crate::site::{Key, Site};
 
@@ -167,7 +167,7 @@ pub fn expand(
     let mut out = Expansion::default();
     let cfg = &config.guests;
     let cycles = cycles(guests);
-    let notice = parse_duration(&cfg.notice).unwrap_or(Duration::from_secs(14 * 86_400));
+    let notice = cfg.notice.get();
     for (key, g) in guests {
         let mut o = Outcome::default();
         let spec = &g.spec;
@@ -324,9 +324,8 @@ pub fn expand(
             GuestType::Personal => &cfg.personal,
             GuestType::Technical => &cfg.technical,
         };
-        let bound = |own: Option<&String>, default: &str, max: &str| {
-            let d = parse_duration(default).unwrap_or_default();
-            let m = parse_duration(max).unwrap_or(d);
+        let bound = |own: Option<&String>, default: &Period, max: &Period| {
+            let (d, m) = (default.get(), max.get());
             own.and_then(|v| parse_duration(v).ok())
                 .unwrap_or(d)
                 .min(m.max(d))

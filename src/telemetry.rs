@@ -32,6 +32,8 @@ fn seconds() -> Histogram {
 /// Every metric Roster exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every family: its name in the exposition (counters with `_total`) and its type.
+    families: Vec<(String, &'static str)>,
     /// Readiness: the caches are synced (or the process is a standby replica).
     pub ready: AtomicBool,
     /// Calls to the backends (LDAP requests, sacctmgr processes, accounting-database reads,
@@ -60,6 +62,7 @@ impl Default for Metrics {
         let histograms = || Histograms::new_with_constructor(seconds);
         let mut m = Metrics {
             registry: Registry::default(),
+            families: vec![],
             ready: AtomicBool::new(false),
             backend_operations: Counters::default(),
             backend_call_duration: histograms(),
@@ -78,84 +81,136 @@ impl Default for Metrics {
             import_runs: Counters::default(),
         };
         // Counters are exposed with `_total` appended.
+        let mut families = vec![];
         let r = &mut m.registry;
         r.register(
             "roster_backend_operations",
-            "Backend calls by backend, operation and outcome.",
+            "Backend calls by backend, operation and outcome",
             m.backend_operations.clone(),
         );
+        families.push(("roster_backend_operations", kind_of(&m.backend_operations)));
         r.register(
             "roster_backend_call_duration_seconds",
-            "Duration of backend calls, by backend and operation.",
+            "Duration of backend calls, by backend and operation",
             m.backend_call_duration.clone(),
         );
+        families.push((
+            "roster_backend_call_duration_seconds",
+            kind_of(&m.backend_call_duration),
+        ));
         r.register(
             "roster_passes",
-            "Convergence passes by trigger.",
+            "Convergence passes by trigger",
             m.passes.clone(),
         );
+        families.push(("roster_passes", kind_of(&m.passes)));
         r.register(
             "roster_pass_duration_seconds",
-            "Duration of convergence passes.",
+            "Duration of convergence passes",
             m.pass_duration.clone(),
         );
+        families.push(("roster_pass_duration_seconds", kind_of(&m.pass_duration)));
         r.register(
             "roster_reconciles",
-            "Reconciles by kind.",
+            "Reconciles by kind",
             m.reconciles.clone(),
         );
+        families.push(("roster_reconciles", kind_of(&m.reconciles)));
         r.register(
             "roster_reconcile_duration_seconds",
-            "Duration of reconciles (waiting for their pass included), by kind.",
+            "Duration of reconciles (waiting for their pass included), by kind",
             m.reconcile_duration.clone(),
         );
+        families.push((
+            "roster_reconcile_duration_seconds",
+            kind_of(&m.reconcile_duration),
+        ));
         r.register(
             "roster_reconcile_errors",
-            "Failed reconciles by kind and reason.",
+            "Failed reconciles by kind and reason",
             m.reconcile_errors.clone(),
         );
+        families.push(("roster_reconcile_errors", kind_of(&m.reconcile_errors)));
         r.register(
             "roster_drift_repairs",
-            "Directory writes for objects that were already converged (drift).",
+            "Directory writes for objects that were already converged (drift)",
             m.drift_repairs.clone(),
         );
+        families.push(("roster_drift_repairs", kind_of(&m.drift_repairs)));
         r.register(
             "roster_counter_retries",
-            "uid/gid counter updates retried after losing to another writer.",
+            "uid/gid counter updates retried after losing to another writer",
             m.counter_retries.clone(),
         );
+        families.push(("roster_counter_retries", kind_of(&m.counter_retries)));
         r.register(
             "roster_status_writes",
-            "Status writes by kind.",
+            "Status writes by kind",
             m.status_writes.clone(),
         );
+        families.push(("roster_status_writes", kind_of(&m.status_writes)));
         r.register(
             "roster_objects",
-            "Declared objects by kind and phase.",
+            "Declared objects by kind and phase",
             m.objects.clone(),
         );
+        families.push(("roster_objects", kind_of(&m.objects)));
         r.register(
             "roster_guard_held",
-            "Removal-caused transitions the mass-deactivation guard is holding.",
+            "Removal-caused transitions the mass-deactivation guard is holding",
             m.guard_held.clone(),
         );
+        families.push(("roster_guard_held", kind_of(&m.guard_held)));
         r.register(
             "roster_leader",
-            "1 while this replica is the leader.",
+            "1 while this replica is the leader",
             m.leader.clone(),
         );
+        families.push(("roster_leader", kind_of(&m.leader)));
         r.register(
             "roster_notices",
-            "Expiry notices mailed, by outcome.",
+            "Expiry notices mailed, by outcome",
             m.notices.clone(),
         );
+        families.push(("roster_notices", kind_of(&m.notices)));
         r.register(
             "roster_import_runs",
-            "Import runs by outcome.",
+            "Import runs by outcome",
             m.import_runs.clone(),
         );
+        families.push(("roster_import_runs", kind_of(&m.import_runs)));
+        m.families = families
+            .into_iter()
+            .map(|(name, kind)| {
+                let exposed = match kind {
+                    "counter" => format!("{name}_total"),
+                    _ => name.to_string(),
+                };
+                (exposed, kind)
+            })
+            .collect();
         m
     }
+}
+
+/// The OpenMetrics type of a metric.
+trait Kind {
+    const KIND: &'static str;
+}
+impl Kind for Counter {
+    const KIND: &'static str = "counter";
+}
+impl Kind for Gauge<f64, AtomicU64> {
+    const KIND: &'static str = "gauge";
+}
+impl Kind for Histogram {
+    const KIND: &'static str = "histogram";
+}
+impl<M: Kind, C> Kind for Family<Labels, M, C> {
+    const KIND: &'static str = M::KIND;
+}
+fn kind_of<K: Kind>(_: &K) -> &'static str {
+    K::KIND
 }
 
 static GLOBAL: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::default()));
@@ -171,6 +226,11 @@ pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
 }
 
 impl Metrics {
+    /// Every family Roster exports: its name (a counter's with `_total`) and its type.
+    pub fn families(&self) -> &[(String, &'static str)] {
+        &self.families
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

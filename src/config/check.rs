@@ -153,15 +153,12 @@ impl Config {
             ("guard.window", &self.guard.window),
             ("operator.resyncInterval", &self.operator.resync_interval),
         ] {
-            if let Err(e) = parse_duration(v) {
+            if let Some(e) = v.problem() {
                 bad(key, e.to_string());
             }
         }
-        if let (Ok(min), Ok(max)) = (
-            parse_duration(&g.min_purge_after),
-            parse_duration(&g.max_purge_after),
-        ) && min > max
-        {
+        let (min, max) = (&g.min_purge_after, &g.max_purge_after);
+        if min.problem().is_none() && max.problem().is_none() && min.get() > max.get() {
             bad(
                 "gracePeriods.minPurgeAfter",
                 "is longer than gracePeriods.maxPurgeAfter".into(),

@@ -11,6 +11,50 @@ mod check;
 use check::between;
 pub use check::check_home_template;
 
+/// A duration of the configuration (`90d`, `24h`, `30m`, `45s`), parsed once when the file is
+/// read. An invalid one is a problem of the file (`roster config check`; [`Config::parse`]
+/// refuses it), so a loaded configuration only holds valid ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Period {
+    text: String,
+    parsed: Result<std::time::Duration, String>,
+}
+
+impl Period {
+    pub fn get(&self) -> std::time::Duration {
+        self.parsed.clone().unwrap_or_default()
+    }
+
+    /// As a signed duration, for arithmetic on instants.
+    pub fn signed(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(i64::try_from(self.get().as_secs()).unwrap_or(i64::MAX))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Why the text is not a duration.
+    pub fn problem(&self) -> Option<&str> {
+        self.parsed.as_ref().err().map(String::as_str)
+    }
+}
+
+impl From<&str> for Period {
+    fn from(text: &str) -> Period {
+        Period {
+            text: text.to_string(),
+            parsed: parse_duration(text).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Period, D::Error> {
+        Ok(Period::from(String::deserialize(d)?.as_str()))
+    }
+}
+
 /// The whole configuration.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -192,32 +236,32 @@ impl Default for Defaults {
 pub struct GracePeriods {
     /// From removal to purge of an Account.
     #[serde(default = "default_account_purge")]
-    pub account_purge_after: String,
+    pub account_purge_after: Period,
     /// From removal to purge of a Project.
     #[serde(default = "default_account_purge")]
-    pub project_purge_after: String,
+    pub project_purge_after: Period,
     /// Shortest per-object `purgeAfter` override accepted.
     #[serde(default = "default_min_purge")]
-    pub min_purge_after: String,
+    pub min_purge_after: Period,
     /// Longest per-object `purgeAfter` override accepted.
     #[serde(default = "default_max_purge")]
-    pub max_purge_after: String,
+    pub max_purge_after: Period,
     /// How long before `validUntil` the `Expiring` condition and Event appear.
     #[serde(default = "default_warn")]
-    pub expiry_warning: String,
+    pub expiry_warning: Period,
 }
 
-fn default_account_purge() -> String {
-    "90d".into()
+fn default_account_purge() -> Period {
+    Period::from("90d")
 }
-fn default_min_purge() -> String {
-    "0d".into()
+fn default_min_purge() -> Period {
+    Period::from("0d")
 }
-fn default_max_purge() -> String {
-    "730d".into()
+fn default_max_purge() -> Period {
+    Period::from("730d")
 }
-fn default_warn() -> String {
-    "14d".into()
+fn default_warn() -> Period {
+    Period::from("14d")
 }
 
 impl Default for GracePeriods {
@@ -244,7 +288,7 @@ pub struct GuardConfig {
     pub max_percent: Option<u8>,
     /// The window the limits apply to.
     #[serde(default = "default_guard_window")]
-    pub window: String,
+    pub window: Period,
 }
 
 fn default_guard_count() -> Option<u32> {
@@ -253,8 +297,8 @@ fn default_guard_count() -> Option<u32> {
 fn default_guard_percent() -> Option<u8> {
     Some(10)
 }
-fn default_guard_window() -> String {
-    "24h".into()
+fn default_guard_window() -> Period {
+    Period::from("24h")
 }
 
 impl Default for GuardConfig {
@@ -272,9 +316,9 @@ impl Default for GuardConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestPolicyConfig {
     /// Logins keep working this long after `validUntil`.
-    pub login_grace: String,
+    pub login_grace: Period,
     /// The account is purged this long after `validUntil` (at least `loginGrace`).
-    pub purge_after: String,
+    pub purge_after: Period,
 }
 
 /// Guests (sponsored identities).
@@ -289,13 +333,13 @@ pub struct GuestsConfig {
     pub technical: GuestPolicyConfig,
     /// Upper bound of a guest's own `policy.loginGrace`.
     #[serde(default = "default_max_login_grace")]
-    pub max_login_grace: String,
+    pub max_login_grace: Period,
     /// Upper bound of a guest's own `policy.purgeAfter`.
     #[serde(default = "default_max_guest_purge")]
-    pub max_purge_after: String,
+    pub max_purge_after: Period,
     /// How long before `validUntil` the expiry notice goes out (condition, Event, e-mail).
     #[serde(default = "default_guest_notice")]
-    pub notice: String,
+    pub notice: Period,
     /// Where the notice e-mail goes out (operator mode); absent: condition and Event only.
     #[serde(default)]
     pub smtp: Option<crate::notify::SmtpConfig>,
@@ -313,14 +357,14 @@ fn default_technical_policy() -> GuestPolicyConfig {
         purge_after: "30d".into(),
     }
 }
-fn default_max_login_grace() -> String {
-    "90d".into()
+fn default_max_login_grace() -> Period {
+    Period::from("90d")
 }
-fn default_max_guest_purge() -> String {
-    "365d".into()
+fn default_max_guest_purge() -> Period {
+    Period::from("365d")
 }
-fn default_guest_notice() -> String {
-    "14d".into()
+fn default_guest_notice() -> Period {
+    Period::from("14d")
 }
 
 impl Default for GuestsConfig {
@@ -489,7 +533,7 @@ pub struct OperatorConfig {
     /// How often everything is compared with the directory even without changes, to find and
     /// repair drift.
     #[serde(default = "default_resync")]
-    pub resync_interval: String,
+    pub resync_interval: Period,
     /// The Lease for leader election.
     #[serde(default = "default_lease_name")]
     pub lease_name: String,
@@ -504,8 +548,8 @@ pub struct OperatorConfig {
     pub metrics_address: String,
 }
 
-fn default_resync() -> String {
-    "5m".into()
+fn default_resync() -> Period {
+    Period::from("5m")
 }
 fn default_lease_name() -> String {
     "roster-leader".into()

@@ -568,8 +568,7 @@ pub fn run(
     let deletion = if spec.deletion_grace_period.is_some() {
         Duration::from_secs(grace.deletion.max(0) as u64 * 86_400)
     } else {
-        parse_duration(&config.grace_periods.account_purge_after)
-            .unwrap_or(Duration::from_secs(90 * 86_400))
+        config.grace_periods.account_purge_after.get()
     };
     for (r, u, e) in gone {
         let Some(name) = owner_of(e) else {

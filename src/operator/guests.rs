@@ -150,9 +150,7 @@ impl Worker {
                     .accepted_valid_until
                     .as_deref()
                     .and_then(|v| v.parse::<jiff::Timestamp>().ok());
-                let notice = crate::api::parse_duration(&self.config.guests.notice)
-                    .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-                    .unwrap_or_default();
+                let notice = self.config.guests.notice.signed();
                 let window_start = valid.and_then(|v| v.checked_sub(notice).ok());
                 let already = notified.is_some_and(|t| window_start.is_some_and(|w| t.0 >= w));
                 if !already {

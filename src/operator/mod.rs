@@ -119,8 +119,7 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
             .map_err(|source| RunError::Metrics { addr, source })?;
     }
     tracing::info!(address = %bound, "serving metrics and probes");
-    let resync = crate::api::parse_duration(&opts.config.operator.resync_interval)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let resync = opts.config.operator.resync_interval.get();
     if !opts.leader_election {
         metrics.leader.set(1.0);
         return controllers(&opts, client, metrics, resync).await;

@@ -254,7 +254,7 @@ impl<'a> Planner<'a> {
             // Announce expiry ahead of time (gracePeriods.expiryWarning).
             let expiring = match next_transition {
                 Some((_, e)) => {
-                    let warn = signed(&cfg.grace_periods.expiry_warning, 14);
+                    let warn = cfg.grace_periods.expiry_warning.signed();
                     let from = e.checked_sub(warn).unwrap_or(self.now);
                     if from <= self.now {
                         Some(e)

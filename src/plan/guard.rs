@@ -85,7 +85,7 @@ pub struct GuardStatus {
 }
 
 pub(super) fn guard_window(config: &Config) -> jiff::SignedDuration {
-    signed(&config.guard.window, 1)
+    config.guard.window.signed()
 }
 
 pub(super) fn guard_window_start(config: &Config, now: jiff::Timestamp) -> jiff::Timestamp {

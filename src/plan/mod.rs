@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ldap3::dn_escape;
 
 use crate::api::{
-    Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_duration,
-    parse_valid_until,
+    Account, DeletionPolicy, Person, Phase, Project, RESERVED_USERNAMES, parse_valid_until,
 };
 use crate::config::{Config, IdRange, PrimaryGroup};
 use crate::site::{Key, Site};
@@ -337,13 +336,6 @@ impl<'a> Planner<'a> {
 fn parse_owner(e: &Entry) -> Option<(&str, [&str; 4])> {
     let o = e.owned_by()?;
     Some((e.owner()?, [o.manager, o.namespace, o.kind, o.name]))
-}
-
-/// A configured duration as a signed one (validated at load; `default_days` otherwise).
-fn signed(value: &str, default_days: i64) -> jiff::SignedDuration {
-    parse_duration(value)
-        .map(|d| jiff::SignedDuration::from_secs(d.as_secs() as i64))
-        .unwrap_or(jiff::SignedDuration::from_hours(default_days * 24))
 }
 
 fn deactivation_message(reason: &str, key: &Key) -> String {

@@ -204,7 +204,7 @@ impl<'a> Planner<'a> {
     pub(super) fn plan_project_removals(&mut self) {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
-        let site_grace = signed(&cfg.grace_periods.project_purge_after, 90);
+        let site_grace = cfg.grace_periods.project_purge_after.signed();
         let declared: BTreeSet<String> = self.site.projects.values().map(group_name).collect();
         let groups: Vec<&'a Entry> = self.observed.groups.values().collect();
         for e in groups {

@@ -14,7 +14,7 @@ impl<'a> Planner<'a> {
     pub(super) fn plan_removals(&mut self) -> BTreeSet<String> {
         let cfg = self.config();
         let namespaces = self.site.namespaces();
-        let site_grace = signed(&cfg.grace_periods.account_purge_after, 90);
+        let site_grace = cfg.grace_periods.account_purge_after.signed();
         let mut purged = BTreeSet::new();
         let entries: Vec<&'a Entry> = self.observed.accounts.values().collect();
         for e in entries {
@@ -56,12 +56,8 @@ impl<'a> Planner<'a> {
                 (DeletionPolicy::PurgeImmediately, _) => jiff::SignedDuration::ZERO,
                 // An object's own purgeAfter, within the site's bounds.
                 (_, Some(own)) => {
-                    let bound = |v: &str, d: std::time::Duration| parse_duration(v).unwrap_or(d);
-                    let min = bound(
-                        &cfg.grace_periods.min_purge_after,
-                        std::time::Duration::ZERO,
-                    );
-                    let max = bound(&cfg.grace_periods.max_purge_after, *own);
+                    let min = cfg.grace_periods.min_purge_after.get();
+                    let max = cfg.grace_periods.max_purge_after.get();
                     jiff::SignedDuration::from_secs((*own).clamp(min, max.max(min)).as_secs() as i64)
                 }
                 (_, None) => site_grace,
