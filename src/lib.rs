@@ -19,6 +19,7 @@ pub mod site;
 pub mod slurm;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 
 #[cfg(test)]
 mod module_graph;

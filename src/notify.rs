@@ -178,6 +178,16 @@ impl Mailer {
     /// accepted it after `DATA` (a failing `QUIT` afterwards is ignored). Any refused recipient
     /// fails the whole send, before the message is transmitted.
     pub async fn send(&self, to: &[String], subject: &str, body: &str) -> Result<(), NotifyError> {
+        crate::telemetry::call(
+            "smtp",
+            "send",
+            self.deliver(to, subject, body),
+            Result::is_ok,
+        )
+        .await
+    }
+
+    async fn deliver(&self, to: &[String], subject: &str, body: &str) -> Result<(), NotifyError> {
         check_address("from", &self.from)?;
         if to.is_empty() {
             return Err(NotifyError::Invalid("no recipients".into()));

@@ -3,11 +3,9 @@
 //! change it plans or makes is reported as one [`ChangeOutcome`]; every call it makes to its
 //! server goes through [`call`], which counts, times and traces it.
 
-mod instrumented;
-
 use std::future::Future;
 
-pub use instrumented::call;
+pub use crate::telemetry::call;
 
 use crate::plan::{Observed, Plan, Target};
 use crate::site::Site;

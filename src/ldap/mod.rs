@@ -340,26 +340,9 @@ fn connect_error(config: &Config, uri: &str, e: ldap3::LdapError) -> DirectoryEr
 
 /// A rustls client configuration trusting exactly the CAs in `ca_file`.
 fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
+    let pem = std::fs::read_to_string(ca_file)
         .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("unusable certificate in {}: {e}", ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no certificate", ca_file.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::tls::trusting(&pem, &ca_file.display().to_string())
 }
 
 #[cfg(test)]

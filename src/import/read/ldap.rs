@@ -16,6 +16,20 @@ pub async fn read_ldap(
     password: Option<&str>,
     ca_pem: Option<&str>,
 ) -> Result<Vec<Row>, ReadError> {
+    crate::telemetry::call(
+        "import",
+        "ldap search",
+        search_source(opts, password, ca_pem),
+        Result::is_ok,
+    )
+    .await
+}
+
+async fn search_source(
+    opts: &LdapReader,
+    password: Option<&str>,
+    ca_pem: Option<&str>,
+) -> Result<Vec<Row>, ReadError> {
     let url = opts.url.as_str();
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let ldaps = match scheme.as_deref() {
@@ -244,24 +258,6 @@ pub(super) fn is_tls_failure(e: &std::io::Error) -> bool {
         )
 }
 
-/// A rustls client configuration trusting exactly the certificates in `pem`.
 pub(super) fn tls_config(pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("bad certificate in the CA PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("unusable certificate in the CA PEM: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("the CA PEM holds no certificate".into());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::tls::trusting(pem, "the CA PEM")
 }

@@ -11,6 +11,16 @@ use super::*;
 /// take [`CONNECT_TIMEOUT`], the query with its result [`OPERATION_TIMEOUT`]. The DSN's
 /// password appears in no message.
 pub async fn read_sql(dsn: &str, query: &str) -> Result<Vec<Row>, ReadError> {
+    crate::telemetry::call(
+        "import",
+        "sql query",
+        query_source(dsn, query),
+        Result::is_ok,
+    )
+    .await
+}
+
+async fn query_source(dsn: &str, query: &str) -> Result<Vec<Row>, ReadError> {
     let secret = dsn_password(dsn);
     let redact = |message: String| match &secret {
         Some(pw) if !pw.is_empty() => message.replace(pw.as_str(), "***"),

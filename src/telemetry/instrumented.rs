@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::telemetry::{global, labels};
+use super::{global, labels};
 
 /// Runs `call` as one `operation` of `backend`; `ok` says whether its output is a success.
 pub async fn call<T>(

@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod instrumented;
+pub use instrumented::call;
+
 /// Label set, in order: `[("kind", "Account"), ("outcome", "ok")]`.
 pub type Labels = Vec<(&'static str, String)>;
 
