@@ -496,8 +496,10 @@ impl Worker {
         }
     }
 
-    /// The directory cannot be read: every declared object's `LdapSynced` and `Ready` say so
-    /// (the rest of its status stays as the last pass left it), until a pass gets through.
+    /// The directory cannot be read: every Account's, Project's, Person's and Guest's
+    /// `LdapSynced` and `Ready` say so (the rest of its status stays as the last pass left it),
+    /// until a pass gets through. (ImportSources keep their last run's status: it is written by
+    /// their runs, not by every pass, and no import runs while the directory cannot be read.)
     async fn say_unavailable(&self, e: &str) {
         let now = self.clock.now();
         let conds = [
@@ -538,6 +540,7 @@ impl Worker {
         mark!(accounts);
         mark!(projects);
         mark!(people);
+        mark!(guests);
     }
 
     fn count_phases(&self, last: &Plan) {
