@@ -30,10 +30,6 @@ impl Period {
         jiff::SignedDuration::from_secs(i64::try_from(self.get().as_secs()).unwrap_or(i64::MAX))
     }
 
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Why the text is not a duration.
     pub fn problem(&self) -> Option<&str> {
         self.parsed.as_ref().err().map(String::as_str)

@@ -50,13 +50,12 @@ pub async fn run(
     };
     let mut ldap = Ldap { config, dir };
     let first = ldap.plan(input, &observed);
-    let applied = ldap.apply(&first, &observed, mode).await;
+    let mut applied = ldap.apply(&first, &observed, mode).await;
     crate::telemetry::global()
         .counter_retries
         .inc_by(u64::from(applied.counter_retries));
     let mut report = PassReport {
-        mode,
-        changes: applied.changes.clone(),
+        changes: std::mem::take(&mut applied.changes),
         failed: failures(&first, &applied),
         changed_behind: seen
             .filter(|_| !applied.done.is_empty())

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::backend::{ChangeOutcome, Mode, Outcome};
+use crate::backend::{ChangeOutcome, Outcome};
 use crate::ldap::ApplyReport;
 use crate::plan::{Cond, Observed, Plan, Target};
 
@@ -29,9 +29,8 @@ impl std::fmt::Display for PassError {
 }
 
 /// The report of one pass.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PassReport {
-    pub mode: Mode,
     /// The plan against the directory as observed: what was (or would be) written.
     pub first: Plan,
     /// What the LDAP apply did (in `Mode::Plan`, the changes as planned).
@@ -56,27 +55,6 @@ pub struct PassReport {
     pub changed_behind: Option<BTreeSet<String>>,
     pub next_wakeup: Option<jiff::Timestamp>,
     pub error: Option<PassError>,
-}
-
-impl Default for PassReport {
-    fn default() -> PassReport {
-        PassReport {
-            mode: Mode::Plan,
-            first: Plan::default(),
-            ldap: ApplyReport::default(),
-            last: Plan::default(),
-            directory: Observed::default(),
-            changes: vec![],
-            failed: BTreeMap::new(),
-            slurm: None,
-            gold: None,
-            slurm_synced: Synced::new(),
-            gold_synced: Synced::new(),
-            changed_behind: None,
-            next_wakeup: None,
-            error: None,
-        }
-    }
 }
 
 /// A backend report's changes.

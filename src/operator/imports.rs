@@ -33,15 +33,19 @@ const REPORT_LIMIT: usize = 512 * 1024;
 /// Default interval between runs.
 const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// When a source's next run is due, and whether it is due now.
-pub fn due(src: &ImportSource, now: jiff::Timestamp) -> (bool, jiff::Timestamp) {
-    let st = src.status.clone().unwrap_or_default();
-    let interval = src
-        .spec
+/// The source's interval between runs.
+fn interval(src: &ImportSource) -> std::time::Duration {
+    src.spec
         .interval
         .as_deref()
         .and_then(|i| crate::api::parse_duration(i).ok())
-        .unwrap_or(DEFAULT_INTERVAL);
+        .unwrap_or(DEFAULT_INTERVAL)
+}
+
+/// When a source's next run is due, and whether it is due now.
+pub fn due(src: &ImportSource, now: jiff::Timestamp) -> (bool, jiff::Timestamp) {
+    let st = src.status.clone().unwrap_or_default();
+    let interval = interval(src);
     let next = st
         .last_run
         .as_ref()
@@ -138,12 +142,7 @@ impl Worker {
                 continue;
             }
             let key = Key::of(src.as_ref());
-            let interval = src
-                .spec
-                .interval
-                .as_deref()
-                .and_then(|i| crate::api::parse_duration(i).ok())
-                .unwrap_or(DEFAULT_INTERVAL);
+            let interval = interval(src);
             let next = now + jiff::SignedDuration::from_secs(interval.as_secs() as i64);
             wake = Some(wake.map_or(next, |w| w.min(next)));
             let mut conds: Vec<Cond> = vec![];

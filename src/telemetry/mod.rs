@@ -86,102 +86,111 @@ impl Default for Metrics {
         // Counters are exposed with `_total` appended.
         let mut families = vec![];
         let r = &mut m.registry;
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_backend_operations",
             "Backend calls by backend, operation and outcome",
-            m.backend_operations.clone(),
+            &m.backend_operations,
         );
-        families.push(("roster_backend_operations", kind_of(&m.backend_operations)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_backend_call_duration_seconds",
             "Duration of backend calls, by backend and operation",
-            m.backend_call_duration.clone(),
+            &m.backend_call_duration,
         );
-        families.push((
-            "roster_backend_call_duration_seconds",
-            kind_of(&m.backend_call_duration),
-        ));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_passes",
             "Convergence passes by trigger",
-            m.passes.clone(),
+            &m.passes,
         );
-        families.push(("roster_passes", kind_of(&m.passes)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_pass_duration_seconds",
             "Duration of convergence passes",
-            m.pass_duration.clone(),
+            &m.pass_duration,
         );
-        families.push(("roster_pass_duration_seconds", kind_of(&m.pass_duration)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_reconciles",
             "Reconciles by kind",
-            m.reconciles.clone(),
+            &m.reconciles,
         );
-        families.push(("roster_reconciles", kind_of(&m.reconciles)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_reconcile_duration_seconds",
             "Duration of reconciles (waiting for their pass included), by kind",
-            m.reconcile_duration.clone(),
+            &m.reconcile_duration,
         );
-        families.push((
-            "roster_reconcile_duration_seconds",
-            kind_of(&m.reconcile_duration),
-        ));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_reconcile_errors",
             "Failed reconciles by kind and reason",
-            m.reconcile_errors.clone(),
+            &m.reconcile_errors,
         );
-        families.push(("roster_reconcile_errors", kind_of(&m.reconcile_errors)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_drift_repairs",
             "Directory writes for objects that were already converged (drift)",
-            m.drift_repairs.clone(),
+            &m.drift_repairs,
         );
-        families.push(("roster_drift_repairs", kind_of(&m.drift_repairs)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_counter_retries",
             "uid/gid counter updates retried after losing to another writer",
-            m.counter_retries.clone(),
+            &m.counter_retries,
         );
-        families.push(("roster_counter_retries", kind_of(&m.counter_retries)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_status_writes",
             "Status writes by kind",
-            m.status_writes.clone(),
+            &m.status_writes,
         );
-        families.push(("roster_status_writes", kind_of(&m.status_writes)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_objects",
             "Declared objects by kind and phase",
-            m.objects.clone(),
+            &m.objects,
         );
-        families.push(("roster_objects", kind_of(&m.objects)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_guard_held",
             "Removal-caused transitions the mass-deactivation guard is holding",
-            m.guard_held.clone(),
+            &m.guard_held,
         );
-        families.push(("roster_guard_held", kind_of(&m.guard_held)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_leader",
             "1 while this replica is the leader",
-            m.leader.clone(),
+            &m.leader,
         );
-        families.push(("roster_leader", kind_of(&m.leader)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_notices",
             "Expiry notices mailed, by outcome",
-            m.notices.clone(),
+            &m.notices,
         );
-        families.push(("roster_notices", kind_of(&m.notices)));
-        r.register(
+        register(
+            r,
+            &mut families,
             "roster_import_runs",
             "Import runs by outcome",
-            m.import_runs.clone(),
+            &m.import_runs,
         );
-        families.push(("roster_import_runs", kind_of(&m.import_runs)));
         m.families = families
             .into_iter()
             .map(|(name, kind)| {
@@ -194,6 +203,20 @@ impl Default for Metrics {
             .collect();
         m
     }
+}
+
+/// Registers a family and records its name and type.
+fn register<M>(
+    r: &mut Registry,
+    families: &mut Vec<(&'static str, &'static str)>,
+    name: &'static str,
+    help: &'static str,
+    metric: &M,
+) where
+    M: Kind + prometheus_client::registry::Metric + Clone,
+{
+    r.register(name, help, metric.clone());
+    families.push((name, M::KIND));
 }
 
 /// The OpenMetrics type of a metric.
@@ -212,10 +235,6 @@ impl Kind for Histogram {
 impl<M: Kind, C> Kind for Family<Labels, M, C> {
     const KIND: &'static str = M::KIND;
 }
-fn kind_of<K: Kind>(_: &K) -> &'static str {
-    K::KIND
-}
-
 static GLOBAL: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::default()));
 
 /// The process's metrics.
