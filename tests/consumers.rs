@@ -192,9 +192,13 @@ fn sbatch(conf: &Path, user: &str, account: &str, extra: &[&str]) -> (bool, Stri
 async fn a_new_account_logs_in_and_runs_a_job_in_its_project_without_a_controller_restart() {
     let b = World::new("cons-new", 0).await;
     let (user, lab) = (b.name("ada"), b.name("lab"));
-    // Before: the controller does not know the user, and sssd says so.
-    assert_eq!(getent_passwd(&user), None);
-    let (ok, said) = b.sbatch_test(&user, &lab);
+    // Before: the controller refuses a user nobody declared, and sssd does not know them. Asked
+    // of another undeclared name: a lookup of `user` itself now would leave a "not found" in
+    // sssd's negative cache, and slurmctld, resolving the uid when the association arrives,
+    // would keep refusing the user (README "Slurm accounting").
+    let stranger = b.name("nobody");
+    assert_eq!(getent_passwd(&stranger), None);
+    let (ok, said) = b.sbatch_test(&stranger, &lab);
     assert!(!ok, "a job for a user nobody declared: {said}");
     b.apply(
         &(person_with(
