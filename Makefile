@@ -58,13 +58,13 @@ fmt:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 test: dev-up tools lint
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
-		$(CARGO) test --no-fail-fast; \
+		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 # The safety suite (tests/safety.rs, docs/security.md "Safety invariants") for longer: a seeded

@@ -333,8 +333,8 @@ async fn slurm_unobservable_then_slurmdbd_down_in_operator_mode_fails_only_slurm
 }
 
 /// A Gold test server in process, behind a proxy that can drop connections.
-async fn gold(dir: &Path) -> (roster::gold::server::GoldServer, FlakyProxy, String) {
-    use roster::gold::server::{GoldServer, Options};
+async fn gold(dir: &Path) -> (roster_gold_server::GoldServer, FlakyProxy, String) {
+    use roster_gold_server::{GoldServer, Options};
     let secret = "faults-gold-secret";
     let server = GoldServer::start("127.0.0.1:0", Options::new(secret))
         .await
@@ -356,7 +356,7 @@ fn gold_site(site: &Site) -> String {
     )
 }
 
-fn deposits(server: &roster::gold::server::GoldServer) -> usize {
+fn deposits(server: &roster_gold_server::GoldServer) -> usize {
     server
         .log()
         .iter()
@@ -365,7 +365,7 @@ fn deposits(server: &roster::gold::server::GoldServer) -> usize {
 }
 
 /// Every project's allocation holds exactly its one deposit.
-fn assert_deposited_once(server: &roster::gold::server::GoldServer, site: &Site) {
+fn assert_deposited_once(server: &roster_gold_server::GoldServer, site: &Site) {
     // (Besides Gold's own 0-credit allocation of each new account, allocation.autogen.)
     let allocs: Vec<_> = server
         .rows("Allocation")

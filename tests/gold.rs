@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use roster::gold::server::{GoldServer, Options};
+use roster_gold_server::{GoldServer, Options};
 use support::*;
 
 const SECRET: &str = "test-gold-shared-secret";
@@ -376,7 +376,7 @@ async fn a_projects_account_is_found_through_account_project_and_credits_are_nev
     let projects = gold.rows("Project");
     let desc = &row(&projects, "Name", "ga").unwrap()["Description"];
     assert_eq!(desc, "x < y, OBriens", "stored as sent, never evaluated");
-    let deposited = |g: &roster::gold::server::GoldServer| -> i64 {
+    let deposited = |g: &roster_gold_server::GoldServer| -> i64 {
         g.rows("Allocation")
             .iter()
             .map(|a| a["Deposited"].parse::<f64>().unwrap() as i64)
@@ -474,7 +474,7 @@ async fn a_projects_account_is_found_through_account_project_and_credits_are_nev
 async fn config_check_refuses_an_actor_that_may_only_read() {
     let tree = TestTree::new("gold-check").await;
     let dir = scratch("gold-check");
-    let gold = roster::gold::server::GoldServer::start(
+    let gold = roster_gold_server::GoldServer::start(
         "127.0.0.1:0",
         Options {
             readers: vec!["viewer".into()],

@@ -15,7 +15,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster::gold::server::{GoldServer, Options};
+use roster_gold_server::{GoldServer, Options};
 use serde_json::{Value, json};
 use support::*;
 

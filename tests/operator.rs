@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ldap3::Mod;
@@ -1345,29 +1345,19 @@ async fn an_account_walks_every_transition_in_ldap_and_slurm_with_an_injected_cl
     w.tree.cleanup().await;
 }
 
-/// The Gold test server as a process: (the process, its port, the key file).
-fn gold_server(dir: &Path) -> (Proc, u16, std::path::PathBuf) {
-    use std::io::BufRead;
-    let key = dir.join("gold.key");
-    std::fs::write(&key, "operator-test-secret\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roster-gold-server"))
-        .args(["--bind", "127.0.0.1:0", "--auth-key-file"])
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
-    (Proc(child), port, key)
-}
-
-#[tokio::test]
+/// The Gold test server serves on the runtime's workers while the test blocks in its polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
     let dir = scratch("op-gold-server");
-    let (gold, port, key) = gold_server(&dir);
+    let key = dir.join("gold.key");
+    std::fs::write(&key, "operator-test-secret\n").unwrap();
+    let gold = roster_gold_server::GoldServer::start(
+        "127.0.0.1:0",
+        roster_gold_server::Options::new("operator-test-secret"),
+    )
+    .await
+    .expect("the Gold test server starts");
+    let port = gold.addr().port();
     let extra = format!(
         "gold:\n  host: 127.0.0.1\n  port: {port}\n  authKeyFile: {}\n  timeoutSeconds: 2\n  attempts: 1\n",
         key.display()

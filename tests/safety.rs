@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use roster::gold::server::{GoldServer, Options};
+use roster_gold_server::{GoldServer, Options};
 use support::*;
 
 const DAY: i64 = 86_400;

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use roster::gold::server::{GoldServer, Options};
+use roster_gold_server::{GoldServer, Options};
 use support::*;
 
 /// A secret of the test's own: 16 random bytes as hex, with a prefix naming it.

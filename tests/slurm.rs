@@ -1178,9 +1178,9 @@ async fn file_mode_counts_and_times_every_backend_call() {
     let dir = scratch("slurm-metrics");
     let c = cluster("met");
     let cfg = config_with_slurm(&tree, &dir, &c);
-    let gold = roster::gold::server::GoldServer::start(
+    let gold = roster_gold_server::GoldServer::start(
         "127.0.0.1:0",
-        roster::gold::server::Options {
+        roster_gold_server::Options {
             secret: "metrics-secret".into(),
             actors: vec!["root".into()],
             chunk_rows: 3,

@@ -67,7 +67,7 @@ start() {
         stop "$dir"
     fi
     if [[ ! -x $BIN ]]; then
-        (cd "$REPO_ROOT" && cargo build --quiet --bin roster-gold-server)
+        (cd "$REPO_ROOT" && cargo build --quiet -p roster-gold-server)
     fi
     # A new server starts empty: so do its request log and its control files.
     : >"$dir/requests.jsonl"

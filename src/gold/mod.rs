@@ -6,7 +6,6 @@ pub mod desired;
 pub mod diff;
 pub mod observe;
 pub mod proto;
-pub mod server;
 pub mod xml;
 
 use std::time::Duration;

@@ -79,8 +79,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::proto::sign;
-use super::xml::{self, Element};
+use roster::gold::proto::sign;
+use roster::gold::xml::{self, Element};
 
 /// Rows per reply piece of a chunked query when not configured.
 pub const DEFAULT_CHUNK_ROWS: usize = 100;

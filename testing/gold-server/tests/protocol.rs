@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use roster::gold::proto::sign;
-use roster::gold::server::{GoldServer, LogEntry, Options, PSEUDO_NAMES};
 use roster::gold::xml;
+use roster_gold_server::{GoldServer, LogEntry, Options, PSEUDO_NAMES};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "lab-gold-shared-secret";
@@ -1300,8 +1300,7 @@ async fn xml_metacharacters_round_trip() {
 /// The binary: address on stdout, JSON-lines log, control directory.
 #[tokio::test]
 async fn the_binary_logs_json_lines_and_obeys_the_control_dir() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-scratch")
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("gold-server-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

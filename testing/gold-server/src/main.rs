@@ -1,6 +1,6 @@
 //! Roster's Gold (SSSRMAP) protocol test server as a process, for `hack/dev-up.sh` and tests
 //! that run outside the test binary. It stands in for a Gold 2.2 server: signed requests only,
-//! Gold's framing, Gold's status codes (see `roster::gold::server`). State lives in memory.
+//! Gold's framing, Gold's status codes (see the `roster_gold_server` library). State lives in memory.
 //!
 //! Prints the bound address (`127.0.0.1:PORT`) as stdout's first line, then serves until
 //! killed. `--log FILE` appends one JSON object per request (`action`, `objects`, `actor`,
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use roster::gold::server::{DEFAULT_CHUNK_ROWS, Extras, GoldServer, Options};
+use roster_gold_server::{DEFAULT_CHUNK_ROWS, Extras, GoldServer, Options};
 
 #[derive(Parser)]
 #[command(
