@@ -1,35 +1,54 @@
-//! E-mail notices (a guest's coming expiry, …) over plain SMTP.
+//! E-mail notices (a guest's coming expiry, …) through the site's SMTP relay, with `lettre`.
 //!
-//! [`Mailer`] is a minimal SMTP client (RFC 5321) on tokio's TCP: `EHLO` (falling back to `HELO`),
-//! `MAIL FROM`, one `RCPT TO` per recipient, `DATA` with dot-stuffing and CRLF line endings,
-//! `QUIT`. It has **no TLS and no authentication**: the expected setup is a site relay on
-//! localhost or in the cluster (a Postfix or an SMTP relay pod) that accepts mail from Roster
-//! and forwards it. Every step has a timeout, replies are read with bounded line lengths, and
-//! everything that ends up in a header (addresses, the subject) is checked before connecting, so
-//! a CR or LF can never inject a header or an SMTP command.
+//! [`Mailer`] sends one plain-text message per call: `STARTTLS` required (`tls: starttls`, the
+//! submission port 587), TLS from the first byte (`tls: tls`, port 465) or plain SMTP to a local
+//! relay (`tls: none`, port 25, the default). The relay's certificate is always verified, against
+//! `caFile` when given, else the system's roots; a certificate that does not verify ends the
+//! connection before anything else is sent. With `username`, Roster authenticates (PLAIN or
+//! LOGIN, whichever the relay offers) with the password read from `passwordFile` or
+//! `passwordEnv` when the message is sent — never over an unencrypted connection (the config
+//! check refuses `tls: none` with credentials). Every step has the configured timeout.
 //!
-//! The message is `text/plain; charset=utf-8`, sent as `8bit` when the server announces
-//! `8BITMIME` (base64 otherwise, or when a line would exceed SMTP's 998 octets); a non-ASCII
-//! subject is sent as RFC 2047 encoded words.
+//! Everything that ends up in a header (addresses, the subject) is checked before connecting, so
+//! a CR or LF can never inject a header or an SMTP command. The message is
+//! `text/plain; charset=utf-8`, `8bit` when every line is short, else quoted-printable or base64; a
+//! non-ASCII subject travels as RFC 2047 encoded words.
 
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
+use lettre::message::header::{ContentTransferEncoding, ContentType, MIME_VERSION_1_0};
+use lettre::message::{Body, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// How to reach the SMTP relay (the configuration's `guests.smtp`).
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmtpConfig {
-    /// The relay's host name or IP address (no TLS, no authentication: a local relay).
+    /// The relay's host name or IP address; the name its certificate must carry.
     pub host: String,
-    /// The relay's port (default 25).
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The relay's port (default: 25 with `tls: none`, 587 with `starttls`, 465 with `tls`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `none` (a local relay), `starttls` (required, never a silent fallback) or `tls`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// PEM file of the CA(s) that sign the relay's certificate; default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The user to authenticate as; its password comes from `passwordFile` or `passwordEnv`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (a mounted Secret; a trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// … or an environment variable holding it.
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// The sender address (`local@domain`), used for `MAIL FROM` and the `From:` header.
     pub from: String,
     /// Seconds allowed for connecting and for each command's reply (default 10).
@@ -37,8 +56,28 @@ pub struct SmtpConfig {
     pub timeout_seconds: u64,
 }
 
-fn default_port() -> u16 {
-    25
+/// The transport security to the relay.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP: only for a relay on the same host or in the same cluster.
+    #[default]
+    None,
+    /// Plain, then `STARTTLS`, which the relay must offer.
+    Starttls,
+    /// TLS from the start (SMTPS).
+    Tls,
+}
+
+impl SmtpConfig {
+    /// The configured port, or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        })
+    }
 }
 
 fn default_timeout_seconds() -> u64 {
@@ -62,91 +101,72 @@ pub enum NotifyError {
         /// Which field (`subject`, `from`, `to`).
         field: &'static str,
     },
-    /// Anything else wrong with the input or the settings (no recipients, control characters).
+    /// Anything else wrong with the input or the settings (no recipients, control characters,
+    /// an unreadable CA or password file).
     #[error("{0}")]
     Invalid(String),
     /// The TCP connection could not be made.
-    #[error("cannot connect to the SMTP server {addr}: {source}")]
+    #[error("cannot connect to the SMTP server {addr}: {message}")]
     Connect {
         /// `host:port`.
         addr: String,
-        /// The socket error.
-        #[source]
-        source: std::io::Error,
+        /// Why.
+        message: String,
+    },
+    /// TLS could not be established: no `STARTTLS` offered, or a certificate that does not
+    /// verify. Nothing (no password, no message) was sent.
+    #[error("SMTP server {addr}: TLS failed, nothing was sent: {message}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// Why.
+        message: String,
     },
     /// The server did not answer in time.
-    #[error("SMTP server {addr}: no answer within {limit:?} {stage}")]
+    #[error("SMTP server {addr}: no answer within {limit:?}")]
     Timeout {
         /// `host:port`.
         addr: String,
-        /// What was going on (`connecting`, `after RCPT TO:<…>`, …).
-        stage: String,
         /// The timeout.
         limit: Duration,
     },
-    /// The connection broke.
-    #[error("SMTP server {addr}: connection lost {stage}: {source}")]
-    Io {
-        /// `host:port`.
-        addr: String,
-        /// What was going on.
-        stage: String,
-        /// The socket error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server's reply is not SMTP.
-    #[error("SMTP server {addr}: malformed reply {stage}: {detail}")]
-    Protocol {
-        /// `host:port`.
-        addr: String,
-        /// What was going on.
-        stage: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// The server answered with an error code.
-    #[error("SMTP server {addr} refused {stage}: {code} {text}")]
+    /// The server answered with an error code (a refused login, sender, recipient or message).
+    #[error("SMTP server {addr} refused the notice: {code} {text}")]
     Rejected {
         /// `host:port`.
         addr: String,
-        /// The refused step (`the greeting`, `RCPT TO:<a@b>`, `the message`, …).
-        stage: String,
         /// The reply code.
-        code: u16,
-        /// The reply text (all lines, joined).
+        code: String,
+        /// The reply text.
         text: String,
+    },
+    /// Anything else the SMTP exchange ended with (a broken connection, a malformed reply).
+    #[error("SMTP server {addr}: {message}")]
+    Smtp {
+        /// `host:port`.
+        addr: String,
+        /// What happened.
+        message: String,
     },
 }
 
-/// An SMTP client for one relay and sender. See the module documentation for what it does and
-/// does not do (no TLS, no authentication).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An SMTP client for one relay and sender, made from [`SmtpConfig`]. Secrets (the password)
+/// are read when a message is sent, so a rotated Secret is used at once.
+#[derive(Debug, Clone)]
 pub struct Mailer {
-    /// The relay's host name or IP address.
-    pub host: String,
-    /// The relay's port.
-    pub port: u16,
-    /// The sender address (`local@domain`).
-    pub from: String,
+    config: SmtpConfig,
+    /// Where relative `caFile`/`passwordFile` paths resolve (the configuration file's directory).
+    base_dir: PathBuf,
     /// Allowed for connecting and for each reply.
     pub timeout: Duration,
 }
 
-/// Longest reply line read from a server (RFC 5321 allows 512 octets; be generous).
-const MAX_REPLY_LINE: u64 = 4096;
-/// Most lines in one multi-line reply.
-const MAX_REPLY_LINES: usize = 128;
-/// Longest line SMTP carries, without its CRLF (RFC 5321 §4.5.3.1.6).
-const MAX_LINE: usize = 998;
-/// Longest subject sent as is; longer (or non-ASCII) ones become folded encoded words.
-const MAX_PLAIN_SUBJECT: usize = 900;
-
 static MESSAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Mailer {
-    /// A mailer for the configured relay; checks the sender address and the settings.
-    pub fn new(config: &SmtpConfig) -> Result<Mailer, NotifyError> {
+    /// A mailer for the configured relay; checks the sender address and the settings. Relative
+    /// paths resolve against `base_dir`.
+    pub fn new(config: &SmtpConfig, base_dir: &Path) -> Result<Mailer, NotifyError> {
         if config.host.trim().is_empty() {
             return Err(NotifyError::Invalid("smtp.host is empty".into()));
         }
@@ -155,28 +175,38 @@ impl Mailer {
                 "smtp.timeoutSeconds must be at least 1".into(),
             ));
         }
+        if let Some(problem) = credentials_problem(config) {
+            return Err(NotifyError::Invalid(problem));
+        }
         check_address("from", &config.from)?;
         Ok(Mailer {
-            host: config.host.clone(),
-            port: config.port,
-            from: config.from.clone(),
+            config: config.clone(),
+            base_dir: base_dir.to_path_buf(),
             timeout: Duration::from_secs(config.timeout_seconds),
         })
     }
 
     /// `host:port` as shown in messages (IPv6 literals in brackets).
     fn addr(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
+        let (host, port) = (&self.config.host, self.config.port());
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{host}:{port}")
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
         }
     }
 
     /// Sends one plain-text message to every address in `to`. Everything is checked before
-    /// connecting (addresses, CR/LF in the subject); the message counts as sent once the server
-    /// accepted it after `DATA` (a failing `QUIT` afterwards is ignored). Any refused recipient
-    /// fails the whole send, before the message is transmitted.
+    /// connecting (addresses, CR/LF in the subject, the CA and password files); the message
+    /// counts as sent once the relay accepted it. Any refused recipient fails the whole send.
     pub async fn send(&self, to: &[String], subject: &str, body: &str) -> Result<(), NotifyError> {
         crate::telemetry::call(
             "smtp",
@@ -188,242 +218,155 @@ impl Mailer {
     }
 
     async fn deliver(&self, to: &[String], subject: &str, body: &str) -> Result<(), NotifyError> {
-        check_address("from", &self.from)?;
-        if to.is_empty() {
-            return Err(NotifyError::Invalid("no recipients".into()));
+        let message = compose(&self.config.from, to, subject, body)?;
+        let transport = self.transport()?;
+        transport
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The lettre transport: TLS mode and trust, credentials, timeout; a connection per notice
+    /// (lettre's pool is not built in: notices are rare, a held connection would go stale).
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+        let c = &self.config;
+        let tls = match c.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(self.tls_parameters()?),
+            SmtpTls::Tls => Tls::Wrapper(self.tls_parameters()?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(c.host.as_str())
+            .port(c.port())
+            .tls(tls)
+            .timeout(Some(self.timeout));
+        if let Some(user) = &c.username {
+            builder = builder.credentials(Credentials::new(user.clone(), self.password()?));
         }
-        for a in to {
-            check_address("to", a)?;
+        Ok(builder.build())
+    }
+
+    fn tls_parameters(&self) -> Result<TlsParameters, NotifyError> {
+        let mut params = TlsParameters::builder(self.config.host.clone());
+        if let Some(ca) = &self.config.ca_file {
+            let ca = self.resolve(ca);
+            let what = format!("guests.smtp.caFile {}", ca.display());
+            let pem = std::fs::read_to_string(&ca)
+                .map_err(|e| NotifyError::Invalid(format!("cannot read {what}: {e}")))?;
+            // The same checks as the directory's CA file: PEM, at least one usable certificate.
+            crate::tls::trusting(&pem, &what).map_err(NotifyError::Invalid)?;
+            let cert = Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| NotifyError::Invalid(format!("{what}: {e}")))?;
+            params = params
+                .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
+                .add_root_certificate(cert);
         }
-        check_subject(subject)?;
+        params.build_rustls().map_err(|e| NotifyError::Tls {
+            addr: self.addr(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The password, read now from its file or environment variable.
+    fn password(&self) -> Result<String, NotifyError> {
+        let c = &self.config;
+        crate::config::read_secret(
+            &self.base_dir,
+            c.password_file.as_deref(),
+            c.password_env.as_deref(),
+            "guests.smtp.password",
+        )
+        .map_err(NotifyError::Invalid)?
+        .ok_or_else(|| {
+            NotifyError::Invalid(
+                "guests.smtp.username is set but neither passwordFile nor passwordEnv".into(),
+            )
+        })
+    }
+
+    /// What a failed exchange means, in the relay's words where it gave any.
+    fn failed(&self, e: lettre::transport::smtp::Error) -> NotifyError {
         let addr = self.addr();
-        let stream = match tokio::time::timeout(
-            self.timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(NotifyError::Timeout {
-                    addr,
-                    stage: "connecting".into(),
-                    limit: self.timeout,
-                });
-            }
-            Ok(Err(source)) => return Err(NotifyError::Connect { addr, source }),
-            Ok(Ok(s)) => s,
-        };
-        let helo_name = match stream.local_addr() {
-            Ok(SocketAddr::V4(a)) => format!("[{}]", a.ip()),
-            Ok(SocketAddr::V6(a)) => format!("[IPv6:{}]", a.ip()),
-            Err(_) => "localhost".to_string(),
-        };
-        let mut s = Session {
-            stream: BufReader::new(stream),
-            addr,
-            timeout: self.timeout,
-        };
-        s.expect("in the greeting", "the greeting", &[220]).await?;
-        let ehlo = s.command(&format!("EHLO {helo_name}"), "EHLO").await?;
-        let eight_bit_ok = if ehlo.code == 250 {
-            ehlo.lines.iter().skip(1).any(|l| {
-                l.split_whitespace()
-                    .next()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("8BITMIME"))
-            })
-        } else if (500..600).contains(&ehlo.code) {
-            s.run(&format!("HELO {helo_name}"), "HELO", &[250]).await?;
-            false
-        } else {
-            return Err(s.rejected("EHLO", ehlo));
-        };
-        let message_id = format!(
-            "<{}.{}.{}@{}>",
-            jiff::Timestamp::now().as_nanosecond(),
-            std::process::id(),
-            MESSAGE_SEQ.fetch_add(1, Ordering::Relaxed),
-            domain_of(&self.from)
-        );
-        let now = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC);
-        let (data, eight_bit) = compose(
-            &self.from,
-            to,
-            subject,
-            body,
-            &now,
-            &message_id,
-            eight_bit_ok,
-        )?;
-        let body_param = if eight_bit { " BODY=8BITMIME" } else { "" };
-        s.run(
-            &format!("MAIL FROM:<{}>{body_param}", self.from),
-            &format!("MAIL FROM:<{}>", self.from),
-            &[250],
-        )
-        .await?;
-        for a in to {
-            let stage = format!("RCPT TO:<{a}>");
-            s.run(&stage, &stage, &[250, 251]).await?;
-        }
-        s.run("DATA", "DATA", &[354]).await?;
-        s.write(&data, "sending the message").await?;
-        s.write(".\r\n", "sending the message").await?;
-        s.expect("after the message", "the message", &[250]).await?;
-        // The message is accepted; a failing QUIT changes nothing about that.
-        let _ = s.command("QUIT", "QUIT").await;
-        Ok(())
-    }
-}
-
-/// One SMTP reply: its code and the text of each line.
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-/// An open connection to the relay.
-struct Session {
-    stream: BufReader<TcpStream>,
-    addr: String,
-    timeout: Duration,
-}
-
-impl Session {
-    fn rejected(&self, stage: &str, reply: Reply) -> NotifyError {
-        NotifyError::Rejected {
-            addr: self.addr.clone(),
-            stage: stage.to_string(),
-            code: reply.code,
-            text: reply.lines.join(" / "),
-        }
-    }
-
-    fn timed_out(&self, stage: &str) -> NotifyError {
-        NotifyError::Timeout {
-            addr: self.addr.clone(),
-            stage: stage.to_string(),
-            limit: self.timeout,
-        }
-    }
-
-    fn io(&self, stage: &str, source: std::io::Error) -> NotifyError {
-        NotifyError::Io {
-            addr: self.addr.clone(),
-            stage: stage.to_string(),
-            source,
-        }
-    }
-
-    async fn write(&mut self, text: &str, stage: &str) -> Result<(), NotifyError> {
-        let stream = self.stream.get_mut();
-        match tokio::time::timeout(self.timeout, stream.write_all(text.as_bytes())).await {
-            Err(_) => Err(self.timed_out(stage)),
-            Ok(Err(e)) => Err(self.io(stage, e)),
-            Ok(Ok(())) => Ok(()),
-        }
-    }
-
-    /// Sends one command line and reads its reply, whatever its code.
-    async fn command(&mut self, line: &str, stage: &str) -> Result<Reply, NotifyError> {
-        self.write(&format!("{line}\r\n"), &format!("sending {stage}"))
-            .await?;
-        self.reply(&format!("after {stage}")).await
-    }
-
-    /// Sends one command line; its reply must carry one of `ok`.
-    async fn run(&mut self, line: &str, stage: &str, ok: &[u16]) -> Result<Reply, NotifyError> {
-        let reply = self.command(line, stage).await?;
-        if ok.contains(&reply.code) {
-            Ok(reply)
-        } else {
-            Err(self.rejected(stage, reply))
-        }
-    }
-
-    /// Reads a reply that must carry one of `ok`.
-    async fn expect(&mut self, when: &str, stage: &str, ok: &[u16]) -> Result<Reply, NotifyError> {
-        let reply = self.reply(when).await?;
-        if ok.contains(&reply.code) {
-            Ok(reply)
-        } else {
-            Err(self.rejected(stage, reply))
-        }
-    }
-
-    /// Reads one (possibly multi-line) reply within the timeout.
-    async fn reply(&mut self, stage: &str) -> Result<Reply, NotifyError> {
-        match tokio::time::timeout(self.timeout, self.read_reply(stage)).await {
-            Err(_) => Err(self.timed_out(stage)),
-            Ok(r) => r,
-        }
-    }
-
-    async fn read_reply(&mut self, stage: &str) -> Result<Reply, NotifyError> {
-        let protocol = |detail: String| NotifyError::Protocol {
-            addr: self.addr.clone(),
-            stage: stage.to_string(),
-            detail,
-        };
-        let mut lines = Vec::new();
-        let mut code = None;
-        loop {
-            if lines.len() >= MAX_REPLY_LINES {
-                return Err(protocol(format!(
-                    "more than {MAX_REPLY_LINES} lines in one reply"
-                )));
-            }
-            let mut buf = Vec::new();
-            let n = (&mut self.stream)
-                .take(MAX_REPLY_LINE)
-                .read_until(b'\n', &mut buf)
-                .await
-                .map_err(|e| self.io(stage, e))?;
-            if n == 0 || !buf.ends_with(b"\n") {
-                if buf.len() as u64 >= MAX_REPLY_LINE {
-                    return Err(protocol(format!(
-                        "a reply line longer than {MAX_REPLY_LINE} bytes"
-                    )));
-                }
-                return Err(self.io(
-                    stage,
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ),
-                ));
-            }
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            let line = String::from_utf8_lossy(&buf).into_owned();
-            let bytes = line.as_bytes();
-            let digits = bytes.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
-            let Some(digits) = digits else {
-                return Err(protocol(format!(
-                    "{line:?} does not start with a reply code"
-                )));
+        if let Some(code) = e.status() {
+            let text = e.to_string();
+            // lettre says "permanent error (550): text"; keep the relay's text.
+            let text = text
+                .split_once("): ")
+                .map_or(text.as_str(), |(_, t)| t)
+                .to_string();
+            return NotifyError::Rejected {
+                addr,
+                code: code.to_string(),
+                text,
             };
-            let c = digits
-                .iter()
-                .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-            if code.is_some_and(|prev| prev != c) {
-                return Err(protocol(format!(
-                    "{line:?}: a multi-line reply changed its code"
-                )));
-            }
-            code = Some(c);
-            let last = match bytes.get(3) {
-                None | Some(b' ') => true,
-                Some(b'-') => false,
-                Some(_) => return Err(protocol(format!("{line:?} is not an SMTP reply line"))),
+        }
+        if e.is_timeout() {
+            return NotifyError::Timeout {
+                addr,
+                limit: self.timeout,
             };
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if last {
-                return Ok(Reply { code: c, lines });
+        }
+        let message = chain(&e);
+        let sources = || std::iter::successors(std::error::Error::source(&e), |s| s.source());
+        // A certificate refused in the handshake, or STARTTLS required and not offered: no
+        // command after EHLO/STARTTLS was sent, so neither the password nor the notice.
+        let handshake = sources().any(|s| {
+            s.downcast_ref::<rustls::Error>().is_some()
+                || s.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        });
+        let no_starttls = e.is_client() && message.contains("STARTTLS");
+        if e.is_tls() || handshake || no_starttls {
+            return NotifyError::Tls { addr, message };
+        }
+        let io = sources().find_map(|s| s.downcast_ref::<std::io::Error>());
+        if let Some(io) = io {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::NotFound
+            ) {
+                return NotifyError::Connect { addr, message };
             }
         }
+        NotifyError::Smtp { addr, message }
+    }
+}
+
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What is wrong with the credentials settings, if anything (also the config check's words).
+pub fn credentials_problem(c: &SmtpConfig) -> Option<String> {
+    let secret = c.password_file.is_some() || c.password_env.is_some();
+    if c.password_file.is_some() && c.password_env.is_some() {
+        return Some("set only one of guests.smtp.passwordFile and guests.smtp.passwordEnv".into());
+    }
+    match (&c.username, secret) {
+        (Some(u), _) if u.is_empty() || u.contains(['\r', '\n']) => {
+            Some("guests.smtp.username must be a non-empty single line".into())
+        }
+        (Some(_), false) => Some(
+            "guests.smtp.username needs its password: set passwordFile (a mounted Secret) or passwordEnv".into(),
+        ),
+        (None, true) => Some("guests.smtp.passwordFile/passwordEnv is set without a username".into()),
+        (Some(_), true) if c.tls == SmtpTls::None => Some(
+            "guests.smtp.username with tls: none would send the password in clear: use tls: starttls or tls".into(),
+        ),
+        _ => None,
     }
 }
 
@@ -482,96 +425,57 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("localhost", |(_, d)| d)
 }
 
-/// The `Subject:` value: as is when short ASCII, else RFC 2047 encoded words (UTF-8, base64) of
-/// at most 45 bytes each, folded one per line.
-fn encode_subject(subject: &str) -> String {
-    if subject.is_ascii() && subject.len() <= MAX_PLAIN_SUBJECT {
-        return subject.to_string();
+/// The message: checked addresses and subject (nothing reaches a header unchecked), `Date`, a
+/// `Message-ID` in the sender's domain, and the body as `8bit` (quoted-printable or base64 when
+/// a line is long).
+fn compose(from: &str, to: &[String], subject: &str, body: &str) -> Result<Message, NotifyError> {
+    check_address("from", from)?;
+    if to.is_empty() {
+        return Err(NotifyError::Invalid("no recipients".into()));
     }
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in subject.chars() {
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(std::mem::take(&mut chunk));
-        }
-        chunk.push(c);
+    for a in to {
+        check_address("to", a)?;
     }
-    if !chunk.is_empty() {
-        words.push(chunk);
+    check_subject(subject)?;
+    let mailbox = |field: &'static str, a: &str| {
+        a.parse::<Mailbox>()
+            .map_err(|_| NotifyError::InvalidAddress {
+                field,
+                value: a.to_string(),
+            })
+    };
+    let message_id = format!(
+        "<{}.{}.{}@{}>",
+        jiff::Timestamp::now().as_nanosecond(),
+        std::process::id(),
+        MESSAGE_SEQ.fetch_add(1, Ordering::Relaxed),
+        domain_of(from)
+    );
+    let mut builder = Message::builder()
+        .from(mailbox("from", from)?)
+        .subject(subject)
+        .date_now()
+        .message_id(Some(message_id))
+        .header(MIME_VERSION_1_0)
+        .header(ContentType::TEXT_PLAIN);
+    for a in to {
+        builder = builder.to(mailbox("to", a)?);
     }
-    words
-        .iter()
-        .map(|w| {
-            format!(
-                "=?utf-8?B?{}?=",
-                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n ")
-}
-
-/// The DATA content: headers and body with CRLF line endings, dot-stuffed, ending in CRLF (the
-/// terminating `.` line is not included). The body is sent as `8bit` when it is ASCII or
-/// `allow_8bit` (the server announced 8BITMIME) and no line is longer than SMTP allows; else as
-/// base64. Returns the content and whether it needs `BODY=8BITMIME`.
-fn compose(
-    from: &str,
-    to: &[String],
-    subject: &str,
-    body: &str,
-    date: &jiff::Zoned,
-    message_id: &str,
-    allow_8bit: bool,
-) -> Result<(String, bool), NotifyError> {
-    let date = jiff::fmt::rfc2822::to_string(date)
-        .map_err(|e| NotifyError::Invalid(format!("cannot format the Date header: {e}")))?;
-    let normalized = body.replace("\r\n", "\n").replace('\r', "\n");
-    let lines: Vec<&str> = normalized
-        .strip_suffix('\n')
-        .unwrap_or(&normalized)
-        .split('\n')
-        .collect();
-    let ascii = normalized.is_ascii();
-    let raw = lines.iter().all(|l| l.len() <= MAX_LINE) && (ascii || allow_8bit);
-    let mut out = String::new();
-    out.push_str(&format!("Date: {date}\r\n"));
-    out.push_str(&format!("From: {from}\r\n"));
-    out.push_str(&format!("To: {}\r\n", to.join(",\r\n ")));
-    out.push_str(&format!("Subject: {}\r\n", encode_subject(subject)));
-    out.push_str(&format!("Message-ID: {message_id}\r\n"));
-    out.push_str("MIME-Version: 1.0\r\n");
-    out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-    if raw {
-        out.push_str("Content-Transfer-Encoding: 8bit\r\n\r\n");
-        for line in &lines {
-            if line.starts_with('.') {
-                out.push('.');
-            }
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    } else {
-        out.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
-        let crlf = lines.join("\r\n") + "\r\n";
-        let encoded = base64::engine::general_purpose::STANDARD.encode(crlf.as_bytes());
-        for chunk in encoded.as_bytes().chunks(76) {
-            // base64 is ASCII, so every chunk is valid UTF-8 and never starts with '.'.
-            out.push_str(&String::from_utf8_lossy(chunk));
-            out.push_str("\r\n");
-        }
-    }
-    Ok((out, raw && !ascii))
+    let text = body.replace("\r\n", "\n").replace('\r', "\n");
+    // lettre ends the body with a line break of its own.
+    let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+    // 8bit when lettre allows it (every line under 76 octets), else lettre's choice of
+    // quoted-printable or base64.
+    let body =
+        Body::new_with_encoding(text, ContentTransferEncoding::EightBit).unwrap_or_else(Body::new);
+    builder
+        .body(body)
+        .map_err(|e| NotifyError::Invalid(format!("cannot build the notice: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
-
-    fn date() -> jiff::Zoned {
-        "2026-03-01T12:00:00Z[UTC]".parse().unwrap()
-    }
 
     fn to(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -624,166 +528,84 @@ mod tests {
             Err(NotifyError::HeaderInjection { .. })
         ));
         assert!(check_subject("bell\u{7}").is_err());
-        assert_eq!(encode_subject("plain"), "plain");
-        let encoded = encode_subject("Gültig bis 2026");
-        assert_eq!(encoded, "=?utf-8?B?R8O8bHRpZyBiaXMgMjAyNg==?=");
-        let long = encode_subject(&"ä".repeat(60));
-        assert!(long.lines().all(|l| l.len() <= 76), "{long}");
-        assert_eq!(long.matches("=?utf-8?B?").count(), 3);
     }
 
+    /// What goes on the wire: CRLF, the checked headers, 8bit for a UTF-8 body that fits.
     #[test]
-    fn composes_a_dot_stuffed_crlf_message() {
-        let (data, eight_bit) = compose(
+    fn composes_plain_utf8_with_headers_in_the_senders_domain() {
+        let m = compose(
             "roster@site.example",
             &to(&["a@x.org", "b@y.org"]),
             "Notice",
-            "Hello,\n.hidden\r\n..two\nMüller\n",
-            &date(),
-            "<1@site.example>",
-            true,
+            "Grüße\n.dot\n",
         )
         .unwrap();
-        assert!(eight_bit);
-        assert_eq!(
-            data,
-            "Date: Sun, 1 Mar 2026 12:00:00 +0000\r\n\
-             From: roster@site.example\r\n\
-             To: a@x.org,\r\n b@y.org\r\n\
-             Subject: Notice\r\n\
-             Message-ID: <1@site.example>\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\
-             Content-Transfer-Encoding: 8bit\r\n\
-             \r\n\
-             Hello,\r\n..hidden\r\n...two\r\nMüller\r\n"
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let head = &format!("{head}\r\n");
+        assert!(head.contains("From: roster@site.example\r\n"), "{head}");
+        assert!(head.contains("To: a@x.org, b@y.org\r\n"), "{head}");
+        assert!(head.contains("Subject: Notice\r\n"), "{head}");
+        assert!(head.contains("MIME-Version: 1.0\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{head}"
         );
-        assert!(!data.replace("\r\n", "").contains(['\r', '\n']));
+        assert!(
+            head.contains("Content-Transfer-Encoding: 8bit\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("@site.example>\r\n"), "Message-ID: {head}");
+        // The SMTP layer ends the data with CRLF, the final line break of the notice.
+        assert_eq!(body, "Grüße\r\n.dot");
     }
 
     #[test]
-    fn base64_without_8bitmime_or_for_long_lines() {
-        let (data, eight_bit) = compose(
-            "r@s.example",
-            &to(&["a@x.org"]),
-            "s",
-            "Müller",
-            &date(),
-            "<1@s.example>",
-            false,
-        )
-        .unwrap();
-        assert!(!eight_bit);
-        assert!(data.contains("Content-Transfer-Encoding: base64\r\n\r\nTcO8bGxlcg0K\r\n"));
-        let (data, eight_bit) = compose(
-            "r@s.example",
-            &to(&["a@x.org"]),
-            "s",
-            &"x".repeat(2000),
-            &date(),
-            "<1@s.example>",
-            true,
-        )
-        .unwrap();
-        assert!(!eight_bit);
-        assert!(data.contains("base64"));
-        assert!(data.split("\r\n").all(|l| l.len() <= 998));
+    fn long_lines_go_encoded_and_no_line_exceeds_smtps_limit() {
+        for long in [
+            "x".repeat(1200),
+            "ä".repeat(600),
+            format!("{}\n", "y ".repeat(60)),
+        ] {
+            let m = compose("r@s.example", &to(&["a@x.org"]), "s", &long).unwrap();
+            let raw = String::from_utf8(m.formatted()).unwrap();
+            assert!(
+                raw.contains("Content-Transfer-Encoding: quoted-printable\r\n")
+                    || raw.contains("Content-Transfer-Encoding: base64\r\n"),
+                "{raw}"
+            );
+            assert!(
+                raw.split("\r\n").all(|l| l.len() <= 998),
+                "SMTP's line limit"
+            );
+        }
     }
 
-    /// A scripted server: answers each line it reads with the next canned reply.
-    async fn scripted(replies: Vec<&'static str>) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let handle = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.unwrap();
-            let mut socket = BufReader::new(socket);
-            let mut seen = Vec::new();
-            let mut replies = replies.into_iter();
-            if let Some(greeting) = replies.next() {
-                socket
-                    .get_mut()
-                    .write_all(greeting.as_bytes())
-                    .await
-                    .unwrap();
-            }
-            for reply in replies {
-                let mut line = String::new();
-                if socket.read_line(&mut line).await.unwrap() == 0 {
-                    break;
-                }
-                seen.push(line.trim_end().to_string());
-                socket.get_mut().write_all(reply.as_bytes()).await.unwrap();
-            }
-            seen
-        });
-        (port, handle)
+    fn config(extra: &str) -> SmtpConfig {
+        serde_saphyr::from_str(&format!("host: relay.example\nfrom: r@s.example\n{extra}")).unwrap()
     }
 
-    fn mailer(port: u16) -> Mailer {
-        Mailer::new(&SmtpConfig {
-            host: "127.0.0.1".into(),
-            port,
-            from: "roster@site.example".into(),
-            timeout_seconds: 2,
-        })
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_refused_recipient_fails_before_data() {
-        let (port, server) = scripted(vec![
-            "220 hi\r\n",
-            "250-relay\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
-            "250 ok\r\n",
-            "550 5.1.1 no such user\r\n",
-        ])
-        .await;
-        let err = mailer(port)
-            .send(&to(&["nobody@x.org"]), "s", "b")
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "SMTP server 127.0.0.1:{port} refused RCPT TO:<nobody@x.org>: 550 5.1.1 no such user"
-            )
-        );
-        let seen = server.await.unwrap();
-        assert!(seen[0].starts_with("EHLO [127.0.0.1]"), "{seen:?}");
-        assert_eq!(seen[1], "MAIL FROM:<roster@site.example>");
-        assert_eq!(seen[2], "RCPT TO:<nobody@x.org>");
-    }
-
-    #[tokio::test]
-    async fn helo_when_ehlo_is_unknown_and_garbage_is_an_error() {
-        let (port, _server) = scripted(vec![
-            "220 old\r\n",
-            "502 what\r\n",
-            "250 hello\r\n",
-            "hello there\r\n",
-        ])
-        .await;
-        let err = mailer(port)
-            .send(&to(&["a@x.org"]), "s", "b")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, NotifyError::Protocol { stage, .. } if stage == "after MAIL FROM:<roster@site.example>"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silent_server_times_out() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut m = mailer(port);
-        m.timeout = Duration::from_millis(200);
-        let err = m.send(&to(&["a@x.org"]), "s", "b").await.unwrap_err();
-        assert!(
-            matches!(&err, NotifyError::Timeout { stage, .. } if stage == "in the greeting"),
-            "{err}"
-        );
-        drop(listener);
+    #[test]
+    fn credentials_need_a_password_and_tls() {
+        assert_eq!(credentials_problem(&config("")), None);
+        assert_eq!(config("").port(), 25);
+        assert_eq!(config("tls: starttls").port(), 587);
+        assert_eq!(config("tls: tls").port(), 465);
+        assert_eq!(config("tls: tls\nport: 2465").port(), 2465);
+        let ok = "tls: starttls\nusername: roster\npasswordFile: pw\n";
+        assert_eq!(credentials_problem(&config(ok)), None);
+        for (bad, says) in [
+            ("username: roster\npasswordFile: pw\n", "in clear"),
+            ("tls: starttls\nusername: roster\n", "needs its password"),
+            ("tls: tls\npasswordEnv: PW\n", "without a username"),
+            (
+                "tls: tls\nusername: r\npasswordFile: pw\npasswordEnv: PW\n",
+                "only one",
+            ),
+        ] {
+            let problem = credentials_problem(&config(bad)).unwrap_or_default();
+            assert!(problem.contains(says), "{bad:?}: {problem:?}");
+            assert!(Mailer::new(&config(bad), Path::new("/")).is_err());
+        }
     }
 }

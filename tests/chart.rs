@@ -617,6 +617,16 @@ fn rendered_config_is_valid_and_its_files_are_mounted() {
         if let Some(g) = &config.gold {
             named.extend(g.auth_key_file.clone());
         }
+        if let Some(smtp) = &config.guests.smtp {
+            named.extend(smtp.password_file.clone());
+            named.extend(smtp.ca_file.clone());
+            if smtp.username.is_some() {
+                assert!(
+                    smtp.password_file.is_some(),
+                    "{at}: the SMTP password is mounted"
+                );
+            }
+        }
         assert!(config.ldap.bind_password_file.is_some(), "{at}");
         for f in named {
             let f = f.to_string_lossy().into_owned();
@@ -883,6 +893,9 @@ fn values_schema_config_matches_the_config_types() {
         "slurm.databaseUrlEnv",
         "gold.authKeyFile",
         "gold.authKeyEnv",
+        "guests.smtp.caFile",
+        "guests.smtp.passwordFile",
+        "guests.smtp.passwordEnv",
     ]
     .into_iter()
     .map(String::from)

@@ -161,73 +161,6 @@ fn ldapsearch(slapd: &Slapd, base: &str, filter: &str, ca: Option<&Path>) -> Vec
         .collect()
 }
 
-/// A CA of the test's own (`name.pem`, `name.key`) that signed nothing the servers present.
-fn openssl_ca(dir: &Path, name: &str) -> PathBuf {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args([
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ])
-        .args(["-subj", &format!("/CN=Roster test {name}")])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign"])
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "{out:?}");
-    dir.join(format!("{name}.pem"))
-}
-
-/// A server certificate for `san` signed by the CA in `ca_dir` (`ca.pem`, `ca.key`).
-fn openssl_server_cert(dir: &Path, ca_dir: &Path, san: &str) -> (PathBuf, PathBuf) {
-    let (key, csr, cert, ext) = (
-        dir.join("other-host.key"),
-        dir.join("other-host.csr"),
-        dir.join("other-host.pem"),
-        dir.join("other-host.ext"),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-subj", "/CN=ldap.example.org", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    std::fs::write(
-        &ext,
-        format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    let out = Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-set_serial", "4711", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(ca_dir.join("ca.pem"))
-        .arg("-CAkey")
-        .arg(ca_dir.join("ca.key"))
-        .arg("-extfile")
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    (cert, key)
-}
-
 fn example_site() -> String {
     repo_root().join("examples/site").display().to_string()
 }
@@ -309,7 +242,7 @@ async fn a_server_certificate_from_an_unknown_ca_or_without_a_ca_file_is_refused
     let before = fingerprint(&tree.dn).await;
 
     // A CA of the test's own: the dev slapd's certificate is not signed by it.
-    let other = openssl_ca(&dir, "other-ca");
+    let other = test_ca(&dir, "other-ca");
     let cfg = tree_config(
         &tree,
         &dir,
@@ -373,7 +306,13 @@ async fn a_server_certificate_for_another_host_is_refused() {
 
     // Now it presents a certificate from the same CA, made out for ldap.example.org only
     // (changed in the running slapd, as hack/lib/slapd.sh does for existing instances).
-    let (cert, key) = openssl_server_cert(&dir, &slapd.dir.join("tls"), "DNS:ldap.example.org");
+    let ca = slapd.dir.join("tls");
+    let (cert, key) = server_cert(
+        &dir,
+        "other-host",
+        (&ca.join("ca.pem"), &ca.join("ca.key")),
+        "DNS:ldap.example.org",
+    );
     slapd.modify_config(&format!(
         "dn: cn=config\nchangetype: modify\nreplace: olcTLSCertificateFile\nolcTLSCertificateFile: {}\n-\nreplace: olcTLSCertificateKeyFile\nolcTLSCertificateKeyFile: {}\n",
         cert.display(),

@@ -232,6 +232,12 @@ impl Config {
             if smtp.host.is_empty() {
                 bad("guests.smtp.host", "is empty".into());
             }
+            if let Some(problem) = crate::notify::credentials_problem(smtp) {
+                bad("guests.smtp.username", problem);
+            }
+            if smtp.timeout_seconds == 0 {
+                bad("guests.smtp.timeoutSeconds", "must be at least 1".into());
+            }
         }
         if let Some(g) = &self.gold {
             if g.host.is_empty() || g.host.contains(|c: char| c.is_whitespace() || c == '/') {

@@ -464,22 +464,46 @@ fn default_gold_concurrency() -> usize {
     8
 }
 
+/// A secret from a file (a mounted Kubernetes Secret; relative paths against `base_dir`) or an
+/// environment variable; `key` names the pair in messages (`ldap.bindPassword` →
+/// `ldap.bindPasswordFile`, `ldap.bindPasswordEnv`). A file's trailing line break is dropped; the
+/// value itself is never part of an error.
+pub fn read_secret(
+    base_dir: &Path,
+    file: Option<&Path>,
+    env: Option<&str>,
+    key: &str,
+) -> Result<Option<String>, String> {
+    if let Some(f) = file {
+        let f = if f.is_absolute() {
+            f.to_path_buf()
+        } else {
+            base_dir.join(f)
+        };
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| format!("{key}File {}: {e}", f.display()))?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("{key}Env: environment variable {var} is not set"));
+    }
+    Ok(None)
+}
+
 impl GoldConfig {
     /// The shared secret (read now; never logged): the first line of the file or the variable.
     pub fn auth_key(&self, config: &Config) -> Result<String, ConfigError> {
-        let text = if let Some(f) = &self.auth_key_file {
-            let f = config.resolve(f);
-            std::fs::read_to_string(&f).map_err(|e| {
-                ConfigError::Secret(format!("gold.authKeyFile {}: {e}", f.display()))
-            })?
-        } else if let Some(var) = &self.auth_key_env {
-            std::env::var(var)
-                .map_err(|_| ConfigError::Secret(format!("gold.authKeyEnv: {var} is not set")))?
-        } else {
-            return Err(ConfigError::Secret(
-                "gold.authKeyFile (or gold.authKeyEnv) is required".into(),
-            ));
-        };
+        let text = config
+            .secret(
+                self.auth_key_file.as_deref(),
+                self.auth_key_env.as_deref(),
+                "gold.authKey",
+            )?
+            .ok_or_else(|| {
+                ConfigError::Secret("gold.authKeyFile (or gold.authKeyEnv) is required".into())
+            })?;
         let key = text.lines().next().unwrap_or("").to_string();
         if key.is_empty() || key.len() > 80 || !key.is_ascii() {
             return Err(ConfigError::Secret(
@@ -506,19 +530,12 @@ fn default_sacctmgr_timeout() -> u64 {
 impl SlurmConfig {
     /// The read-only DSN, if one is configured (read now; never logged).
     pub fn database_url(&self, config: &Config) -> Result<Option<String>, ConfigError> {
-        if let Some(f) = &self.database_url_file {
-            let f = config.resolve(f);
-            let text = std::fs::read_to_string(&f).map_err(|e| {
-                ConfigError::Secret(format!("slurm.databaseUrlFile {}: {e}", f.display()))
-            })?;
-            return Ok(Some(text.trim().to_string()));
-        }
-        if let Some(var) = &self.database_url_env {
-            return std::env::var(var).map(Some).map_err(|_| {
-                ConfigError::Secret(format!("slurm.databaseUrlEnv: {var} is not set"))
-            });
-        }
-        Ok(None)
+        let url = config.secret(
+            self.database_url_file.as_deref(),
+            self.database_url_env.as_deref(),
+            "slurm.databaseUrl",
+        )?;
+        Ok(url.map(|u| u.trim().to_string()))
     }
 }
 
@@ -667,25 +684,29 @@ impl Config {
         }
     }
 
+    /// A secret, read now from `{key}File` (relative to the configuration's directory) or the
+    /// variable `{key}Env`; `None` when neither is set. See [`read_secret`].
+    pub fn secret(
+        &self,
+        file: Option<&Path>,
+        env: Option<&str>,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        read_secret(&self.base_dir, file, env, key).map_err(ConfigError::Secret)
+    }
+
     /// The bind password, read now from its file or environment variable.
     pub fn bind_password(&self) -> Result<String, ConfigError> {
-        if let Some(file) = &self.ldap.bind_password_file {
-            let file = self.resolve(file);
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                ConfigError::Secret(format!("ldap.bindPasswordFile {}: {e}", file.display()))
-            })?;
-            return Ok(text.trim_end_matches(['\n', '\r']).to_string());
-        }
-        if let Some(var) = &self.ldap.bind_password_env {
-            return std::env::var(var).map_err(|_| {
-                ConfigError::Secret(format!(
-                    "ldap.bindPasswordEnv: environment variable {var} is not set"
-                ))
-            });
-        }
-        Err(ConfigError::Secret(
-            "neither ldap.bindPasswordFile nor ldap.bindPasswordEnv is set".into(),
-        ))
+        let password = self.secret(
+            self.ldap.bind_password_file.as_deref(),
+            self.ldap.bind_password_env.as_deref(),
+            "ldap.bindPassword",
+        )?;
+        password.ok_or_else(|| {
+            ConfigError::Secret(
+                "neither ldap.bindPasswordFile nor ldap.bindPasswordEnv is set".into(),
+            )
+        })
     }
 
     pub fn people_dn(&self) -> String {

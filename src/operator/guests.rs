@@ -299,7 +299,7 @@ impl Worker {
         let body = format!(
             "{message}\n\nYou receive this because you sponsor this guest (or lead its admin group).\n"
         );
-        let sent = match crate::notify::Mailer::new(smtp) {
+        let sent = match crate::notify::Mailer::new(smtp, &self.config.base_dir) {
             Ok(m) => m.send(to, &subject, &body).await,
             Err(e) => Err(e),
         };

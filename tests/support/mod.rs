@@ -354,39 +354,109 @@ pub fn python() -> PathBuf {
     python
 }
 
-/// Starts aiosmtpd with its Mailbox handler (a maildir under `dir`) on a free port.
+/// Starts the test relay (`testing/smtp-relay/relay.py`, aiosmtpd's Mailbox handler, a
+/// maildir under `dir`) without TLS or authentication.
 pub fn smtpd(dir: &Path) -> Smtpd {
-    let python = python();
+    smtp_relay(dir, &[])
+}
+
+/// Starts the test relay with `args` (`--tls starttls --cert C --key K`, `--user U
+/// --password-file F`, …). It binds port 0 itself and says its address in one line once it
+/// listens: that line, read here, is the readiness signal.
+pub fn smtp_relay(dir: &Path, args: &[&std::ffi::OsStr]) -> Smtpd {
+    use std::io::BufRead;
+    std::fs::create_dir_all(dir).unwrap();
     let maildir = dir.join("maildir");
-    let port = free_port();
-    let child = std::process::Command::new(python)
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
+    let mut child = std::process::Command::new(python())
+        .arg(repo_root().join("testing/smtp-relay/relay.py"))
+        .arg("--maildir")
         .arg(&maildir)
-        .stdout(std::process::Stdio::null())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("aiosmtpd starts");
-    let server = Smtpd {
+        .expect("the test relay starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the relay's address line");
+    let port = line
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok());
+    let Some(port) = port else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("the test relay said {line:?} instead of its address ({status:?})");
+    };
+    Smtpd {
         child,
         port,
         maildir,
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "aiosmtpd did not listen on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    server
+}
+
+/// A CA of the test's own (`DIR/NAME.pem`, `DIR/NAME.key`, through `openssl`); the PEM's path.
+pub fn test_ca(dir: &Path, name: &str) -> PathBuf {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ])
+        .args(["-subj", &format!("/CN=Roster test {name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign"])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    dir.join(format!("{name}.pem"))
+}
+
+/// A server certificate for `san` (`DNS:host` or `IP:addr`) signed by `ca` (its PEM and key):
+/// `DIR/NAME.pem` and `DIR/NAME.key`.
+pub fn server_cert(dir: &Path, name: &str, ca: (&Path, &Path), san: &str) -> (PathBuf, PathBuf) {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let (key, csr, cert, ext) = (file("key"), file("csr"), file("pem"), file("ext"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", &format!("/CN={name}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", "4711", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(ca.0)
+        .arg("-CAkey")
+        .arg(ca.1)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    (cert, key)
 }
 
 /// The messages in the maildir's `new/`, as raw bytes.

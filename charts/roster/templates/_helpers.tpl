@@ -87,5 +87,13 @@ the Role for it is.
 {{- if $c.gold }}
 {{- $_ := set $c.gold "authKeyFile" (printf "%s/gold-auth-key" $dir) }}
 {{- end }}
+{{- if and $c.guests $c.guests.smtp }}
+{{- if .Values.secrets.smtpPassword.name }}
+{{- $_ := set $c.guests.smtp "passwordFile" (printf "%s/smtp-password" $dir) }}
+{{- end }}
+{{- if or .Values.secrets.smtpCA.configMap .Values.secrets.smtpCA.secret }}
+{{- $_ := set $c.guests.smtp "caFile" (printf "%s/smtp-ca.pem" $dir) }}
+{{- end }}
+{{- end }}
 {{- toYaml $c }}
 {{- end }}
