@@ -142,7 +142,7 @@ fn members(e: &[ldap3::SearchEntry]) -> Vec<String> {
 #[tokio::test]
 async fn converges_the_site_follows_changes_and_then_writes_nothing() {
     let w = world("op-main", "").await;
-    let (_op, _port) = w.operator(&w.config, "solo", false);
+    let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
     w.wait_ready("projects", 3);
@@ -317,16 +317,15 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
 
     // Steady state: resyncs (every 2 s here) write nothing, in the directory or in status.
     w.wait_ready("accounts", 11);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let writes = quiet(port, || w.api_writes());
     let before = fingerprint(&w.tree.dn).await;
-    let writes = w.api_writes();
     assert!(
         writes
             .iter()
             .any(|w| w.starts_with("patch accounts/status")),
         "the audit log shows the operator's status writes: {writes:?}"
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    passes_after(port, 2);
     assert_eq!(
         fingerprint(&w.tree.dn).await,
         before,
@@ -347,15 +346,9 @@ async fn drift_is_repaired_on_resync() {
     w.apply_site();
     w.wait_ready("accounts", 12);
     // Let the change-triggered passes settle: from then on only resyncs run.
-    let mut change_passes = metric_where(port, "roster_passes_total", "trigger=\"change\"");
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let now = metric_where(port, "roster_passes_total", "trigger=\"change\"");
-        if now == change_passes {
-            break;
-        }
-        change_passes = now;
-    }
+    let change_passes = quiet(port, || {
+        metric_where(port, "roster_passes_total", "trigger=\"change\"")
+    });
     let resyncs = metric_where(port, "roster_passes_total", "trigger=\"resync\"");
     let mut ldap = admin().await;
     let people = w.tree.config.people_dn();
@@ -487,10 +480,10 @@ async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retr
         message.contains("spec.person: no Person \"nobody\""),
         "{message}"
     );
-    // No hot loop: over several resync periods the reconcile count barely moves.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = metric(port, "roster_reconciles_total");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // No hot loop: once the status writes have settled, over three more passes (resyncs) the
+    // reconcile count barely moves. A hot loop never settles, and fails here too.
+    let before = quiet(port, || metric(port, "roster_reconciles_total"));
+    passes_after(port, 3);
     let after = metric(port, "roster_reconciles_total");
     assert!(
         after - before <= 2.0,
@@ -906,7 +899,8 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
                 .success()
         );
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two passes that began after the deletions (each deletion also triggers one).
+    passes_after(port, 2);
     let locked = ldap_entries(
         &w.tree,
         "(&(objectClass=posixAccount)(pwdAccountLockedTime=*)(rosterGoneAt=*))",
@@ -980,7 +974,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
         .count()
             == 4
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    passes_after(port, 2);
     assert_eq!(
         fingerprint(&w.tree.dn).await,
         before,
@@ -1269,7 +1263,7 @@ async fn an_account_walks_every_transition_in_ldap_and_slurm_with_an_injected_cl
     let purge_at =
         ldap_entries(&w.tree, &format!("(uid={user})")).await[0].attrs["rosterPurgeAt"][0].clone();
     set_clock(31 + 89);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    passes_after(port, 2);
     assert!(
         ldap_entries(
             &w.tree,
@@ -1477,7 +1471,7 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
     let offset = w.dir.join("clock-offset");
     let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
     set_clock(0);
-    let (_op, _) = w.operator_with(
+    let (_op, port) = w.operator_with(
         &w.config,
         "solo",
         false,
@@ -1538,7 +1532,7 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
         guest("{.status.conditions[?(@.type==\"Expiring\")].status}") == "True"
     });
     wait_for("the notice mailed", || !received(&sink.maildir).is_empty());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    passes_after(port, 2);
     let mails = received(&sink.maildir);
     assert_eq!(mails.len(), 1, "one notice, not one per pass");
     let mail = String::from_utf8_lossy(&mails[0]).to_string();
@@ -1548,7 +1542,7 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
     );
     // Past validUntil, logins go on for the 30-day grace; then the account is locked.
     set_clock(25);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    passes_after(port, 2);
     assert!(!locked().await, "within the login grace");
     set_clock(52);
     wait_for("expired", || guest("{.status.phase}") == "Deactivated");
@@ -2003,7 +1997,7 @@ async fn a_row_refused_after_its_username_was_generated_advances_no_counter() {
 #[tokio::test]
 async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
     let w = world("op-supersede", "").await;
-    let (_op, _) = w.operator(&w.config, "solo", false);
+    let (_op, port) = w.operator(&w.config, "solo", false);
     let guest = person_account("physics", "shost", "")
         + "\n---\napiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {name: vera, namespace: physics}\nspec:\n  type: Personal\n  host: shost\n  validUntil: \"2099-01-01\"\n  person: {givenName: Vera, familyName: Visitor, email: vera@uni.example.org}\n  account: {username: vvisit}\n";
     // (A validity far ahead: the 12-month rule refuses it, so give one within a year.)
@@ -2087,7 +2081,7 @@ async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
         None,
     );
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    passes_after(port, 2);
     let e = &ldap_entries(&w.tree, "(uid=vvisit)").await[0];
     assert_eq!(e.attrs["uidNumber"], uid);
     assert!(!e.attrs.contains_key("pwdAccountLockedTime") && !e.attrs.contains_key("rosterGoneAt"));

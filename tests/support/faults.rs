@@ -4,7 +4,6 @@
 //! The shared dev servers under `.dev/` are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -611,42 +610,12 @@ pub fn count(objs: &[serde_json::Value], type_: &str, status: &str, reason: Opti
         .count()
 }
 
-/// A plain HTTP/1.1 request on loopback; the response body.
-pub fn http(addr: &str, method: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    while let Some((len, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use super::http;
 
 /// The sum of a Prometheus metric's series whose labels contain `labels`.
 pub fn metric(port: u16, name: &str, labels: &str) -> f64 {
-    http(&format!("127.0.0.1:{port}"), "GET", "/metrics")
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    super::metric_where(port, name, labels)
 }
 
 /// Writes `text` to `dir/name` and returns the path.

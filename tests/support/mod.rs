@@ -591,6 +591,33 @@ pub fn metric(port: u16, name: &str) -> f64 {
     metric_where(port, name, "")
 }
 
+/// Waits until the operator serving metrics on `port` has completed `n` passes that began after
+/// this call (one more than `n`: the first may already have been running). What the operator
+/// decides from the state as it is now, it has then decided — the negative assertions ("still
+/// not locked", "nothing more written", "one notice") are checked after that, never after a
+/// fixed sleep.
+pub fn passes_after(port: u16, n: u32) {
+    let target = metric(port, "roster_passes_total") + f64::from(n) + 1.0;
+    wait_within(&format!("{n} more operator passes"), 60, || {
+        metric(port, "roster_passes_total") >= target
+    });
+}
+
+/// Waits for a quiet period: until a whole operator pass leaves `read()` as it was (at most 30
+/// passes), and returns that value. For "after the writes a change causes have settled".
+pub fn quiet<T: PartialEq + std::fmt::Debug>(port: u16, mut read: impl FnMut() -> T) -> T {
+    let mut last = read();
+    for _ in 0..30 {
+        passes_after(port, 1);
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("no quiet operator pass in 30: still changing, last {last:?}");
+}
+
 /// The sum of a metric's series whose label text contains `labels`.
 pub fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
     try_metric_where(port, name, labels).expect("the metrics endpoint answers")
@@ -598,19 +625,47 @@ pub fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
 
 /// The same, or `None` while nothing listens on `port` (an operator still starting).
 pub fn try_metric_where(port: u16, name: &str, labels: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
+    let text = try_http(&format!("127.0.0.1:{port}"), "GET", "/metrics")?;
     Some(
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// A plain HTTP/1.1 request on loopback (the operator's metrics and probes); the response body.
+pub fn http(addr: &str, method: &str, path: &str) -> String {
+    try_http(addr, method, path).unwrap_or_else(|| panic!("nothing answers on {addr}"))
+}
+
+/// The same, or `None` while nothing answers on `addr`. The one hand-written HTTP client of the
+/// tests: a request, `Connection: close`, the body read to the end (chunked or not).
+pub fn try_http(addr: &str, method: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(body.to_string());
+    }
+    let mut out = String::new();
+    while let Some((len, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    Some(out)
 }
