@@ -143,6 +143,29 @@ ensure_cluster() {
 ensure_slurm() {
     "$HACK/lib/slurm.sh" start --dir "$SLURM_DIR" --mysql-port "$MYSQL_PORT" \
         --slurmdbd-port "$SLURMDBD_PORT" --cluster "$SLURM_CLUSTER"
+    sweep_test_clusters
+}
+
+# Clusters that test processes registered (`t<name><pid>`, `<prefix><pid>`) and that outlived
+# them. Every cluster adds tables that slurmdbd queries in one UNION per lookup: queries grow
+# with each run, and MariaDB 10.11 crashed (SIGSEGV in that UNION) once about a hundred had piled
+# up in the dev database. So a run starts with the dev and box clusters, the benchmark's (no
+# number in their names) and those of test processes still alive.
+sweep_test_clusters() {
+    local c pid stale=()
+    while read -r c; do
+        [[ $c == "$SLURM_CLUSTER" || $c == "$BOX_CLUSTER" ]] && continue
+        [[ $c =~ ^[a-z]+([0-9]+)$ ]] || continue
+        pid=${BASH_REMATCH[1]}
+        [[ -d /proc/$pid ]] && continue
+        stale+=("$c")
+    done < <(SLURM_CONF=$SLURM_DIR/slurm.conf sacctmgr -nP list cluster format=cluster)
+    ((${#stale[@]})) || return 0
+    log "removing ${#stale[@]} cluster(s) left by finished test processes"
+    for c in "${stale[@]}"; do
+        SLURM_CONF=$SLURM_DIR/slurm.conf sacctmgr -i delete cluster "$c" >/dev/null ||
+            log "could not remove the stale cluster $c (left as it is)"
+    done
 }
 
 # --------------------------------------------------------------------------------------------

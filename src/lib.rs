@@ -15,6 +15,7 @@ pub mod ldap;
 pub mod notify;
 pub mod operator;
 pub mod plan;
+pub mod secret;
 pub mod site;
 pub mod slurm;
 pub mod telemetry;

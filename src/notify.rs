@@ -270,7 +270,7 @@ impl Mailer {
     /// The password, read now from its file or environment variable.
     fn password(&self) -> Result<String, NotifyError> {
         let c = &self.config;
-        crate::config::read_secret(
+        crate::secret::read(
             &self.base_dir,
             c.password_file.as_deref(),
             c.password_env.as_deref(),

@@ -464,34 +464,6 @@ fn default_gold_concurrency() -> usize {
     8
 }
 
-/// A secret from a file (a mounted Kubernetes Secret; relative paths against `base_dir`) or an
-/// environment variable; `key` names the pair in messages (`ldap.bindPassword` →
-/// `ldap.bindPasswordFile`, `ldap.bindPasswordEnv`). A file's trailing line break is dropped; the
-/// value itself is never part of an error.
-pub fn read_secret(
-    base_dir: &Path,
-    file: Option<&Path>,
-    env: Option<&str>,
-    key: &str,
-) -> Result<Option<String>, String> {
-    if let Some(f) = file {
-        let f = if f.is_absolute() {
-            f.to_path_buf()
-        } else {
-            base_dir.join(f)
-        };
-        let text =
-            std::fs::read_to_string(&f).map_err(|e| format!("{key}File {}: {e}", f.display()))?;
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
-    }
-    if let Some(var) = env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("{key}Env: environment variable {var} is not set"));
-    }
-    Ok(None)
-}
-
 impl GoldConfig {
     /// The shared secret (read now; never logged): the first line of the file or the variable.
     pub fn auth_key(&self, config: &Config) -> Result<String, ConfigError> {
@@ -685,14 +657,14 @@ impl Config {
     }
 
     /// A secret, read now from `{key}File` (relative to the configuration's directory) or the
-    /// variable `{key}Env`; `None` when neither is set. See [`read_secret`].
+    /// variable `{key}Env`; `None` when neither is set. See [`crate::secret::read`].
     pub fn secret(
         &self,
         file: Option<&Path>,
         env: Option<&str>,
         key: &str,
     ) -> Result<Option<String>, ConfigError> {
-        read_secret(&self.base_dir, file, env, key).map_err(ConfigError::Secret)
+        crate::secret::read(&self.base_dir, file, env, key).map_err(ConfigError::Secret)
     }
 
     /// The bind password, read now from its file or environment variable.
