@@ -23,33 +23,27 @@ struct Slapd {
 impl Slapd {
     fn start(scratch: &Path) -> Slapd {
         let dir = scratch.join("slapd");
-        support::faults::on_free_ports(
-            || {
-                let slapd = Slapd {
-                    dir: dir.clone(),
-                    port: free_port(),
-                    ldaps_port: free_port(),
-                };
-                let out = Command::new(repo_root().join("hack/lib/slapd.sh"))
-                    .args(["start", "--dir"])
-                    .arg(&slapd.dir)
-                    .args(["--port", &slapd.port.to_string(), "--ldaps-port"])
-                    .arg(slapd.ldaps_port.to_string())
-                    .args(["--base", BASE])
-                    .output()
-                    .expect("hack/lib/slapd.sh runs");
-                assert!(
-                    out.status.success(),
-                    "private slapd: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                slapd
-            },
-            // The failed start's Slapd is dropped (stopped) while unwinding; start clean.
-            || {
-                let _ = std::fs::remove_dir_all(&dir);
-            },
-        )
+        support::faults::on_free_ports("slapd.sh", &dir, || {
+            let slapd = Slapd {
+                dir: dir.clone(),
+                port: free_port(),
+                ldaps_port: free_port(),
+            };
+            let out = Command::new(repo_root().join("hack/lib/slapd.sh"))
+                .args(["start", "--dir"])
+                .arg(&slapd.dir)
+                .args(["--port", &slapd.port.to_string(), "--ldaps-port"])
+                .arg(slapd.ldaps_port.to_string())
+                .args(["--base", BASE])
+                .output()
+                .expect("hack/lib/slapd.sh runs");
+            assert!(
+                out.status.success(),
+                "private slapd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            slapd
+        })
     }
 
     fn ca(&self) -> PathBuf {

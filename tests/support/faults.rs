@@ -111,14 +111,20 @@ where
 
 /// Starts a server that cannot bind port 0 and say its port (slapd, MariaDB, slurmdbd) on ports
 /// chosen now. A port free when chosen can be taken by a parallel test's server before ours binds
-/// it: then `clean` stops what started and the server is started again on other ports (at most
-/// three tries; the last failure is the test's).
-pub fn on_free_ports<T>(mut start: impl FnMut() -> T, mut clean: impl FnMut()) -> T {
+/// it: then `hack/lib/SCRIPT stop --dir DIR` stops what started, DIR is removed, and the server is
+/// started again on other ports (at most three tries; the last failure is the test's).
+pub fn on_free_ports<T>(script: &str, dir: &Path, mut start: impl FnMut() -> T) -> T {
     for attempt in 0.. {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut start)) {
             Ok(server) => return server,
             Err(e) if attempt >= 2 => std::panic::resume_unwind(e),
-            Err(_) => clean(),
+            Err(_) => {
+                let _ = Command::new(repo_root().join("hack/lib").join(script))
+                    .args(["stop", "--dir", &dir.display().to_string()])
+                    .stdin(Stdio::null())
+                    .output();
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
     unreachable!("the loop returns or panics")
@@ -135,23 +141,14 @@ pub struct Slapd {
 
 impl Slapd {
     pub fn start(dir: &Path) -> Slapd {
-        on_free_ports(
-            || {
-                let s = Slapd {
-                    dir: dir.to_path_buf(),
-                    port: free_port(),
-                };
-                s.restart();
-                s
-            },
-            || {
-                let _ = Command::new(repo_root().join("hack/lib/slapd.sh"))
-                    .args(["stop", "--dir", &dir.display().to_string()])
-                    .stdin(Stdio::null())
-                    .output();
-                let _ = std::fs::remove_dir_all(dir);
-            },
-        )
+        on_free_ports("slapd.sh", dir, || {
+            let s = Slapd {
+                dir: dir.to_path_buf(),
+                port: free_port(),
+            };
+            s.restart();
+            s
+        })
     }
 
     /// Starts it again (same directory and port) after a kill.
@@ -414,25 +411,16 @@ pub struct Slurm {
 
 impl Slurm {
     pub fn start(dir: &Path, cluster: &str) -> Slurm {
-        on_free_ports(
-            || {
-                let s = Slurm {
-                    dir: dir.to_path_buf(),
-                    cluster: cluster.into(),
-                    mysql_port: free_port(),
-                    dbd_port: free_port(),
-                };
-                s.restart();
-                s
-            },
-            || {
-                let _ = Command::new(repo_root().join("hack/lib/slurm.sh"))
-                    .args(["stop", "--dir", &dir.display().to_string()])
-                    .stdin(Stdio::null())
-                    .output();
-                let _ = std::fs::remove_dir_all(dir);
-            },
-        )
+        on_free_ports("slurm.sh", dir, || {
+            let s = Slurm {
+                dir: dir.to_path_buf(),
+                cluster: cluster.into(),
+                mysql_port: free_port(),
+                dbd_port: free_port(),
+            };
+            s.restart();
+            s
+        })
     }
 
     /// Starts whatever of the stack is not running.
