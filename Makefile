@@ -39,7 +39,7 @@ crds:
 	$(CARGO) run --quiet -- crd --dir crds
 
 # Regenerate the chart's crds/ and manifests/ (the chart rendered with its defaults, for
-# kustomize) from crds/ and charts/roster; tests/chart.rs fails when they are stale.
+# kustomize) from crds/ and charts/roster; tests/suite/chart.rs fails when they are stale.
 manifests: crds tools
 	rm -f charts/roster/crds/*.yaml manifests/crds/*.yaml
 	mkdir -p charts/roster/crds manifests/crds
@@ -48,7 +48,7 @@ manifests: crds tools
 	$(VENV)/bin/python hack/helm.py template charts/roster --generated > manifests/roster.yaml
 
 # helm lint (Helm v4's own linter through PyPI helm-python-sdk, no helm binary) with every
-# values file the tests render; tests/chart.rs does the same and more.
+# values file the tests render; tests/suite/chart.rs does the same and more.
 chart-lint: tools
 	$(VENV)/bin/python hack/helm.py lint charts/roster --strict
 	for f in charts/roster/ci/*-values.yaml; do $(VENV)/bin/python hack/helm.py lint charts/roster --strict -f $$f || exit 1; done
@@ -67,13 +67,13 @@ test: dev-up tools lint
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-# The safety suite (tests/safety.rs, docs/security.md "Safety invariants") for longer: a seeded
+# The safety suite (tests/suite/safety.rs, docs/security.md "Safety invariants") for longer: a seeded
 # random sequence of STEPS steps, invariants checked on the servers after each. `make test` runs
 # it with seed 19 and 40 steps.
 SEED ?= 19
 STEPS ?= 500
 safety: dev-up
-	SAFETY_SEED=$(SEED) SAFETY_STEPS=$(STEPS) $(CARGO) test --test safety -- --nocapture
+	SAFETY_SEED=$(SEED) SAFETY_STEPS=$(STEPS) $(CARGO) test --test suite safety:: -- --nocapture
 
 demo: dev-up
 	hack/demo.sh

@@ -107,7 +107,7 @@ ensure_ldap() {
 
 ensure_consumers() {
     if [[ $(id -u) -ne 0 ]]; then
-        log "not root: sssd and slurmctld are not started (tests/consumers.rs needs them)"
+        log "not root: sssd and slurmctld are not started (tests/suite/consumers.rs needs them)"
         return 0
     fi
     "$HACK/lib/sssd.sh" start --dir "$DEV/sssd" --uri "ldap://127.0.0.1:$LDAP_PORT" \

@@ -26,7 +26,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
 /// How to reach the SMTP relay (the configuration's `guests.smtp`).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmtpConfig {
     /// The relay's host name or IP address; the name its certificate must carry.
@@ -57,7 +57,7 @@ pub struct SmtpConfig {
 }
 
 /// The transport security to the relay.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     /// Plain SMTP: only for a relay on the same host or in the same cluster.

@@ -143,6 +143,12 @@ pub enum ConfigCommand {
         #[arg(long)]
         offline: bool,
     },
+    /// Print the effective configuration: the file validated, with every default filled in.
+    Show {
+        /// The configuration file.
+        #[arg(long, env = "ROSTER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Runs one command and maps the outcome to the process exit code.
@@ -171,6 +177,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config, offline },
         } => config_check(&config, offline).await,
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => match Config::load(&config) {
+            Ok(c) => {
+                print!("{}", c.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             identity,

@@ -45,6 +45,14 @@ impl From<&str> for Period {
     }
 }
 
+/// A period is written as the text it was read from (`90d`), so a configuration serialized by
+/// [`Config::to_yaml`] reads back to itself.
+impl serde::Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
 impl<'de> Deserialize<'de> for Period {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Period, D::Error> {
         Ok(Period::from(String::deserialize(d)?.as_str()))
@@ -52,7 +60,7 @@ impl<'de> Deserialize<'de> for Period {
 }
 
 /// The whole configuration.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// Names this installation in every entry it owns (`rosterOwner`), so a file-managed and an
@@ -94,7 +102,7 @@ pub struct Config {
 }
 
 /// How to reach the directory and where Roster keeps its entries.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host:port`, `ldaps://host:port` or `ldapi://…`.
@@ -142,7 +150,7 @@ fn default_page_size() -> i32 {
 }
 
 /// TLS to the directory. The server certificate is always verified.
-#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsConfig {
     /// `none`, `startTLS` or `ldaps`.
@@ -154,7 +162,7 @@ pub struct TlsConfig {
 }
 
 /// The transport security mode.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TlsMode {
     /// Plain LDAP (only sensible on loopback or ldapi).
     #[default]
@@ -169,7 +177,7 @@ pub enum TlsMode {
 }
 
 /// An inclusive range of POSIX ids.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IdRange {
     /// First id Roster may allocate.
@@ -185,7 +193,7 @@ impl IdRange {
 }
 
 /// Which group is an account's primary group.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PrimaryGroup {
     /// A personal group with gid = uid, named like the account.
     #[default]
@@ -195,7 +203,7 @@ pub enum PrimaryGroup {
 }
 
 /// Defaults for accounts.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Defaults {
     /// Login shell when an Account names none.
@@ -227,7 +235,7 @@ impl Default for Defaults {
 }
 
 /// Grace periods (durations such as `90d`) per kind.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GracePeriods {
     /// From removal to purge of an Account.
@@ -273,7 +281,7 @@ impl Default for GracePeriods {
 }
 
 /// The mass-deactivation guard (DESIGN.md §5.5). Either limit trips it.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuardConfig {
     /// At most this many removal-caused deactivations/purges per window.
@@ -308,7 +316,7 @@ impl Default for GuardConfig {
 }
 
 /// Service policy of one guest type, relative to `validUntil`.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestPolicyConfig {
     /// Logins keep working this long after `validUntil`.
@@ -318,7 +326,7 @@ pub struct GuestPolicyConfig {
 }
 
 /// Guests (sponsored identities).
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestsConfig {
     /// Defaults for `Personal` guests.
@@ -377,7 +385,7 @@ impl Default for GuestsConfig {
 }
 
 /// Adoption of existing entries: needs this switch *and* the `roster.io/adopt` annotation.
-#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdoptionConfig {
     /// Allow adoption at all.
@@ -389,7 +397,7 @@ pub struct AdoptionConfig {
 }
 
 /// Slurm accounting: where sacctmgr and the accounting database are.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlurmConfig {
     /// The clusters Roster manages (one slurmdbd may serve several); a Project without
@@ -420,7 +428,7 @@ pub struct SlurmConfig {
 }
 
 /// The Gold allocation manager (SSSRMAP over plain TCP).
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GoldConfig {
     /// Gold server host.
@@ -512,7 +520,7 @@ impl SlurmConfig {
 }
 
 /// Operator mode settings.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OperatorConfig {
     /// How often everything is compared with the directory even without changes, to find and
@@ -647,6 +655,13 @@ impl Config {
         }
     }
 
+    /// The effective configuration as YAML: every key with the value in force, defaults
+    /// included (`roster config show`). It parses back to the same configuration, so the tests
+    /// build their files from these types rather than by hand.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a configuration serializes")
+    }
+
     /// A path from the file, resolved against the file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -768,6 +783,28 @@ gidRange: {min: 20000, max: 29999}
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_effective_configuration_parses_back_to_itself() {
+        let full = format!(
+            "{GOOD}gracePeriods: {{accountPurgeAfter: 45d}}\n\
+             guard: {{maxCount: 7, window: 12h}}\n\
+             guests:\n  notice: 3d\n  smtp: {{host: relay.example.org, tls: starttls, \
+             username: roster, passwordFile: smtp.pw, from: hpc@example.org}}\n\
+             slurm: {{clusters: [dev, gpu], databaseUrlFile: db.url}}\n\
+             gold: {{host: gold.example.org, port: 7112, authKeyFile: gold.key}}\n"
+        );
+        let c = parse(&full).unwrap();
+        let yaml = c.to_yaml();
+        // Periods are written as they were read, defaults are spelled out.
+        assert!(yaml.contains("accountPurgeAfter: 45d"), "{yaml}");
+        assert!(yaml.contains("notice: 3d"), "{yaml}");
+        assert!(yaml.contains("maxPercent: 10"), "{yaml}");
+        assert!(yaml.contains("tls: starttls"), "{yaml}");
+        let back = parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(back, c);
+        assert!(!yaml.contains("baseDir"), "{yaml}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the error messages of wrong and unreachable backends. And the observation database user
 //! cannot write.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
@@ -162,29 +162,17 @@ fn config(
 ) -> String {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
-    let path = tree.write_config(&sub);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    if let Some((uri, pw)) = ldap {
-        text = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("  uri: ") {
-                    format!("  uri: {uri}")
-                } else if l.starts_with("  bindPasswordFile: ") {
-                    format!("  bindPasswordFile: {}", pw.display())
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
-    }
+    let mut extra = match ldap {
+        Some((uri, pw)) => format!(
+            "ldap:\n  uri: {uri}\n  bindPasswordFile: {}\n",
+            pw.display()
+        ),
+        None => String::new(),
+    };
     for b in blocks {
-        text.push_str(b);
+        extra.push_str(b);
     }
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    tree.write_config_with(&sub, &extra).display().to_string()
 }
 
 fn example_site() -> String {
@@ -428,7 +416,7 @@ async fn the_operator_at_trace_level_logs_and_writes_no_secret() {
         &[
             gold_block(&dir, gold.addr().port(), &key),
             slurm_block(&dir, &cluster, &ro_url),
-            format!("operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"),
+            operator_config(),
         ],
     );
 
@@ -455,17 +443,14 @@ async fn the_operator_at_trace_level_logs_and_writes_no_secret() {
     assert!(out.status.success(), "{}", text(out));
 
     let log = dir.join("operator.log");
-    let operator = Proc(
-        Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["run", "--config", &cfg, "--identity", "solo"])
-            .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
-            .args(["--log-format", "text", "--no-leader-election"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("ROSTER_LOG", "trace")
-            .stdout(std::fs::File::create(dir.join("operator.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let (operator, _) = operator_process_env(
+        Path::new(&cfg),
+        &kubeconfig,
+        &log,
+        "solo",
+        false,
+        &[],
+        &[("ROSTER_LOG", "trace")],
     );
     // Converged everywhere: Ready objects, the project in Slurm, its members in Gold.
     let gold_users = || gold.rows("User").len();

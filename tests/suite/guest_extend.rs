@@ -2,7 +2,7 @@
 //! a real control plane (`hack/k8s`, with a real `kubectl` to create and read them), and running
 //! as a kubectl plugin (`kubectl roster …` through a `kubectl-roster` symlink).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -10,9 +10,8 @@
 //!   object's username or uid) is marked Conflict by the operator, which writes nothing for it.
 //!   File mode refuses every case admission refuses.
 
-mod support;
+use crate::support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use roster_gold_server::{GoldServer, Options};
@@ -673,7 +672,6 @@ async fn file_mode_refuses_every_hostile_input_and_writes_nothing() {
     .unwrap();
     std::fs::write(dir.join("gold.key"), "hostile-secret\n").unwrap();
     std::fs::write(dir.join("ro.url"), &dev_env()["SLURMDB_RO_URL"]).unwrap();
-    let config = tree.write_config(&dir);
     let backends = format!(
         "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\ngold:\n  host: 127.0.0.1\n  port: {}\n  authKeyFile: {}\n",
         dev_env()["SLURM_CONF"],
@@ -681,8 +679,7 @@ async fn file_mode_refuses_every_hostile_input_and_writes_nothing() {
         gold.addr().port(),
         dir.join("gold.key").display(),
     );
-    let base_config = std::fs::read_to_string(&config).unwrap() + &backends;
-    std::fs::write(&config, &base_config).unwrap();
+    let config = tree.write_config_with(&dir, &backends);
     let cfg = config.display().to_string();
 
     let site = dir.join("site");
@@ -730,11 +727,10 @@ async fn file_mode_refuses_every_hostile_input_and_writes_nothing() {
             std::fs::write(case_dir.join(name), bytes).unwrap();
         }
         let case_config = match &case.config {
-            Some(extra) => {
-                let c = case_dir.join("roster.yaml");
-                std::fs::write(&c, base_config.clone() + extra).unwrap();
-                c.display().to_string()
-            }
+            Some(extra) => tree
+                .write_config_with(&case_dir, &(backends.clone() + extra))
+                .display()
+                .to_string(),
             None => cfg.clone(),
         };
         let gold_log = gold.log().len();
@@ -850,35 +846,10 @@ fn text(o: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn admission_and_the_operator_refuse_the_same_catalogue() {
-    let tree = TestTree::new("hostile-op").await;
-    let dir = scratch("hostile-op");
-    let cluster = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Cluster::start(&dir))
-            .await
-            .unwrap()
-    };
-    let kubeconfig = cluster.operator_kubeconfig.clone();
+    let w = World::start("hostile-op", "").await;
+    let (tree, cluster) = (&w.tree, &w.cluster);
     let k = |args: &[&str], stdin: Option<&str>| cluster.kubectl(args, stdin);
-    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
-    assert!(k(&["apply", "-f", "-"], Some(ns)).status.success());
-    let config = tree.write_config(&dir);
-    let mut c = std::fs::read_to_string(&config).unwrap();
-    c.push_str(&format!(
-        "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"
-    ));
-    std::fs::write(&config, c).unwrap();
-    let _operator = Proc(
-        Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["run", "--no-leader-election", "--config"])
-            .arg(&config)
-            .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
-            .env("KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("operator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _operator = w.operator(&w.config, "hostile", false);
     let p = format!("k{}", std::process::id() % 100000);
     let base = String::from_utf8(stream(&baseline(&p))).unwrap();
     let out = k(&["apply", "-f", "-"], Some(&base));
@@ -985,5 +956,5 @@ async fn admission_and_the_operator_refuse_the_same_catalogue() {
         "the operator wrote to the directory for a refused object"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    tree.cleanup().await;
+    w.tree.cleanup().await;
 }

@@ -1,4 +1,4 @@
-//! Private backends for the fault tests (`tests/faults.rs`): each test starts its own slapd,
+//! Private backends for the fault tests (`tests/suite/faults.rs`): each test starts its own slapd,
 //! Slurm accounting stack, a real control plane (hack/k8s) and the operator on free ports under its scratch
 //! directory, breaks them by PID, and checks what the directory and Slurm hold afterwards.
 //! The shared dev servers under `.dev/` are never touched.

@@ -27,7 +27,7 @@
 //! (environment `SAFETY_SEED`, `SAFETY_STEPS`) runs longer. A failure prints the seed and the
 //! steps up to it, which replay it exactly.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -398,21 +398,18 @@ fn project(ns: &str, group: &str) -> String {
 }
 
 fn config(tree: &TestTree, dir: &Path, cluster: &str, gold_port: u16) -> String {
-    let path = tree.write_config(dir);
     let env = dev_env();
     let url = dir.join("ro.url");
     std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
     let key = dir.join("gold.key");
     std::fs::write(&key, format!("{GOLD_SECRET}\n")).unwrap();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
+    let extra = format!(
         "gracePeriods: {{accountPurgeAfter: {SITE_PURGE}d}}\nguard: {{maxCount: {GUARD}, maxPercent: null, window: 24h}}\nslurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\ngold:\n  host: 127.0.0.1\n  port: {gold_port}\n  authKeyFile: {}\n  timeoutSeconds: 5\n  attempts: 2\n",
         env["SLURM_CONF"],
         url.display(),
         key.display()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    );
+    tree.write_config_with(dir, &extra).display().to_string()
 }
 
 /// The steps of a seeded sequence.
@@ -919,9 +916,7 @@ impl World {
             let kubeconfig = cluster.kubeconfig.clone();
             let config = self.dir.join("operator.yaml");
             let mut text = std::fs::read_to_string(&self.cfg).unwrap();
-            text.push_str(&format!(
-                "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n  leaseDurationSeconds: 5\n"
-            ));
+            text.push_str(&operator_config());
             std::fs::write(&config, text).unwrap();
             let offset = self.dir.join("clock-offset");
             pin_clock(&offset, self.now);
@@ -1225,7 +1220,7 @@ async fn random_sequences_keep_every_safety_invariant_on_the_servers() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The three scenarios of #19, in file mode (their operator-mode twins are in tests/operator.rs).
+// The three scenarios of #19, in file mode (their operator-mode twins are in tests/suite/operator.rs).
 
 /// A file-mode site of its own: a subtree, a Slurm cluster, a Gold server, a manifest directory
 /// per namespace.

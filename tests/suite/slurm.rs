@@ -1,7 +1,7 @@
 //! Slurm accounting through `roster apply` against the real slurmdbd (started by hack/dev-up.sh):
 //! each test has its own cluster, directory subtree and account names.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -51,18 +51,15 @@ fn defaults(cluster: &str, user: &str) -> String {
 }
 
 fn config_with_slurm(tree: &TestTree, dir: &Path, cluster: &str) -> String {
-    let path = tree.write_config(dir);
     let env = dev_env();
     let url = dir.join("ro.url");
     std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
+    let slurm = format!(
         "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\n",
         env["SLURM_CONF"],
         url.display()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    );
+    tree.write_config_with(dir, &slurm).display().to_string()
 }
 
 /// Two projects (names unique to the test) and three accounts.

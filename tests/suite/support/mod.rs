@@ -111,26 +111,47 @@ impl TestTree {
 
     /// Writes the tree's config to a file (for driving the `roster` binary).
     pub fn write_config(&self, dir: &Path) -> PathBuf {
-        let c = &self.config;
-        let yaml = format!(
-            "managerId: {}\nldap:\n  uri: {}\n  bindDN: {}\n  bindPasswordFile: {}\n  baseDN: {}\n  peopleDN: {}\n  groupsDN: {}\n  tombstonesDN: {}\n  countersDN: {}\nuidRange: {{min: {}, max: {}}}\ngidRange: {{min: {}, max: {}}}\n",
-            c.manager_id,
-            c.ldap.uri,
-            c.ldap.bind_dn,
-            repo_root().join(".dev/ldap-admin.pw").display(),
-            c.ldap.base_dn,
-            c.people_dn(),
-            c.groups_dn(),
-            c.tombstones_dn(),
-            c.counters_dn(),
-            c.uid_range.min,
-            c.uid_range.max,
-            c.gid_range.min,
-            c.gid_range.max,
-        );
+        self.write_config_with(dir, "")
+    }
+
+    /// Writes the tree's config with `extra` (YAML) merged into it, key by key: a mapping in
+    /// `extra` adds to or overrides the same mapping of the tree's config, any other value
+    /// replaces it (`null` included). The file is the `Config` types serialized, so it has the
+    /// schema's every key and never drifts from it; `roster config show` prints the same.
+    pub fn write_config_with(&self, dir: &Path, extra: &str) -> PathBuf {
+        let mut config = self.config.clone();
+        config.ldap.bind_password_file = Some(repo_root().join(".dev/ldap-admin.pw"));
+        config.ldap.bind_password_env = None;
+        let mut value = serde_json::to_value(&config).expect("a configuration serializes");
+        // Only what the tree decides: the rest is the schema's defaults unless `extra` says.
+        if let serde_json::Value::Object(map) = &mut value {
+            map.retain(|k, _| ["managerId", "ldap", "uidRange", "gidRange"].contains(&k.as_str()));
+        }
+        if !extra.trim().is_empty() {
+            let extra: serde_json::Value = serde_saphyr::from_str(extra)
+                .unwrap_or_else(|e| panic!("the test's extra configuration: {e}\n{extra}"));
+            merge(&mut value, extra);
+        }
         let path = dir.join("roster.yaml");
-        std::fs::write(&path, yaml).unwrap();
+        std::fs::write(&path, serde_saphyr::to_string(&value).unwrap()).unwrap();
         path
+    }
+}
+
+/// Merges `extra` into `base`: mappings key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (k, v) in extra {
+                match base.get_mut(&k) {
+                    Some(b) => merge(b, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, extra) => *base = extra,
     }
 }
 
@@ -470,8 +491,10 @@ pub fn received(maildir: &Path) -> Vec<Vec<u8>> {
 }
 pub mod faults;
 pub mod k8s;
+mod world;
 #[allow(unused_imports)]
 pub use k8s::{Cluster, OPERATOR_USER, RELEASE_NAMESPACE};
+pub use world::{World, operator_config};
 
 /// `sacctmgr ARGS` with the dev SLURM_CONF: whether it succeeded, and what it said.
 pub fn sacctmgr(args: &[&str]) -> (bool, String) {
@@ -548,7 +571,29 @@ pub fn operator_process(
     leader_election: bool,
     extra: &[&str],
 ) -> (Proc, u16) {
-    use std::process::{Command, Stdio};
+    operator_process_env(
+        config,
+        kubeconfig,
+        log,
+        identity,
+        leader_election,
+        extra,
+        &[],
+    )
+}
+
+/// [`operator_process`] with environment variables of its own (`ROSTER_LOG=trace`, …); its
+/// standard output goes to `log` with the extension `out`.
+pub fn operator_process_env(
+    config: &Path,
+    kubeconfig: &Path,
+    log: &Path,
+    identity: &str,
+    leader_election: bool,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, u16) {
+    use std::process::Command;
     let address_file = log.with_extension("metrics-address");
     let _ = std::fs::remove_file(&address_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
@@ -566,7 +611,8 @@ pub fn operator_process(
         .arg(&address_file)
         .env("KUBECONFIG", kubeconfig)
         .env("ROSTER_LOG", "roster=info")
-        .stdout(Stdio::null())
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
         .stderr(std::fs::File::create(log).unwrap());
     if !leader_election {
         cmd.arg("--no-leader-election");

@@ -7,7 +7,7 @@
 //! complete and valid, and every example admitted by the CRD schemas. `make test` (`make tools`)
 //! installs the Python tools into `.dev/venv`.
 
-mod support;
+use crate::support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};

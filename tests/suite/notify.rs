@@ -3,7 +3,7 @@
 //! STARTTLS or TLS from the start, with authentication, reading what it received back from its
 //! maildir. A relay whose certificate does not verify gets nothing: no password, no message.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use std::ffi::OsStr;

@@ -2,7 +2,7 @@
 //! subtree of the dev slapd, scratch tables in the dev MariaDB and the slurmdbd accounting
 //! database itself. Each test has its own subtree, table and Slurm cluster.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

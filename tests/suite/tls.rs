@@ -4,7 +4,7 @@
 //! out for another host is refused with a precise error before anything is sent or written.
 //! The dev slapd and the private ones offer TLS with a CA `hack/lib/slapd.sh` generated.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -175,14 +175,7 @@ fn dev_ca() -> PathBuf {
 fn tree_config(tree: &TestTree, dir: &Path, name: &str, tls: &str) -> String {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
-    let path = tree.write_config(&sub);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\nuidRange:"));
-    std::fs::write(
-        &path,
-        text.replacen("\nuidRange:", &format!("\n  tls: {tls}\nuidRange:"), 1),
-    )
-    .unwrap();
+    let path = tree.write_config_with(&sub, &format!("ldap:\n  tls: {tls}\n"));
     path.display().to_string()
 }
 

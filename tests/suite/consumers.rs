@@ -8,7 +8,7 @@
 //! Every test uses names and a uid range of its own (sssd sees the whole dev directory, every
 //! test's subtree), so tests run in parallel; the restart test runs a slurmctld of its own.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,15 +50,15 @@ impl World {
             max: base + 99,
         };
         let dir = scratch(name);
-        let config = tree.write_config(&dir);
         let dev = repo_root().join(".dev");
-        let mut c = std::fs::read_to_string(&config).unwrap();
-        c.push_str(&format!(
-            "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  sacctmgr: sacctmgr\n  databaseUrlFile: {}\n  rootAccount: root\n",
-            dev.join("slurm/slurm.conf").display(),
-            dev.join("slurm/ro.url").display(),
-        ));
-        std::fs::write(&config, c).unwrap();
+        let config = tree.write_config_with(
+            &dir,
+            &format!(
+                "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  sacctmgr: sacctmgr\n  databaseUrlFile: {}\n  rootAccount: root\n",
+                dev.join("slurm/slurm.conf").display(),
+                dev.join("slurm/ro.url").display(),
+            ),
+        );
         let prefix = format!("c{}{}", std::process::id() % 100_000, slot);
         World {
             tree,
@@ -548,9 +548,7 @@ async fn in_the_cluster_a_patched_lock_reaches_pam_and_slurmctld() {
             .unwrap()
     };
     let mut c = std::fs::read_to_string(&b.config).unwrap();
-    c.push_str(&format!(
-        "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"
-    ));
+    c.push_str(&operator_config());
     std::fs::write(&b.config, c).unwrap();
     let (user, lab) = (b.name("hal"), b.name("lab"));
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n";

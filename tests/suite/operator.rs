@@ -2,112 +2,13 @@
 //! (`hack/k8s`: kube-apiserver, etcd and kube-controller-manager, the operator with the chart's
 //! RBAC) and the dev slapd, driven with a real `kubectl`.
 
-mod support;
+use crate::support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ldap3::Mod;
 use support::*;
-
-/// One isolated world: a control plane, a directory subtree, a config.
-struct World {
-    tree: TestTree,
-    dir: PathBuf,
-    config: PathBuf,
-    cluster: Cluster,
-}
-
-async fn world(name: &str, extra_config: &str) -> World {
-    let tree = TestTree::new(name).await;
-    let dir = scratch(name);
-    let cluster = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Cluster::start(&dir))
-            .await
-            .unwrap()
-    };
-    let config = tree.write_config(&dir);
-    let mut c = std::fs::read_to_string(&config).unwrap();
-    c.push_str(&format!(
-        "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n  leaseDurationSeconds: 5\n"
-    ));
-    c.push_str(extra_config);
-    std::fs::write(&config, c).unwrap();
-    let w = World {
-        tree,
-        dir,
-        config,
-        cluster,
-    };
-    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: physics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: chemistry}\n";
-    assert!(w.kubectl(&["apply", "-f", "-"], Some(ns)).status.success());
-    // The site's ImportSources are in physics: the chart's import role is bound there.
-    w.cluster.bind_imports("physics");
-    w
-}
-
-impl World {
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        self.cluster.kubectl(args, stdin)
-    }
-
-    fn get(&self, args: &[&str]) -> String {
-        String::from_utf8(self.kubectl(args, None).stdout).unwrap()
-    }
-
-    fn operator(&self, config: &Path, identity: &str, leader_election: bool) -> (Proc, u16) {
-        self.operator_with(config, identity, leader_election, &[])
-    }
-
-    fn operator_with(
-        &self,
-        config: &Path,
-        identity: &str,
-        leader_election: bool,
-        extra: &[&str],
-    ) -> (Proc, u16) {
-        let log = self.dir.join(format!("{identity}.log"));
-        operator_process(
-            config,
-            &self.cluster.operator_kubeconfig,
-            &log,
-            identity,
-            leader_election,
-            extra,
-        )
-    }
-
-    fn apply_site(&self) {
-        let out = self.kubectl(
-            &[
-                "apply",
-                "-R",
-                "-f",
-                &repo_root().join("examples/site").display().to_string(),
-            ],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn wait_ready(&self, kind: &str, count: usize) {
-        wait_for(&format!("{count} Ready {kind}"), || {
-            let out = self.get(&["get", kind, "-A", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
-            out.lines().filter(|l| *l == "True").count() == count
-        });
-    }
-
-    /// The operator's write requests, as the API server's audit log recorded them.
-    fn api_writes(&self) -> Vec<String> {
-        self.cluster.operator_writes()
-    }
-}
 
 async fn ldap_entries(tree: &TestTree, filter: &str) -> Vec<ldap3::SearchEntry> {
     entries(&mut admin().await, &tree.dn, filter).await
@@ -141,7 +42,7 @@ fn members(e: &[ldap3::SearchEntry]) -> Vec<String> {
 
 #[tokio::test]
 async fn converges_the_site_follows_changes_and_then_writes_nothing() {
-    let w = world("op-main", "").await;
+    let w = World::start("op-main", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -341,7 +242,7 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
 
 #[tokio::test]
 async fn drift_is_repaired_on_resync() {
-    let w = world("op-drift", "").await;
+    let w = World::start("op-drift", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -424,7 +325,7 @@ async fn drift_is_repaired_on_resync() {
 
 #[tokio::test]
 async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retried_hot() {
-    let w = world("op-unique", "").await;
+    let w = World::start("op-unique", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     // The first to claim a username keeps it; a later claim from another namespace is a
     // Conflict. (Declared in one apply, which is first depends on which pass sees it.)
@@ -494,7 +395,7 @@ async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retr
 
 #[tokio::test]
 async fn a_killed_operator_restarts_and_converges_without_duplicates() {
-    let w = world("op-kill", "").await;
+    let w = World::start("op-kill", "").await;
     declare_people(&w, "k", 400);
     let (mut op, _) = w.operator(&w.config, "first", false);
     // Kill it (SIGKILL) while it is writing.
@@ -543,7 +444,7 @@ fn declare_people(w: &World, prefix: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_on_many_new_objects_opens_a_bounded_number_of_connections() {
-    let w = world("op-conns", "").await;
+    let w = World::start("op-conns", "").await;
     declare_people(&w, "c", 150);
     // The operator alone talks through the proxy, which counts the connections it accepts.
     let connections = || {
@@ -624,7 +525,7 @@ async fn second_writer() -> String {
 
 #[tokio::test]
 async fn with_two_replicas_only_the_leader_writes() {
-    let w = world("op-ha", "").await;
+    let w = World::start("op-ha", "").await;
     let b_dn = second_writer().await;
     let a_dn = w.tree.config.ldap.bind_dn.clone();
     let b_config = w.dir.join("replica-b.yaml");
@@ -744,7 +645,7 @@ fn slurm_assocs(cluster: &str) -> String {
 #[tokio::test]
 async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
     let (cluster, extra) = slurm_cluster("top");
-    let w = world("op-slurm", &extra).await;
+    let w = World::start("op-slurm", &extra).await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     // Unique project names: Slurm accounts are global across clusters.
     let p = format!("o{}", std::process::id() % 100000);
@@ -829,7 +730,7 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
 async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_and_comes_back_with_its_uid()
  {
     // A short grace so the real timers can be watched; the planner's arithmetic is the same.
-    let w = world("op-purge", "gracePeriods:\n  accountPurgeAfter: 4s\n").await;
+    let w = World::start("op-purge", "gracePeriods:\n  accountPurgeAfter: 4s\n").await;
     let (op, _) = w.operator(&w.config, "first", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -879,7 +780,7 @@ async fn a_deleted_account_is_purged_at_its_recorded_time_even_across_a_restart_
 
 #[tokio::test]
 async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_them() {
-    let w = world("op-guard", "").await;
+    let w = World::start("op-guard", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -995,7 +896,7 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
 
 #[tokio::test]
 async fn validity_ends_on_time_through_the_requeue_timer() {
-    let w = world("op-expiry", "").await;
+    let w = World::start("op-expiry", "").await;
     let (_op, _) = w.operator(&w.config, "solo", false);
     let until = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(5))
@@ -1055,7 +956,7 @@ async fn validity_ends_on_time_through_the_requeue_timer() {
 
 #[tokio::test]
 async fn an_approval_lets_the_held_deletions_through() {
-    let w = world("op-approve", "").await;
+    let w = World::start("op-approve", "").await;
     let (_op, _) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -1130,7 +1031,7 @@ async fn an_account_walks_every_transition_in_ldap_and_slurm_with_an_injected_cl
     let (cluster, slurm) = slurm_cluster("twalk");
     // The guard is tested on its own; here one account's removals must not trip it.
     let extra = format!("{slurm}guard:\n  maxCount: 10\n  maxPercent: 100\n");
-    let w = world("op-walk", &extra).await;
+    let w = World::start("op-walk", &extra).await;
     let offset = w.dir.join("clock-offset");
     let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
     set_clock(0);
@@ -1356,7 +1257,7 @@ async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
         "gold:\n  host: 127.0.0.1\n  port: {port}\n  authKeyFile: {}\n  timeoutSeconds: 2\n  attempts: 1\n",
         key.display()
     );
-    let w = world("op-gold", &extra).await;
+    let w = World::start("op-gold", &extra).await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     let docs = "---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {name: gp, namespace: physics}\nspec:\n  leaders: [gpa]\n  members: [gpb]\n  gold:\n    allocations:\n      - {amount: 100, start: \"2030-01-01\", end: \"2030-12-31\"}\n".to_string()
         + &person_account("physics", "gpa", "")
@@ -1467,7 +1368,7 @@ async fn a_guest_lives_its_whole_life_with_a_notice_mailed_to_the_host() {
         "guests:\n  notice: 14d\n  smtp: {{host: 127.0.0.1, port: {}, from: roster@hpc.example.org}}\n",
         sink.port
     );
-    let w = world("op-guest", &extra).await;
+    let w = World::start("op-guest", &extra).await;
     let offset = w.dir.join("clock-offset");
     let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
     set_clock(0);
@@ -1697,7 +1598,7 @@ fn a_pass_later(port: u16) {
 
 #[tokio::test]
 async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone() {
-    let w = world("op-import", "").await;
+    let w = World::start("op-import", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     let header = "id;first;last\n";
     w.export(
@@ -1767,7 +1668,7 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
 #[tokio::test]
 async fn a_guarded_import_keeps_its_whole_contribution_in_the_project_group_and_in_slurm() {
     let (cluster, slurm) = slurm_cluster("tgi");
-    let w = world("op-import-guard", &slurm).await;
+    let w = World::start("op-import-guard", &slurm).await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     // Unique names: Slurm accounts and users are global across clusters.
     let p = format!("g{}", std::process::id() % 100000);
@@ -1857,7 +1758,7 @@ fn time_of(e: &ldap3::SearchEntry, attr: &str) -> jiff::Timestamp {
 
 #[tokio::test]
 async fn deadlines_an_import_recorded_are_carried_out_by_file_mode_and_never_recomputed() {
-    let w = world("op-deadlines", "").await;
+    let w = World::start("op-deadlines", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     let header = "id;first;last;user\n1;Max;Stay;mstay\n";
     w.export("leavers", &format!("{header}2;Mia;Leave;mleave\n"));
@@ -1940,7 +1841,7 @@ async fn deadlines_an_import_recorded_are_carried_out_by_file_mode_and_never_rec
 
 #[tokio::test]
 async fn a_row_refused_after_its_username_was_generated_advances_no_counter() {
-    let w = world("op-counter", "").await;
+    let w = World::start("op-counter", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     // Rows 2 and 3 get a name (agross2, eesc), then are refused for their display names.
     w.export(
@@ -1996,7 +1897,7 @@ async fn a_row_refused_after_its_username_was_generated_advances_no_counter() {
 
 #[tokio::test]
 async fn an_import_supersedes_a_guest_and_the_account_outlives_the_guest() {
-    let w = world("op-supersede", "").await;
+    let w = World::start("op-supersede", "").await;
     let (_op, port) = w.operator(&w.config, "solo", false);
     let guest = person_account("physics", "shost", "")
         + "\n---\napiVersion: roster.io/v1alpha1\nkind: Guest\nmetadata: {name: vera, namespace: physics}\nspec:\n  type: Personal\n  host: shost\n  validUntil: \"2099-01-01\"\n  person: {givenName: Vera, familyName: Visitor, email: vera@uni.example.org}\n  account: {username: vvisit}\n";
@@ -2177,12 +2078,7 @@ async fn the_readme_installation_commands_work_as_written() {
         // The chart is installed: the operator starts as its ServiceAccount.
         if block.contains("helm install ") {
             cluster.write_operator_kubeconfigs();
-            let config = tree.write_config(&dir);
-            let mut c = std::fs::read_to_string(&config).unwrap();
-            c.push_str(&format!(
-                "operator:\n  resyncInterval: 2s\n  leaseNamespace: {RELEASE_NAMESPACE}\n"
-            ));
-            std::fs::write(&config, c).unwrap();
+            let config = tree.write_config_with(&dir, &operator_config());
             let (proc, _) = operator_process(
                 &config,
                 &cluster.operator_kubeconfig,
@@ -2242,7 +2138,7 @@ async fn the_readme_installation_commands_work_as_written() {
 /// validity changes: `roster guest extend`). docs/operations.md, "Who owns which fields".
 #[tokio::test]
 async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put_back() {
-    let w = world("op-ssa", "").await;
+    let w = World::start("op-ssa", "").await;
     let (_op, _) = w.operator(&w.config, "solo", false);
     w.apply_site();
     w.wait_ready("accounts", 12);
@@ -2314,7 +2210,7 @@ async fn a_field_the_guest_manager_owns_is_a_conflict_and_a_forced_change_is_put
 /// nothing is stuck in Terminating.
 #[tokio::test]
 async fn deleting_a_namespace_deactivates_its_identities_and_the_namespace_ends() {
-    let w = world("op-nsdel", "").await;
+    let w = World::start("op-nsdel", "").await;
     let (_op, _) = w.operator(&w.config, "solo", false);
     w.apply_site();
     let visitors = format!(

@@ -1,11 +1,11 @@
 //! Faults: backends that die mid-run, an operator killed between two writes, an API server
 //! that answers 409 (the fault proxy in front of the real one) and expires watches (real etcd
 //! compaction). Every test starts private servers of its own
-//! (`tests/support/faults.rs`), breaks them by PID, and checks afterwards that everything
+//! (`tests/suite/support/faults.rs`), breaks them by PID, and checks afterwards that everything
 //! converged with no duplicate entry, no uid or gid given twice and no lost membership, and
 //! that exit codes, conditions and logs said what was wrong meanwhile.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `roster config check` from the outside: the real binary, real files, the real dev slapd.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

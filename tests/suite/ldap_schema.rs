@@ -2,7 +2,7 @@
 //! attribute can be written and read back, the counter's atomic modify works as a
 //! compare-and-swap, and a directory without the schema is recognised as such.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 
