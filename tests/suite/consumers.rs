@@ -35,6 +35,20 @@ fn require_consumers() -> (String, PathBuf) {
     (cluster.clone(), PathBuf::from(conf))
 }
 
+/// The tree's config with the dev slurmdbd's cluster `cluster` (the machine's slurmctld's, or a
+/// test's own).
+fn slurm_config(tree: &TestTree, dir: &Path, cluster: &str) -> PathBuf {
+    let dev = repo_root().join(".dev");
+    tree.write_config_with(
+        dir,
+        &format!(
+            "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  sacctmgr: sacctmgr\n  databaseUrlFile: {}\n  rootAccount: root\n",
+            dev.join("slurm/slurm.conf").display(),
+            dev.join("slurm/ro.url").display(),
+        ),
+    )
+}
+
 impl World {
     /// `slot` gives the test its uid/gid range: 100 numbers from 40000 + 100 × slot.
     async fn new(name: &str, slot: u32) -> World {
@@ -50,15 +64,7 @@ impl World {
             max: base + 99,
         };
         let dir = scratch(name);
-        let dev = repo_root().join(".dev");
-        let config = tree.write_config_with(
-            &dir,
-            &format!(
-                "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  sacctmgr: sacctmgr\n  databaseUrlFile: {}\n  rootAccount: root\n",
-                dev.join("slurm/slurm.conf").display(),
-                dev.join("slurm/ro.url").display(),
-            ),
-        );
+        let config = slurm_config(&tree, &dir, &cluster);
         let prefix = format!("c{}{}", std::process::id() % 100_000, slot);
         World {
             tree,
@@ -504,12 +510,8 @@ async fn slurm_locks_survive_a_slurmctld_restart() {
     };
     slurmctld("start");
     let conf = ctld_dir.join("slurm.conf");
-    let mut c = std::fs::read_to_string(&b.config).unwrap();
-    c = c.replace(
-        &format!("clusters: [{}]", require_consumers().0),
-        &format!("clusters: [{cluster}]"),
-    );
-    std::fs::write(&b.config, c).unwrap();
+    // The same config, for the test's own cluster.
+    slurm_config(&b.tree, &b.dir, &cluster);
     let (user, lab) = (b.name("gus"), b.name("lab"));
     let site = |account: &str| {
         person_with(
