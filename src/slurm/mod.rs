@@ -38,6 +38,9 @@ pub struct SlurmPlan {
     pub unmanaged: Vec<String>,
     /// (group DN, cluster).
     pub record: Vec<(String, String)>,
+    /// What the calls were planned towards: after they ran, Slurm is read again and a call
+    /// planned again from that reading did not take effect, whatever sacctmgr answered.
+    pub want: desired::Desired,
 }
 
 /// Why Slurm could not be converged at all.
@@ -112,15 +115,7 @@ impl Backend for Slurm<'_> {
             }
         }
         unmanaged.extend(want.kept.iter().cloned());
-        let calls = diff::diff(
-            have,
-            &want.state,
-            &want.managed,
-            &want.prune_unmanaged,
-            &want.retire,
-            self.cfg.batch_size,
-            &mut unmanaged,
-        );
+        let calls = self.calls_towards(&want, have, &mut unmanaged);
         // Who each call concerns: its users' Accounts and its accounts' Projects.
         let by_user: BTreeMap<&str, Target> = site
             .accounts
@@ -151,9 +146,10 @@ impl Backend for Slurm<'_> {
             .collect();
         SlurmPlan {
             calls,
-            waiting: want.waiting,
+            waiting: want.waiting.clone(),
             unmanaged,
-            record: want.record,
+            record: want.record.clone(),
+            want,
         }
     }
 
@@ -174,16 +170,120 @@ impl Backend for Slurm<'_> {
                     }
                 },
             };
-            report.changes.push(ChangeOutcome {
-                backend: Self::NAME,
-                operation: sacctmgr::operation(&call.args),
-                targets: targets.clone(),
-                subject: subject.clone(),
-                what: call.what.clone(),
-                command: call.args.clone(),
-                outcome,
-            });
+            report.changes.push(change(call, targets, subject, outcome));
+        }
+        if mode == Mode::Apply {
+            self.verify(plan, &mut report).await;
         }
         report
+    }
+}
+
+fn change(
+    call: &diff::Call,
+    targets: &[Target],
+    subject: &Option<Target>,
+    outcome: Outcome,
+) -> ChangeOutcome {
+    ChangeOutcome {
+        backend: Slurm::NAME,
+        operation: sacctmgr::operation(&call.args),
+        targets: targets.to_vec(),
+        subject: subject.clone(),
+        what: call.what.clone(),
+        command: call.args.clone(),
+        outcome,
+    }
+}
+
+/// Whether two calls do the same (the same arguments and, for a load, the same file).
+fn same(a: &diff::Call, b: &diff::Call) -> bool {
+    a.args == b.args && a.file == b.file
+}
+
+impl Slurm<'_> {
+    /// The calls that bring `have` to `want`.
+    fn calls_towards(
+        &self,
+        want: &desired::Desired,
+        have: &State,
+        unmanaged: &mut Vec<String>,
+    ) -> Vec<diff::Call> {
+        diff::diff(
+            have,
+            &want.state,
+            &want.managed,
+            &want.prune_unmanaged,
+            &want.retire,
+            self.cfg.batch_size,
+            unmanaged,
+        )
+    }
+
+    /// The calls of this pass that sacctmgr answered as done (or already so) but that Slurm,
+    /// read again, still needs: planned again from the new reading, the same call comes out.
+    async fn not_taken(&mut self, plan: &SlurmPlan, report: &Report) -> Result<Vec<usize>, String> {
+        let after = self.observe().await.map_err(|e| e.to_string())?;
+        let again = self.calls_towards(&plan.want, &after, &mut vec![]);
+        Ok(plan
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(i, (call, ..))| {
+                !report.changes[*i].outcome.is_failed() && again.iter().any(|a| same(a, call))
+            })
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    /// sacctmgr's answer is not the proof: after the calls, Slurm is read again. A call that did
+    /// not take effect is run once more; one that still did not is a failure of the pass (so
+    /// the report never says done for what Slurm does not hold). Costs one read of the
+    /// accounting database per pass that wrote, none when nothing was to be done.
+    async fn verify(&mut self, plan: &SlurmPlan, report: &mut Report) {
+        if report.changes.iter().all(|c| c.outcome.is_failed()) {
+            return;
+        }
+        let failed = |message: String| Outcome::Failed {
+            reason: "SlurmNotConverged",
+            message,
+        };
+        let unread = |report: &mut Report, e: String| {
+            report.changes.push(ChangeOutcome {
+                backend: Slurm::NAME,
+                operation: "observe".into(),
+                targets: vec![],
+                subject: None,
+                what: "read Slurm again after the calls".into(),
+                command: vec![],
+                outcome: failed(format!("cannot read Slurm after the calls: {e}")),
+            });
+        };
+        let retry = match self.not_taken(plan, report).await {
+            Ok(r) => r,
+            Err(e) => return unread(report, e),
+        };
+        if retry.is_empty() {
+            return;
+        }
+        for &i in &retry {
+            let (call, ..) = &plan.calls[i];
+            tracing::warn!(call = %call.what, "sacctmgr answered but Slurm does not hold it; once more");
+            if let sacctmgr::Outcome::Failed { reason, message } =
+                self.sacctmgr.run_call(call).await
+            {
+                report.changes[i].outcome = Outcome::Failed { reason, message };
+            }
+        }
+        let still = match self.not_taken(plan, report).await {
+            Ok(r) => r,
+            Err(e) => return unread(report, e),
+        };
+        for i in still {
+            report.changes[i].outcome = failed(format!(
+                "sacctmgr answered twice, but Slurm read again still needs: {}",
+                plan.calls[i].0.what
+            ));
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use support::*;
 
@@ -51,11 +51,16 @@ fn defaults(cluster: &str, user: &str) -> String {
 }
 
 fn config_with_slurm(tree: &TestTree, dir: &Path, cluster: &str) -> String {
+    config_with_slurm_and(tree, dir, cluster, "")
+}
+
+/// The same, with more of `slurm:` (indented YAML lines) in the file `dir/roster.yaml`.
+fn config_with_slurm_and(tree: &TestTree, dir: &Path, cluster: &str, more: &str) -> String {
     let env = dev_env();
     let url = dir.join("ro.url");
     std::fs::write(&url, &env["SLURMDB_RO_URL"]).unwrap();
     let slurm = format!(
-        "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\n",
+        "slurm:\n  clusters: [{cluster}]\n  slurmConf: {}\n  databaseUrlFile: {}\n{more}",
         env["SLURM_CONF"],
         url.display()
     );
@@ -713,6 +718,106 @@ async fn a_purged_account_leaves_slurm_and_a_deactivated_one_cannot_submit() {
     tree.cleanup().await;
 }
 
+/// A stand-in for sacctmgr that answers a `delete` with "Nothing deleted" and exits 0 without
+/// doing it — once, or always — and hands every other call to the real sacctmgr. Each false
+/// answer is a line in `lies`.
+fn lying_sacctmgr(dir: &Path, always: bool) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let real = "sacctmgr";
+    let lies = dir.join(format!("lies-{always}"));
+    let bin = dir.join(format!("sacctmgr-liar-{always}"));
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/usr/bin/env python3\nimport os, shutil, sys\nargs = sys.argv[1:]\nlies = {lies:?}\nif 'delete' in args and ({always} or not os.path.exists(lies)):\n    with open(lies, 'a') as f:\n        f.write(' '.join(args) + '\\n')\n    print(' Nothing deleted')\n    sys.exit(0)\nreal = shutil.which({real:?}) or {real:?}\nos.execv(real, [real] + args)\n",
+            always = if always { "True" } else { "False" },
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, lies)
+}
+
+#[tokio::test]
+async fn sacctmgr_answering_done_is_not_believed_slurm_is_read_again() {
+    let tree = TestTree::new("slurmverify").await;
+    let dir = scratch("slurmverify");
+    let c = cluster("verify");
+    let p = format!("v{}", std::process::id() % 100000);
+    let config = |sacctmgr: &Path, name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let more = format!("  sacctmgr: {}\n", sacctmgr.display());
+        config_with_slurm_and(&tree, &sub, &c, &more)
+    };
+    let plain = config_with_slurm(&tree, &dir, &c);
+    let f = dir.join("site.yaml");
+    std::fs::write(&f, site(&p, "")).unwrap();
+    let f = f.display().to_string();
+    assert_eq!(roster(&["apply", "-f", &f, "--config", &plain]).0, 0);
+    // u3 leaves and is purged; sacctmgr claims the first delete without doing it.
+    let without = |gone: &[&str]| {
+        let mut s = site(&p, "");
+        for u in gone {
+            s = s
+                .replace(&format!(", {p}{u}]"), "]")
+                .replace(&format!("[{p}{u}]"), "[]")
+                .replace(&person_account("physics", &format!("{p}{u}"), ""), "");
+        }
+        let g = dir.join(format!("without-{}.yaml", gone.join("-")));
+        std::fs::write(&g, s).unwrap();
+        g.display().to_string()
+    };
+    let g = without(&["u3"]);
+    let apply = |file: &str, cfg: &str, now: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "-f", file, "--config", cfg, "--now", now];
+        args.extend(extra);
+        let (code, out, err) = roster(&args);
+        (code, format!("{out}{err}"))
+    };
+    let (code, out) = apply(&g, &plain, "2031-01-01T00:00:00Z", &["--prune"]);
+    assert_eq!(code, 0, "{out}");
+    let (once, once_lies) = lying_sacctmgr(&dir, false);
+    let (code, out) = apply(&g, &config(&once, "once"), "2031-04-02T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    let lied = std::fs::read_to_string(&once_lies).unwrap_or_default();
+    assert!(
+        lied.contains(&format!("name={p}u3")),
+        "the stand-in lied: {lied:?}"
+    );
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("|{p}u3|"))),
+        "read again, the delete was run once more: {:?}\n{out}",
+        assocs(&c)
+    );
+    // u2 too; now every delete is claimed and none done: the run fails and says so, and
+    // Slurm keeps the (blocked) association: nothing is reported done that is not.
+    let h = without(&["u3", "u2"]);
+    let (code, out) = apply(&h, &plain, "2031-05-01T00:00:00Z", &["--prune"]);
+    assert_eq!(code, 0, "{out}");
+    let (always, always_lies) = lying_sacctmgr(&dir, true);
+    let (code, out) = apply(&h, &config(&always, "always"), "2031-07-31T00:00:00Z", &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("SlurmNotConverged"), "{out}");
+    assert!(out.contains(&format!("{p}u2")), "{out}");
+    let lies = std::fs::read_to_string(&always_lies).unwrap_or_default();
+    assert_eq!(lies.lines().count(), 2, "tried twice, no more: {lies:?}");
+    assert!(
+        assocs(&c).contains(&format!("{p}a|{p}u2|0|0")),
+        "{:?}",
+        assocs(&c)
+    );
+    // With a truthful sacctmgr the next run finishes it.
+    let (code, out) = apply(&h, &plain, "2031-07-31T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !assocs(&c).iter().any(|r| r.contains(&format!("|{p}u2|"))),
+        "{:?}",
+        assocs(&c)
+    );
+    tree.cleanup().await;
+}
+
 /// `account|grpsubmit` of an account's own association on a cluster (empty when it is gone).
 fn account_row(cluster: &str, account: &str) -> String {
     let (_, out) = sacctmgr(&[
@@ -910,7 +1015,8 @@ async fn in_file_mode_an_account_walks_every_transition_in_ldap_and_slurm() {
         1,
         "not before purgeAt"
     );
-    assert_eq!(run(&gone, "2030-05-06T00:00:00Z", &[]).0, 0);
+    let (code, purge_out) = run(&gone, "2030-05-06T00:00:00Z", &[]);
+    assert_eq!(code, 0, "{purge_out}");
     assert!(entries(&mut ldap, &people, &filter).await.is_empty());
     let tomb = entries(
         &mut ldap,
@@ -921,7 +1027,7 @@ async fn in_file_mode_an_account_walks_every_transition_in_ldap_and_slurm() {
     assert_eq!(tomb[0].attrs["uidNumber"], uid);
     assert!(
         !assocs(&c).iter().any(|r| r.contains(&format!("|{user}|"))),
-        "{:?}",
+        "{:?}\n{purge_out}",
         assocs(&c)
     );
     // Someone else asks for the name: Conflict (exit 3), nothing written.
