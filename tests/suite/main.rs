@@ -15,6 +15,7 @@ mod faults;
 mod gold;
 mod guest_extend;
 mod hostile;
+mod image;
 mod import;
 mod import_readers;
 mod kubectl;
