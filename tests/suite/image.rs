@@ -364,14 +364,8 @@ async fn the_image_runs_as_the_chart_runs_it() {
     let address_file = tmp.join("metrics-address");
     wait_for("the container's metrics address", || address_file.exists());
     let address = std::fs::read_to_string(&address_file).unwrap();
-    let get = |path: &str| {
-        let url = format!("http://{}{path}", address.trim());
-        Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
+    let get =
+        |path: &str| support::try_http_status(address.trim(), "GET", path).map(|(code, _)| code);
     let manifest = support::person_account(
         "physics",
         &format!("img{}", std::process::id() % 100000),
@@ -389,12 +383,12 @@ async fn the_image_runs_as_the_chart_runs_it() {
             "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
         ]) == "True"
     });
-    let probes: Vec<(String, String)> = ["/healthz", "/readyz"]
+    let probes: Vec<(String, Option<u16>)> = ["/healthz", "/readyz"]
         .iter()
         .map(|p| (p.to_string(), get(p)))
         .collect();
     assert!(
-        probes.iter().all(|(_, code)| code == "200"),
+        probes.iter().all(|(_, code)| *code == Some(200)),
         "{probes:?}\n{}",
         logs()
     );

@@ -688,6 +688,11 @@ pub fn http(addr: &str, method: &str, path: &str) -> String {
 /// The same, or `None` while nothing answers on `addr`. The one hand-written HTTP client of the
 /// tests: a request, `Connection: close`, the body read to the end (chunked or not).
 pub fn try_http(addr: &str, method: &str, path: &str) -> Option<String> {
+    try_http_status(addr, method, path).map(|(_, body)| body)
+}
+
+/// The same with the response's status code.
+pub fn try_http_status(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     write!(
@@ -698,11 +703,12 @@ pub fn try_http(addr: &str, method: &str, path: &str) -> Option<String> {
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
     if !head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return Some(body.to_string());
+        return Some((status, body.to_string()));
     }
     let mut out = String::new();
     while let Some((len, rest)) = body.split_once("\r\n") {
@@ -713,5 +719,5 @@ pub fn try_http(addr: &str, method: &str, path: &str) -> Option<String> {
         out.push_str(&rest[..n]);
         body = rest[n..].trim_start_matches("\r\n");
     }
-    Some(out)
+    Some((status, out))
 }
