@@ -223,14 +223,16 @@ pub fn classify(success: bool, stdout: &str, stderr: &str) -> Outcome {
 mod load_timeout {
     use super::*;
 
-    /// A stand-in for sacctmgr that answers after 0.6 s (a test of timing, not of sacctmgr).
+    /// A stand-in for sacctmgr that answers after 2 s (a test of timing, not of sacctmgr). The
+    /// margins are tenfold either way, so a loaded machine (a slow python start) cannot
+    /// decide the test: the long load is allowed 20 s, the short one 0.3 s.
     fn slow_sacctmgr() -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path =
             std::env::temp_dir().join(format!("roster-slow-sacctmgr-{}", std::process::id()));
         std::fs::write(
             &path,
-            "#!/usr/bin/env python3\nimport time\ntime.sleep(0.6)\n",
+            "#!/usr/bin/env python3\nimport time\ntime.sleep(2)\n",
         )
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -263,8 +265,8 @@ mod load_timeout {
             )
         };
         let before = loads();
-        // 10 lines: 0.2 s + 10 × 0.1 s, enough for the 0.6 s answer, at the first attempt.
-        assert_eq!(sacctmgr.run_call(&load(10)).await, Outcome::Done);
+        // 200 lines: 0.2 s + 200 × 0.1 s, enough for the 2 s answer, at the first attempt.
+        assert_eq!(sacctmgr.run_call(&load(200)).await, Outcome::Done);
         assert_eq!(loads(), before + 1.0);
         // 1 line: 0.3 s is not; each of the 4 attempts is cut off.
         let out = sacctmgr.run_call(&load(1)).await;
