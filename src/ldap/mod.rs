@@ -13,6 +13,7 @@ pub mod apply;
 mod backend;
 mod conn;
 pub use backend::{Ldap, SiteInput};
+pub mod feed;
 pub mod observe;
 pub use crate::plan::directory::{Entry, Observed, Owner};
 pub use apply::ApplyReport;

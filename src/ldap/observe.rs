@@ -7,7 +7,7 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Scope, SearchEntry};
 
 use super::{Directory, DirectoryError};
-use crate::plan::directory::{Entry, Observed, insert_unique};
+use crate::plan::directory::{Entry, Observed};
 
 /// The attributes Roster reads; `pwdAccountLockedTime` is operational and must be named.
 pub const OBSERVED_ATTRS: &[&str] = &[
@@ -46,6 +46,26 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "createTimestamp",
 ];
 
+/// The filter of everything Roster reads from the directory.
+pub const OBSERVED_FILTER: &str = "(|(objectClass=posixAccount)(objectClass=posixGroup)(objectClass=rosterTombstone)(objectClass=rosterCounter))";
+
+/// An entry as Roster keeps it: attribute names lower-cased; binary-looking values (not UTF-8)
+/// kept lossily (Roster never writes such values).
+pub(super) fn entry(se: SearchEntry) -> Entry {
+    let mut attrs: BTreeMap<String, Vec<String>> = se
+        .attrs
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    for (k, vs) in se.bin_attrs {
+        attrs.entry(k.to_ascii_lowercase()).or_default().extend(
+            vs.into_iter()
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        );
+    }
+    Entry { dn: se.dn, attrs }
+}
+
 impl Directory {
     /// Reads everything below `base` in one paged search (one instrumented call, `observe`).
     pub async fn observe(
@@ -67,7 +87,7 @@ impl Directory {
         base: &str,
         page_size: i32,
     ) -> Result<Observed, DirectoryError> {
-        let filter = "(|(objectClass=posixAccount)(objectClass=posixGroup)(objectClass=rosterTombstone)(objectClass=rosterCounter))";
+        let filter = OBSERVED_FILTER;
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(page_size)),
@@ -91,47 +111,7 @@ impl Directory {
             .map_err(unreachable)?;
         let mut observed = Observed::default();
         while let Some(raw) = stream.next().await.map_err(unreachable)? {
-            let se = SearchEntry::construct(raw);
-            let mut attrs: BTreeMap<String, Vec<String>> = se
-                .attrs
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            // Binary-looking values (not UTF-8) are kept lossily; Roster never writes such values.
-            for (k, vs) in se.bin_attrs {
-                attrs.entry(k.to_ascii_lowercase()).or_default().extend(
-                    vs.into_iter()
-                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
-                );
-            }
-            let entry = Entry { dn: se.dn, attrs };
-            if entry.has_class("rosterTombstone") {
-                if let Some(cn) = entry.first("cn") {
-                    observed.tombstones.insert(cn.to_string(), entry);
-                }
-            } else if entry.has_class("rosterCounter") {
-                if let Some(cn) = entry.first("cn") {
-                    observed.counters.insert(cn.to_string(), entry);
-                }
-            } else if entry.has_class("posixAccount") {
-                if let Some(uid) = entry.first("uid").map(str::to_string) {
-                    insert_unique(
-                        &mut observed.accounts,
-                        &mut observed.duplicate_accounts,
-                        uid,
-                        entry,
-                    );
-                }
-            } else if entry.has_class("posixGroup")
-                && let Some(cn) = entry.first("cn").map(str::to_string)
-            {
-                insert_unique(
-                    &mut observed.groups,
-                    &mut observed.duplicate_groups,
-                    cn,
-                    entry,
-                );
-            }
+            observed.file(entry(SearchEntry::construct(raw)));
         }
         let result = stream.finish().await;
         match result.rc {

@@ -75,6 +75,58 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Files an entry read from the directory under its kind, as a bulk observation does with
+    /// each. False when it joined a duplicate (a name held twice): which of the two is filed
+    /// then depends on the order they were read in.
+    pub fn file(&mut self, entry: Entry) -> bool {
+        if entry.has_class("rosterTombstone") {
+            if let Some(cn) = entry.first("cn") {
+                self.tombstones.insert(cn.to_string(), entry);
+            }
+        } else if entry.has_class("rosterCounter") {
+            if let Some(cn) = entry.first("cn") {
+                self.counters.insert(cn.to_string(), entry);
+            }
+        } else if entry.has_class("posixAccount") {
+            if let Some(uid) = entry.first("uid").map(str::to_string) {
+                let taken = self.accounts.contains_key(&uid);
+                insert_unique(&mut self.accounts, &mut self.duplicate_accounts, uid, entry);
+                return !taken;
+            }
+        } else if entry.has_class("posixGroup")
+            && let Some(cn) = entry.first("cn").map(str::to_string)
+        {
+            let taken = self.groups.contains_key(&cn);
+            insert_unique(&mut self.groups, &mut self.duplicate_groups, cn, entry);
+            return !taken;
+        }
+        true
+    }
+
+    /// Removes the entry at `dn`, whatever its kind. False when a duplicate held it (the
+    /// observation cannot say which entry takes its place): observe afresh.
+    pub fn unfile(&mut self, dn: &str) -> bool {
+        let same = |e: &Entry| e.dn.eq_ignore_ascii_case(dn);
+        let in_duplicates = self
+            .duplicate_accounts
+            .values()
+            .chain(self.duplicate_groups.values())
+            .flatten()
+            .any(|d| d.eq_ignore_ascii_case(dn));
+        if in_duplicates {
+            return false;
+        }
+        for map in [
+            &mut self.accounts,
+            &mut self.groups,
+            &mut self.tombstones,
+            &mut self.counters,
+        ] {
+            map.retain(|_, e| !same(e));
+        }
+        true
+    }
+
     /// uid numbers taken by an account or reserved by a tombstone.
     pub fn uids_in_use(&self) -> BTreeSet<u32> {
         self.accounts

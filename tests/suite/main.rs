@@ -19,6 +19,7 @@ mod image;
 mod import;
 mod import_readers;
 mod kubectl;
+mod ldap_feed;
 mod ldap_schema;
 mod notify;
 mod operator;
