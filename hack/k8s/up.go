@@ -167,7 +167,19 @@ func up(args []string) error {
 	}
 }
 
+// startEtcd runs embedded etcd on free loopback ports; a port taken between choosing and
+// binding it (another test's server got it first) is retried with others.
 func startEtcd(dir string) (*embed.Etcd, error) {
+	for attempt := 0; ; attempt++ {
+		e, err := startEtcdOnce(dir)
+		if err != nil && attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			continue
+		}
+		return e, err
+	}
+}
+
+func startEtcdOnce(dir string) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "roster"
 	cfg.Dir = filepath.Join(dir, "etcd")
