@@ -115,14 +115,12 @@ fn container<'a>(deployment: &'a Value, name: &str) -> &'a Value {
 /// `podman run` flags for container `name` of a rendered Deployment: its securityContext (the
 /// pod's, overridden by the container's), env (fieldRefs from `fields`), entrypoint, mounts
 /// (each volume at the host directory `volumes` gives; the ServiceAccount's under
-/// [`SERVICE_ACCOUNT`]) and args (`extra_args` appended). Panics on what it cannot translate.
-fn podman_args(
+/// [`SERVICE_ACCOUNT`]); what comes before the image. Panics on what it cannot translate.
+fn podman_flags(
     deployment: &Value,
     name: &str,
     volumes: &BTreeMap<&str, PathBuf>,
     fields: &BTreeMap<&str, String>,
-    image: &str,
-    extra_args: &[&str],
 ) -> Vec<String> {
     let pod = &deployment["spec"]["template"]["spec"];
     let c = container(deployment, name);
@@ -203,8 +201,25 @@ fn podman_args(
             .expect("the ServiceAccount token is mounted");
         args.push(format!("--volume={}:{SERVICE_ACCOUNT}:ro", sa.display()));
     }
+    args
+}
+
+/// [`podman_flags`], the image, the container's args and `extra_args`.
+fn podman_args(
+    deployment: &Value,
+    name: &str,
+    volumes: &BTreeMap<&str, PathBuf>,
+    fields: &BTreeMap<&str, String>,
+    image: &str,
+    extra_args: &[&str],
+) -> Vec<String> {
+    let mut args = podman_flags(deployment, name, volumes, fields);
     args.push(image.to_string());
-    for a in c["args"].as_array().into_iter().flatten() {
+    for a in container(deployment, name)["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         args.push(a.as_str().unwrap().to_string());
     }
     args.extend(extra_args.iter().map(|a| a.to_string()));
@@ -287,9 +302,8 @@ async fn the_image_runs_as_the_chart_runs_it() {
     .into();
     // No token yet: config check does not need one.
     volumes.insert(SERVICE_ACCOUNT, volume(dir, "no-token", &[]));
-    let mut check = podman_args(&chart, "roster", &volumes, &fields, &image, &[]);
-    let at = check.iter().position(|a| *a == image).unwrap();
-    check.truncate(at + 1);
+    let mut check = podman_flags(&chart, "roster", &volumes, &fields);
+    check.push(image.clone());
     check.extend(
         [
             "config",
@@ -472,17 +486,12 @@ async fn the_image_runs_as_the_chart_runs_it() {
         mounts.contains(&"munge-socket") && mounts.contains(&"slurm-conf"),
         "{mounts:?}"
     );
-    let mut sacctmgr = run_flags("host");
-    let full = podman_args(
+    let mut sacctmgr = podman_flags(
         &all,
         "roster",
         &all_volumes_for(&all, &all_volumes, dir),
         &fields,
-        &image,
-        &[],
     );
-    let at = full.iter().position(|a| *a == image).unwrap();
-    sacctmgr.extend(full[run_flags("host").len()..at].iter().cloned());
     sacctmgr.push("--entrypoint=[\"/usr/bin/sacctmgr\"]".into());
     sacctmgr.push("--env=SLURM_CONF=/etc/slurm/slurm.conf".into());
     sacctmgr.push(image.clone());
