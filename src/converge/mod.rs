@@ -4,7 +4,8 @@
 //! 1. the site's plan against the directory as observed (LDAP and the lifecycle);
 //! 2. the directory changes, applied (or, in `Mode::Plan`, applied to a copy);
 //! 3. the directory re-read whenever anything was or may have been written (a failed or lost
-//!    operation may have written part of its work) — the directory is the truth;
+//!    operation may have written part of its work) — the directory is the truth: the entries
+//!    written and the counters, one by one, or all of it when that costs less;
 //! 4. the imports' username counters stored, and the site planned again against the directory
 //!    as it now is (the status of every object comes from this plan);
 //! 5. Slurm, then Gold, each observed, planned against that directory and applied; an
@@ -66,7 +67,7 @@ pub async fn run(
     };
     let downstream = config.slurm.is_some() || config.gold.is_some();
     report.directory = match mode {
-        Mode::Apply if report.ldap.wrote() => match ldap.observe().await {
+        Mode::Apply if report.ldap.wrote() => match reread(&mut ldap, &report, observed).await {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(PassError::Reread(e.to_string()));
@@ -88,11 +89,29 @@ pub async fn run(
             return report;
         }
     };
-    if mode == Mode::Apply
-        && let Err(e) = store_counters(config, ldap.dir, declared, &report.directory).await
-    {
-        report.error = Some(PassError::Counter(e));
-        return report;
+    if mode == Mode::Apply {
+        match store_counters(config, ldap.dir, declared, &report.directory).await {
+            Err(e) => {
+                report.error = Some(PassError::Counter(e));
+                return report;
+            }
+            // What the pass leaves is what it planned from: the counters as now stored too.
+            Ok(true) => {
+                if let Err(e) = ldap
+                    .dir
+                    .reread(
+                        &mut report.directory,
+                        &[],
+                        observed_counters(config).as_deref(),
+                    )
+                    .await
+                {
+                    report.error = Some(PassError::Reread(e.to_string()));
+                    return report;
+                }
+            }
+            Ok(false) => {}
+        }
     }
     report.last = ldap.plan(input, &report.directory);
     let after = Downstream {
@@ -166,6 +185,55 @@ pub async fn run(
     report
 }
 
+/// The most entries read again one by one after a pass's writes: beyond this (or an eighth
+/// of the directory, whichever is more), one bulk read costs less.
+const REREAD_AT_MOST: usize = 64;
+
+/// The directory after the pass's writes: the entries the operations were for (done, failed
+/// or lost: a failed one may have written part of its work) and the counters, read again into
+/// the observation the plan was made from; read whole when that is cheaper or the reading
+/// again cannot be exact (a name held twice).
+async fn reread(
+    ldap: &mut Ldap<'_>,
+    report: &PassReport,
+    mut observed: Observed,
+) -> Result<Observed, crate::ldap::DirectoryError> {
+    let applied = &report.ldap;
+    let mut touched: Vec<&str> = applied
+        .done
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(applied.failed.iter().map(|(i, _)| *i))
+        .chain(applied.lost_races.iter().map(|(i, _)| *i))
+        .map(|i| report.first.ops[i].dn())
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let entries = observed.accounts.len()
+        + observed.groups.len()
+        + observed.tombstones.len()
+        + observed.counters.len();
+    if touched.len() <= REREAD_AT_MOST.max(entries / 8) {
+        let counters = observed_counters(ldap.config);
+        if ldap
+            .dir
+            .reread(&mut observed, &touched, counters.as_deref())
+            .await?
+        {
+            return Ok(observed);
+        }
+    }
+    drop(observed);
+    ldap.observe().await
+}
+
+/// The counters' container, where an observation reads it (below the base DN).
+pub(crate) fn observed_counters(config: &Config) -> Option<String> {
+    let dn = config.counters_dn();
+    let base = format!(",{}", config.ldap.base_dn.to_ascii_lowercase());
+    dn.to_ascii_lowercase().ends_with(&base).then_some(dn)
+}
+
 /// Each object's first LDAP failure: `dn: message`.
 fn failures(first: &Plan, applied: &crate::ldap::ApplyReport) -> BTreeMap<Target, String> {
     let mut failed = BTreeMap::new();
@@ -179,13 +247,14 @@ fn failures(first: &Plan, applied: &crate::ldap::ApplyReport) -> BTreeMap<Target
 }
 
 /// Username counters of the imports, for the generated names now in the directory: a
-/// generated name is never generated again, and a name not written advances nothing.
+/// generated name is never generated again, and a name not written advances nothing. True
+/// when one was stored.
 async fn store_counters(
     config: &Config,
     dir: &mut Directory,
     declared: &Declared<'_>,
     after: &Observed,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let store = crate::import::engine::counters_to_store(&declared.counters, after, |u| {
         after.accounts.contains_key(u)
     });
@@ -196,7 +265,7 @@ async fn store_counters(
             .await
             .map_err(|e| format!("storing the username counter {cn}: {e}"))?;
     }
-    Ok(())
+    Ok(!store.is_empty())
 }
 
 /// Slurm after the directory: observe, plan, record the accounts Roster creates or adopts on

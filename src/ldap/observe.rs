@@ -44,6 +44,10 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "rosterCounterValue",
     "rosterSlurmAccount",
     "createTimestamp",
+    // Which version of an entry a reading holds, and which entry (a DN taken again is another
+    // entry): a change feed's late message never replaces a newer reading (`crate::ldap::feed`).
+    "entryCSN",
+    "entryUUID",
 ];
 
 /// The filter of everything Roster reads from the directory.
@@ -121,6 +125,75 @@ impl Directory {
             }),
             rc => Err(DirectoryError::Operation {
                 operation: "search",
+                dn: base.to_string(),
+                message: format!("result code {rc}: {}", result.text),
+            }),
+        }
+    }
+}
+
+impl Directory {
+    /// Reads the entries at `dns` again into `observed` (one base search each: an entry gone,
+    /// or no longer one Roster reads, is removed), and, with `counters`, every counter in that
+    /// container (one search): what a pass wrote, at the cost of what it wrote, instead of
+    /// the whole directory. False when a name held twice is involved: observe afresh then.
+    pub async fn reread(
+        &mut self,
+        observed: &mut Observed,
+        dns: &[&str],
+        counters: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let mut exact = true;
+        for &dn in dns {
+            match self.read_observed(dn, Scope::Base, OBSERVED_FILTER).await? {
+                Some(mut found) => match found.pop() {
+                    Some(e) => exact &= observed.refile(e),
+                    None => exact &= observed.unfile(dn),
+                },
+                None => exact &= observed.unfile(dn),
+            }
+        }
+        if let Some(container) = counters {
+            let below = format!(",{}", container.to_ascii_lowercase());
+            let found = self
+                .read_observed(container, Scope::OneLevel, "(objectClass=rosterCounter)")
+                .await?
+                .unwrap_or_default();
+            observed
+                .counters
+                .retain(|_, e| !e.dn.to_ascii_lowercase().ends_with(&below));
+            for e in found {
+                exact &= observed.file(e);
+            }
+        }
+        Ok(exact)
+    }
+
+    /// The observed entries of one search; `None` when its base does not exist.
+    async fn read_observed(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+    ) -> Result<Option<Vec<Entry>>, DirectoryError> {
+        let ldap3::SearchResult(entries, result) = self
+            .ldap
+            .search("reread", base, scope, filter, OBSERVED_ATTRS.to_vec())
+            .await
+            .map_err(|e| DirectoryError::Unreachable {
+                uri: self.uri.clone(),
+                message: e.to_string(),
+            })?;
+        match result.rc {
+            0 => Ok(Some(
+                entries
+                    .into_iter()
+                    .map(|e| entry(SearchEntry::construct(e)))
+                    .collect(),
+            )),
+            32 => Ok(None),
+            rc => Err(DirectoryError::Operation {
+                operation: "reread",
                 dn: base.to_string(),
                 message: format!("result code {rc}: {}", result.text),
             }),

@@ -222,8 +222,11 @@ impl Worker {
                             for (base, next) in &store {
                                 let cn = crate::import::engine::counter_cn(base);
                                 let dn = format!("cn={cn},{}", self.config.counters_dn());
-                                if let Err(e) = dir.set_counter(&dn, &cn, *next as i64).await {
-                                    tracing::warn!(error = %e, counter = %cn, "a username counter was not stored");
+                                match dir.set_counter(&dn, &cn, *next as i64).await {
+                                    Ok(()) => self.counters_written = true,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, counter = %cn, "a username counter was not stored")
+                                    }
                                 }
                             }
                         }

@@ -7,6 +7,7 @@
 
 mod events;
 mod finalizers;
+mod follow;
 mod guests;
 mod imports;
 pub mod status;

@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::finalizers;
+use super::follow::Following;
 use super::status::{self, StatusCtx};
 use crate::api::{
     Account, AccountStatus, Condition, Guest, Lifecycle, Person, PersonStatus, Phase, Project,
@@ -98,6 +99,9 @@ impl Converger {
             metrics,
             dir: None,
             seen: None,
+            follow: None,
+            follow_again: true,
+            counters_written: false,
             clock: clock.clone(),
         };
         tokio::spawn(worker.run(rx, resync));
@@ -130,6 +134,12 @@ pub(super) struct Worker {
     /// The directory as the last pass left it: what changes behind Roster's back is told from it.
     /// What the last finished pass left in the directory, as [`fingerprints`].
     seen: Option<Fingerprints>,
+    /// The directory followed between passes (see [`super::follow`]).
+    follow: Option<Following>,
+    /// Whether to try following (again): at the start, and at each resync after it failed.
+    follow_again: bool,
+    /// An import stored a username counter in this pass.
+    pub(super) counters_written: bool,
     pub(super) clock: Clock,
 }
 
@@ -210,7 +220,7 @@ impl Worker {
         let declared = Declared::from_stores(stores, &config, now);
         // Only a pass that finishes says what it left in the directory.
         let seen = self.seen.take();
-        let observed = match self.observe().await {
+        let mut observed = match self.observe(trigger).await {
             Ok(o) => o,
             Err(e) => return self.unavailable(e).await,
         };
@@ -233,8 +243,23 @@ impl Worker {
         let import_wake = self
             .run_imports(&imports, &accounts, &people, &declared.site, &observed, now)
             .await;
+        // The counters an import stored are in the observation the pass goes on with (and
+        // leaves): a generated name is never generated twice.
+        if std::mem::take(&mut self.counters_written)
+            && let Some(dir) = self.dir.as_mut()
+            && let Err(e) = dir
+                .reread(
+                    &mut observed,
+                    &[],
+                    converge::observed_counters(&config).as_deref(),
+                )
+                .await
+        {
+            self.dir = None;
+            return self.unavailable(e.to_string()).await;
+        }
         let dir = self.dir.as_mut().expect("connected by observe");
-        let report = converge::run(
+        let mut report = converge::run(
             &config,
             now,
             Mode::Apply,
@@ -303,6 +328,9 @@ impl Worker {
         );
         self.count_phases(&report.last);
         self.seen = Some(converge::fingerprints(&report.directory));
+        if let Some(f) = self.follow.as_mut() {
+            f.give_back(std::mem::take(&mut report.directory));
+        }
         outcome
     }
 
@@ -465,8 +493,9 @@ impl Worker {
         }
         outcome
     }
-    /// Connects when needed and reads the directory in bulk.
-    async fn observe(&mut self) -> Result<Observed, String> {
+    /// The directory for a pass: the followed observation, or (at a resync, without a feed,
+    /// or when the feed's observation was lost) a bulk read. Connects when needed.
+    async fn observe(&mut self, trigger: &str) -> Result<Observed, String> {
         if self.dir.is_none() {
             let mut dir = Directory::connect(&self.config)
                 .await
@@ -474,17 +503,91 @@ impl Worker {
             dir.check_schema().await.map_err(|e| e.to_string())?;
             self.dir = Some(dir);
         }
+        if trigger == "resync" && self.follow.is_none() {
+            self.follow_again = true;
+        }
+        if self.follow_again {
+            self.follow_again = false;
+            self.follow = self.start_following().await;
+        }
+        let resync = trigger == "resync";
+        if let Some(f) = self.follow.as_mut() {
+            match f.drain() {
+                Err(e) => {
+                    tracing::warn!(error = %e, "the directory's change feed ended; reading it whole until the next resync");
+                    self.follow = None;
+                }
+                Ok(()) if !resync => {
+                    if let Some(o) = f.take() {
+                        self.observed_from("feed");
+                        return Ok(o);
+                    }
+                }
+                Ok(()) => {}
+            }
+        }
         let dir = self.dir.as_mut().expect("connected");
-        match dir
+        let read = match dir
             .observe(&self.config.ldap.base_dn, self.config.ldap.page_size)
             .await
         {
-            Ok(o) => Ok(o),
+            Ok(o) => o,
             Err(e) => {
                 self.dir = None;
-                Err(e.to_string())
+                return Err(e.to_string());
+            }
+        };
+        self.observed_from("read");
+        let differ = match self.follow.as_mut() {
+            Some(f) => f.differences(&read).await,
+            None => None,
+        };
+        if let Some(differ) = differ
+            && !differ.is_empty()
+        {
+            tracing::warn!(
+                entries = differ.len(),
+                first = ?differ.iter().take(10).collect::<Vec<_>>(),
+                "the full read of the directory differs from its change feed; planning from the full read"
+            );
+            self.metrics.feed_differences.inc_by(differ.len() as u64);
+        }
+        if let Some(f) = self.follow.as_mut() {
+            // The pass has it now; what it leaves is followed from here.
+            let _ = f.take();
+        }
+        Ok(read)
+    }
+
+    /// Starts following the directory and waits for the feed's first reading; `None` (and a
+    /// warning) where it cannot: passes then read the directory whole.
+    async fn start_following(&self) -> Option<Following> {
+        let limit = std::time::Duration::from_secs(self.config.ldap.timeout_seconds.max(1) * 10);
+        let started = std::time::Instant::now();
+        let mut f = match Following::start(&self.config).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the directory's changes; every pass reads it whole");
+                return None;
+            }
+        };
+        match f.refreshed(limit).await {
+            Ok(()) => {
+                tracing::debug!(took = ?started.elapsed(), "following the directory's changes");
+                Some(f)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the directory's changes; every pass reads it whole");
+                None
             }
         }
+    }
+
+    fn observed_from(&self, source: &str) {
+        self.metrics
+            .observations
+            .get_or_create(&labels([("source", source)]))
+            .inc();
     }
 
     async fn unavailable(&self, e: String) -> PassOutcome {

@@ -46,6 +46,22 @@ impl Entry {
         self.first(attr).and_then(|v| v.parse().ok())
     }
 
+    /// `entryCSN`: the server's change sequence number of this version of the entry (slapd;
+    /// ordered as strings). Directories without one say nothing.
+    pub fn csn(&self) -> Option<&str> {
+        self.first("entryCSN")
+    }
+
+    /// `entryUUID`: the entry's identity, which a DN taken again by a new entry does not share.
+    pub fn uuid(&self) -> Option<&str> {
+        self.first("entryUUID")
+    }
+
+    /// Whether this reading is older than `other` (both carry an `entryCSN`).
+    pub fn older_than(&self, other: &Entry) -> bool {
+        matches!((self.csn(), other.csn()), (Some(a), Some(b)) if a < b)
+    }
+
     /// `rosterOwner`, if the entry carries Roster's marker.
     pub fn owner(&self) -> Option<&str> {
         if self.has_class("rosterManaged") || self.has_class("rosterTombstone") {
@@ -103,10 +119,54 @@ impl Observed {
         true
     }
 
+    /// Where the entry at `dn` is filed: its map and name. The name is tried from the DN's
+    /// first RDN value (`uid=ada,…` is filed as `ada` wherever Roster's own entries are), so
+    /// finding it costs a lookup; an entry filed under another name is found by a scan.
+    fn locate(&self, dn: &str) -> Option<(Section, String)> {
+        let same = |e: &Entry| e.dn.eq_ignore_ascii_case(dn);
+        let maps = [
+            (Section::Accounts, &self.accounts),
+            (Section::Groups, &self.groups),
+            (Section::Tombstones, &self.tombstones),
+            (Section::Counters, &self.counters),
+        ];
+        let rdn_value = dn
+            .split(',')
+            .next()
+            .and_then(|rdn| rdn.split_once('='))
+            .map(|(_, v)| v);
+        if let Some(v) = rdn_value.filter(|v| !v.contains('\\')) {
+            for (section, map) in maps {
+                if map.get(v).is_some_and(same) {
+                    return Some((section, v.to_string()));
+                }
+            }
+        }
+        maps.into_iter().find_map(|(section, map)| {
+            map.iter()
+                .find(|(_, e)| same(e))
+                .map(|(k, _)| (section, k.clone()))
+        })
+    }
+
+    /// The entry filed for `dn`, if any.
+    pub fn at(&self, dn: &str) -> Option<&Entry> {
+        let (section, name) = self.locate(dn)?;
+        self.section(section).get(&name)
+    }
+
+    fn section(&self, s: Section) -> &BTreeMap<String, Entry> {
+        match s {
+            Section::Accounts => &self.accounts,
+            Section::Groups => &self.groups,
+            Section::Tombstones => &self.tombstones,
+            Section::Counters => &self.counters,
+        }
+    }
+
     /// Removes the entry at `dn`, whatever its kind. False when a duplicate held it (the
     /// observation cannot say which entry takes its place): observe afresh.
     pub fn unfile(&mut self, dn: &str) -> bool {
-        let same = |e: &Entry| e.dn.eq_ignore_ascii_case(dn);
         let in_duplicates = self
             .duplicate_accounts
             .values()
@@ -116,15 +176,32 @@ impl Observed {
         if in_duplicates {
             return false;
         }
-        for map in [
-            &mut self.accounts,
-            &mut self.groups,
-            &mut self.tombstones,
-            &mut self.counters,
-        ] {
-            map.retain(|_, e| !same(e));
+        if let Some((section, name)) = self.locate(dn) {
+            let map = match section {
+                Section::Accounts => &mut self.accounts,
+                Section::Groups => &mut self.groups,
+                Section::Tombstones => &mut self.tombstones,
+                Section::Counters => &mut self.counters,
+            };
+            map.remove(&name);
         }
         true
+    }
+
+    /// Files `entry` in place of whatever was at its DN (the entry as read again). False when
+    /// a duplicate name is involved: observe afresh.
+    pub fn refile(&mut self, entry: Entry) -> bool {
+        let dn = entry.dn.clone();
+        self.unfile(&dn) && self.file(entry)
+    }
+
+    /// Every entry filed, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.accounts
+            .values()
+            .chain(self.groups.values())
+            .chain(self.tombstones.values())
+            .chain(self.counters.values())
     }
 
     /// uid numbers taken by an account or reserved by a tombstone.
@@ -152,6 +229,14 @@ impl Observed {
             )
             .collect()
     }
+}
+
+#[derive(Clone, Copy)]
+enum Section {
+    Accounts,
+    Groups,
+    Tombstones,
+    Counters,
 }
 
 /// Keeps the first entry of a name and records every DN of a name seen more than once.

@@ -58,6 +58,11 @@ pub struct Metrics {
     pub leader: Gauge<f64, AtomicU64>,
     pub notices: Counters,
     pub import_runs: Counters,
+    /// Passes' readings of the directory by source: `feed` (the followed observation) or
+    /// `read` (a bulk read: at start, at each resync, when the feed was lost).
+    pub observations: Counters,
+    /// Entries in which a resync's full read differed from the followed observation.
+    pub feed_differences: Counter,
 }
 
 impl Default for Metrics {
@@ -82,6 +87,8 @@ impl Default for Metrics {
             leader: Gauge::default(),
             notices: Counters::default(),
             import_runs: Counters::default(),
+            observations: Counters::default(),
+            feed_differences: Counter::default(),
         };
         // Counters are exposed with `_total` appended.
         let mut families = vec![];
@@ -190,6 +197,20 @@ impl Default for Metrics {
             "roster_import_runs",
             "Import runs by outcome",
             &m.import_runs,
+        );
+        register(
+            r,
+            &mut families,
+            "roster_directory_observations",
+            "Passes' readings of the directory, by source (feed or read)",
+            &m.observations,
+        );
+        register(
+            r,
+            &mut families,
+            "roster_feed_differences",
+            "Entries in which a resync's full read of the directory differed from the change feed's",
+            &m.feed_differences,
         );
         m.families = families
             .into_iter()

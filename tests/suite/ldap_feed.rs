@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use roster::ldap::Directory;
-use roster::ldap::feed::Follower;
+use roster::ldap::feed::{Feed, Follower};
 use support::{TestTree, person_account, roster, scratch};
 
-/// Steps the follower until its observation equals a fresh one of `base` (read again after
-/// every event it applies); panics after 30 s.
-async fn caught_up(follower: &mut Follower, fresh: &mut Directory, base: &str) {
+/// Applies the feed's messages until the follower's observation equals a fresh one of `base`
+/// (read again after every message); panics after 30 s.
+async fn caught_up(feed: &mut Feed, follower: &mut Follower, fresh: &mut Directory, base: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let now = fresh.observe(base, 500).await.unwrap();
@@ -23,8 +23,8 @@ async fn caught_up(follower: &mut Follower, fresh: &mut Directory, base: &str) {
             return;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, follower.step()).await {
-            Ok(r) => assert!(r.unwrap(), "the feed ended"),
+        match tokio::time::timeout(left, feed.next()).await {
+            Ok(r) => follower.apply(r.unwrap().expect("the feed ended")),
             Err(_) => assert_eq!(follower.observed, now, "the feed fell behind for 30 s"),
         }
     }
@@ -59,26 +59,25 @@ async fn a_followed_observation_equals_a_fresh_one_after_every_kind_of_write() {
         let (code, out, err) = roster(&args);
         assert_eq!(code, 0, "{out}{err}");
     };
-    let mut follower = Follower::new(
-        Directory::connect(&config)
-            .await
-            .unwrap()
-            .follow(&base)
-            .await
-            .unwrap(),
-    );
+    let mut feed = Directory::connect(&config)
+        .await
+        .unwrap()
+        .follow(&base)
+        .await
+        .unwrap();
+    let mut follower = Follower::default();
     while !follower.refreshed {
-        assert!(follower.step().await.unwrap());
+        follower.apply(feed.next().await.unwrap().expect("the feed ended"));
     }
     let mut fresh = Directory::connect(&config).await.unwrap();
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     assert!(follower.observed.accounts.is_empty());
 
     // Three accounts, their groups, the project and the counters.
     let plain = |_: &str| String::new();
     let three = site("three", &["a", "b", "c"], &plain);
     apply(&three, "2030-01-01T00:00:00Z", &[]);
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     assert_eq!(follower.observed.accounts.len(), 3);
     assert!(!follower.observed.counters.is_empty());
     // One locked.
@@ -91,7 +90,7 @@ async fn a_followed_observation_equals_a_fresh_one_after_every_kind_of_write() {
     };
     let locked = site("locked", &["a", "b", "c"], &lock_b);
     apply(&locked, "2030-01-01T00:00:00Z", &[]);
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     assert!(
         follower.observed.accounts[&format!("{p}b")]
             .attrs
@@ -100,9 +99,9 @@ async fn a_followed_observation_equals_a_fresh_one_after_every_kind_of_write() {
     // One removed (deactivated), then purged behind its tombstone: entries leave the feed.
     let two = site("two", &["a", "b"], &lock_b);
     apply(&two, "2030-01-02T00:00:00Z", &["--prune"]);
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     apply(&two, "2030-06-01T00:00:00Z", &[]);
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     assert!(!follower.observed.accounts.contains_key(&format!("{p}c")));
     assert!(
         follower
@@ -121,7 +120,7 @@ async fn a_followed_observation_equals_a_fresh_one_after_every_kind_of_write() {
     .unwrap()
     .success()
     .unwrap();
-    caught_up(&mut follower, &mut fresh, &base).await;
+    caught_up(&mut feed, &mut follower, &mut fresh, &base).await;
     assert_eq!(
         follower.observed.accounts[&format!("{p}a")].attrs["loginshell"],
         ["/bin/false"]

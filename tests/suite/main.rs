@@ -18,6 +18,7 @@ mod hostile;
 mod image;
 mod import;
 mod import_readers;
+mod incremental;
 mod kubectl;
 mod ldap_feed;
 mod ldap_schema;

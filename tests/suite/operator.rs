@@ -323,6 +323,105 @@ async fn drift_is_repaired_on_resync() {
     w.tree.cleanup().await;
 }
 
+/// Issue 26: between resyncs a pass plans from the directory as its change feed keeps it (the
+/// entries a pass wrote read again, the rest followed), not from a full read; each resync reads
+/// it whole, and finds nothing the feed missed — a write behind Roster's back included.
+#[tokio::test]
+async fn passes_between_resyncs_plan_from_the_followed_directory() {
+    let w = World::start("op-follow", "").await;
+    let (_op, port) = w.operator(&w.config, "solo", false);
+    w.apply_site();
+    w.wait_ready("accounts", 12);
+    let observations = |source: &str| {
+        metric_where(
+            port,
+            "roster_directory_observations_total",
+            &format!("source=\"{source}\""),
+        )
+    };
+    let passes = |trigger: &str| {
+        metric_where(
+            port,
+            "roster_passes_total",
+            &format!("trigger=\"{trigger}\""),
+        )
+    };
+    // Every pass but a resync planned from the feed. (Sampled in this order, a resync may
+    // have read the directory and not finished yet: one read more than resyncs.)
+    let check = |when: &str| {
+        let read = observations("read");
+        let resyncs = passes("resync");
+        assert!(
+            read <= resyncs + 1.0,
+            "{when}: {read} full reads, {resyncs} resyncs"
+        );
+        let others = passes("change") + passes("timer");
+        let feed = observations("feed");
+        assert!(
+            feed >= others,
+            "{when}: {feed} passes from the feed of {others} not resyncs"
+        );
+        assert!(others >= 1.0, "{when}: no pass but resyncs");
+    };
+    check("converged");
+    let people = w.tree.config.people_dn();
+    for (i, list) in [
+        r#"["jmueller","lwei","sodegard"]"#,
+        r#"["jmueller"]"#,
+        r#"["jmueller","sodegard"]"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let before = passes("change");
+        let patch = format!(r#"{{"spec":{{"members":{list}}}}}"#);
+        let p = w.kubectl(
+            &[
+                "patch", "project", "optics", "-n", "physics", "--type", "merge", "-p", &patch,
+            ],
+            None,
+        );
+        assert!(p.status.success());
+        let want = list.contains("sodegard");
+        wait_ldap(
+            &w.tree,
+            &format!("change {i} in optics"),
+            "(cn=optics)",
+            |e| members(e).contains(&"sodegard".to_string()) == want,
+        )
+        .await;
+        wait_for("the change's pass to finish", || passes("change") > before);
+        check(&format!("after change {i}"));
+    }
+    // Right after a resync (the next is a resync interval away), a write behind Roster's back:
+    // the feed brings it, the next resync's full read agrees with the feed, and the write is
+    // repaired.
+    let resyncs = passes("resync");
+    wait_for("a resync", || passes("resync") > resyncs);
+    let mut ldap = admin().await;
+    ldap.modify(
+        &format!("uid=ada,{people}"),
+        vec![Mod::Replace("loginShell", ["/bin/false"].into())],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    wait_ldap(&w.tree, "ada's shell restored", "(uid=ada)", |e| {
+        e[0].attrs["loginShell"] == ["/bin/bash"]
+    })
+    .await;
+    let resyncs = passes("resync");
+    wait_for("two more resyncs", || passes("resync") >= resyncs + 2.0);
+    assert_eq!(
+        metric(port, "roster_feed_differences_total"),
+        0.0,
+        "a resync's full read found what the feed had not brought"
+    );
+    check("after the repair");
+    w.tree.cleanup().await;
+}
+
 #[tokio::test]
 async fn usernames_are_unique_across_namespaces_and_invalid_objects_are_not_retried_hot() {
     let w = World::start("op-unique", "").await;

@@ -53,20 +53,6 @@ const OPS: &str = "ops";
 const SOURCE_NS: &str = "hr";
 const GOLD_SECRET: &str = "safety-gold-secret";
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// What an import run reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Export {

@@ -721,3 +721,20 @@ pub fn try_http_status(addr: &str, method: &str, path: &str) -> Option<(u16, Str
     }
     Some((status, out))
 }
+
+/// A seeded xorshift generator: a random sequence a seed replays exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
