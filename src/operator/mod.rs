@@ -10,6 +10,7 @@ mod finalizers;
 mod follow;
 mod guests;
 mod imports;
+mod leading;
 pub mod status;
 mod worker;
 
@@ -95,6 +96,9 @@ struct Ctx {
     /// once: on start every object is new, and unbounded they opened one HTTP connection each
     /// (10,000 objects: 10,000 connections, ~40 KiB of buffers apiece, kept idle in the pool).
     first_sight: tokio::sync::Semaphore,
+    /// Whether this replica leads; a standby's reconciles come back after this long.
+    leading: leading::Leading,
+    standby_requeue: Duration,
 }
 
 /// At most this many finalizer writes at once.
@@ -123,7 +127,7 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
     let resync = opts.config.operator.resync_interval.get();
     if !opts.leader_election {
         metrics.leader.set(1.0);
-        return controllers(&opts, client, metrics, resync).await;
+        return controllers(&opts, client, metrics, resync, leading::Leading::always()).await;
     }
     let namespace = opts
         .config
@@ -144,27 +148,32 @@ pub async fn run_with_client(opts: Options, client: Client) -> Result<(), RunErr
     .build()
     .await
     .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (mut leader, _task) = manager.watch().await;
-    // A standby is healthy and ready: it serves probes and waits for the Lease.
+    let (leader, _task) = manager.watch().await;
+    // A standby is healthy and ready: it serves probes, keeps its caches and its observation of
+    // the directory current, and writes nothing until it holds the Lease.
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    loop {
-        while !*leader.borrow_and_update() {
-            metrics.leader.set(0.0);
-            if leader.changed().await.is_err() {
-                return Err(RunError::Lease("the lease manager stopped".into()));
+    let lease = leading::Leading::lease(leader);
+    let work = controllers(&opts, client, metrics.clone(), resync, lease.clone());
+    let mut lease = lease;
+    let follows = async {
+        loop {
+            let now = lease.now();
+            metrics.leader.set(if now { 1.0 } else { 0.0 });
+            if now {
+                tracing::info!(identity = %opts.identity, "became the leader");
+            } else {
+                tracing::info!(identity = %opts.identity, "standing by (another replica holds the Lease)");
+            }
+            if !lease.changed().await {
+                return;
             }
         }
-        tracing::info!(identity = %opts.identity, "became the leader");
-        metrics.leader.set(1.0);
-        let work = controllers(&opts, client.clone(), metrics.clone(), resync);
-        tokio::select! {
-            r = work => return r,
-            _ = async { while *leader.borrow() { if leader.changed().await.is_err() { break; } } } => {
-                tracing::warn!(identity = %opts.identity, "lost the leadership; stopping work");
-            }
-        }
+    };
+    tokio::select! {
+        r = work => r,
+        () = follows => Err(RunError::Lease("the lease manager stopped".into())),
     }
 }
 
@@ -174,6 +183,7 @@ async fn controllers(
     client: Client,
     metrics: Arc<Metrics>,
     resync: Duration,
+    leading: leading::Leading,
 ) -> Result<(), RunError> {
     let accounts = controller::<Account>(&client);
     let projects = controller::<Project>(&client);
@@ -200,14 +210,19 @@ async fn controllers(
         stores,
         recorder,
         metrics.clone(),
-        resync,
-        opts.clock.clone(),
+        worker::Schedule {
+            resync,
+            clock: opts.clock.clone(),
+            leading: leading.clone(),
+        },
     );
     let ctx = Arc::new(Ctx {
         converger,
         metrics: metrics.clone(),
         failures: Mutex::new(BTreeMap::new()),
         first_sight: tokio::sync::Semaphore::new(FIRST_SIGHT_WRITES),
+        leading,
+        standby_requeue: Duration::from_secs(opts.config.operator.lease_duration_seconds.max(1)),
     });
     metrics
         .ready
@@ -349,6 +364,11 @@ fn key_of<K: Resource>(obj: &K) -> Key {
 /// seen for the first time, else asks for a pass of the whole site (`worker`) and turns that
 /// pass's outcome for this object into a requeue or an error (per-object backoff).
 async fn reconcile<K: Declared>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if !ctx.leading.now() {
+        // A standby writes nothing; the leader's pass covers the object, and after a takeover
+        // this one's does (the worker passes at once), so coming back later is enough.
+        return Ok(Action::requeue(ctx.standby_requeue));
+    }
     let started = std::time::Instant::now();
     let key = key_of(obj.as_ref());
     let kind = K::KIND;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::finalizers;
 use super::follow::Following;
+use super::leading::Leading;
 use super::status::{self, StatusCtx};
 use crate::api::{
     Account, AccountStatus, Condition, Guest, Lifecycle, Person, PersonStatus, Phase, Project,
@@ -80,16 +81,27 @@ pub struct Converger {
 /// How long requests are gathered into one pass.
 const GATHER: Duration = Duration::from_millis(50);
 
+/// When the worker passes: every `resync`, by `clock`, while `leading`.
+pub(super) struct Schedule {
+    pub resync: Duration,
+    pub clock: Clock,
+    pub leading: Leading,
+}
+
 impl Converger {
-    pub fn start(
+    pub(super) fn start(
         config: Arc<Config>,
         client: Client,
         stores: Stores,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        resync: Duration,
-        clock: Clock,
+        schedule: Schedule,
     ) -> Converger {
+        let Schedule {
+            resync,
+            clock,
+            leading,
+        } = schedule;
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             config,
@@ -104,7 +116,7 @@ impl Converger {
             counters_written: false,
             clock: clock.clone(),
         };
-        tokio::spawn(worker.run(rx, resync));
+        tokio::spawn(worker.run(rx, resync, leading));
         Converger { client, tx, clock }
     }
 
@@ -159,7 +171,12 @@ where
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Waiter>, resync: Duration) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Waiter>,
+        resync: Duration,
+        mut leading: Leading,
+    ) {
         // Never plan from half-filled caches: memberships would flap.
         ready(&self.stores.accounts).await;
         ready(&self.stores.projects).await;
@@ -167,15 +184,37 @@ impl Worker {
         tracing::debug!("caches ready; the converger runs");
         let mut resync_at = tokio::time::Instant::now() + resync;
         let mut wake_at: Option<tokio::time::Instant> = None;
+        let mut takeover = false;
         loop {
+            if !leading.now() {
+                // Standing by: the directory followed (its first reading made now, not at the
+                // takeover), no pass. A request that raced the Lease away is answered at once.
+                self.keep_following().await;
+                tokio::select! {
+                    alive = leading.changed() => if !alive { return },
+                    w = rx.recv() => match w {
+                        Some(w) => { let _ = w.send(Arc::new(PassOutcome { error: Some("this replica stands by".into()), ..Default::default() })); }
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(resync) => self.follow_again |= self.follow.is_none(),
+                }
+                takeover = leading.now();
+                continue;
+            }
             let mut waiters = vec![];
-            let trigger = tokio::select! {
-                w = rx.recv() => match w {
-                    Some(w) => { waiters.push(w); "change" }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(resync_at) => "resync",
-                _ = tokio::time::sleep_until(wake_at.unwrap_or(resync_at)), if wake_at.is_some() => "timer",
+            let trigger = if std::mem::take(&mut takeover) {
+                resync_at = tokio::time::Instant::now() + resync;
+                "takeover"
+            } else {
+                tokio::select! {
+                    w = rx.recv() => match w {
+                        Some(w) => { waiters.push(w); "change" }
+                        None => return,
+                    },
+                    _ = tokio::time::sleep_until(resync_at) => "resync",
+                    _ = tokio::time::sleep_until(wake_at.unwrap_or(resync_at)), if wake_at.is_some() => "timer",
+                    alive = leading.changed() => if alive { continue } else { return },
+                }
             };
             tokio::time::sleep(GATHER).await;
             while let Ok(w) = rx.try_recv() {
@@ -506,25 +545,12 @@ impl Worker {
         if trigger == "resync" && self.follow.is_none() {
             self.follow_again = true;
         }
-        if self.follow_again {
-            self.follow_again = false;
-            self.follow = self.start_following().await;
-        }
-        let resync = trigger == "resync";
-        if let Some(f) = self.follow.as_mut() {
-            match f.drain() {
-                Err(e) => {
-                    tracing::warn!(error = %e, "the directory's change feed ended; reading it whole until the next resync");
-                    self.follow = None;
-                }
-                Ok(()) if !resync => {
-                    if let Some(o) = f.take() {
-                        self.observed_from("feed");
-                        return Ok(o);
-                    }
-                }
-                Ok(()) => {}
-            }
+        self.keep_following().await;
+        if trigger != "resync"
+            && let Some(o) = self.follow.as_mut().and_then(Following::take)
+        {
+            self.observed_from("feed");
+            return Ok(o);
         }
         let dir = self.dir.as_mut().expect("connected");
         let read = match dir
@@ -559,6 +585,20 @@ impl Worker {
         Ok(read)
     }
 
+    /// Follows the directory (started when due) and applies the messages that came.
+    async fn keep_following(&mut self) {
+        if self.follow_again {
+            self.follow_again = false;
+            self.follow = self.start_following().await;
+        }
+        if let Some(f) = self.follow.as_mut()
+            && let Err(e) = f.drain()
+        {
+            tracing::warn!(error = %e, "the directory's change feed ended; reading it whole until the next resync");
+            self.follow = None;
+        }
+    }
+
     /// Starts following the directory and waits for the feed's first reading; `None` (and a
     /// warning) where it cannot: passes then read the directory whole.
     async fn start_following(&self) -> Option<Following> {
@@ -573,7 +613,7 @@ impl Worker {
         };
         match f.refreshed(limit).await {
             Ok(()) => {
-                tracing::debug!(took = ?started.elapsed(), "following the directory's changes");
+                tracing::info!(took = ?started.elapsed(), "following the directory's changes");
                 Some(f)
             }
             Err(e) => {

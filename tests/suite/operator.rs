@@ -635,8 +635,8 @@ async fn with_two_replicas_only_the_leader_writes() {
             .replace(&format!("bindDN: {a_dn}"), &format!("bindDN: {b_dn}")),
     )
     .unwrap();
-    let (mut alpha, _) = w.operator(&w.config, "alpha", true);
-    let (mut beta, _) = w.operator(&b_config, "beta", true);
+    let (mut alpha, alpha_port) = w.operator(&w.config, "alpha", true);
+    let (mut beta, beta_port) = w.operator(&b_config, "beta", true);
     w.apply_site();
     w.wait_ready("accounts", 12);
     let holder = w.get(&[
@@ -648,11 +648,24 @@ async fn with_two_replicas_only_the_leader_writes() {
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);
-    let (leader_dn, other_dn) = match holder.as_str() {
-        "alpha" => (a_dn.clone(), b_dn.clone()),
-        "beta" => (b_dn.clone(), a_dn.clone()),
+    let (leader_dn, other_dn, standby) = match holder.as_str() {
+        "alpha" => (a_dn.clone(), b_dn.clone(), beta_port),
+        "beta" => (b_dn.clone(), a_dn.clone(), alpha_port),
         other => panic!("unexpected lease holder {other:?}"),
     };
+    // The standby is warm and idle: it follows the directory (its first reading done) and has
+    // run no pass and written no status.
+    wait_for("the standby's first reading of the directory", || {
+        metric(standby, "roster_directory_observations_total") == 0.0
+            && metric_where(standby, "roster_leader", "") == 0.0
+            && std::fs::read_to_string(w.dir.join(format!(
+                "{}.log",
+                if holder == "alpha" { "beta" } else { "alpha" }
+            )))
+            .is_ok_and(|l| l.contains("following the directory's changes"))
+    });
+    assert_eq!(metric(standby, "roster_passes_total"), 0.0);
+    assert_eq!(metric(standby, "roster_status_writes_total"), 0.0);
     let written = ldap_entries(
         &w.tree,
         "(|(objectClass=posixAccount)(objectClass=posixGroup))",
@@ -701,6 +714,17 @@ async fn with_two_replicas_only_the_leader_writes() {
     .await;
     let ada = ldap_entries(&w.tree, "(uid=ada)").await;
     assert_eq!(ada[0].attrs["modifiersName"], [other_dn.to_lowercase()]);
+    // Its first pass was the takeover's, planned from the directory it had followed.
+    wait_for("the takeover pass counted", || {
+        metric_where(standby, "roster_passes_total", "trigger=\"takeover\"") == 1.0
+    });
+    assert!(
+        metric_where(
+            standby,
+            "roster_directory_observations_total",
+            "source=\"feed\""
+        ) >= 1.0
+    );
     w.tree.cleanup().await;
 }
 
