@@ -78,6 +78,10 @@ pub struct Converger {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
+/// Status writes in flight at once (like first-sight finalizers: bounded, so a burst opens a
+/// few connections, not one per object).
+const STATUS_WRITES: usize = 8;
+
 /// How long requests are gathered into one pass.
 const GATHER: Duration = Duration::from_millis(50);
 
@@ -441,6 +445,7 @@ impl Worker {
         let last = &report.last;
         let after = &report.directory;
         let mut outcome = PassOutcome::default();
+        let (mut account_writes, mut project_writes, mut person_writes) = (vec![], vec![], vec![]);
         let ctx = StatusCtx {
             last,
             failed: &report.failed,
@@ -473,7 +478,7 @@ impl Worker {
                 projects: s.projects.clone(),
                 lifecycle: status::lifecycle(&s, entry),
             };
-            self.write_status(a.as_ref(), a.status.as_ref(), &st).await;
+            account_writes.push((a.as_ref(), a.status.as_ref(), st));
             outcome.objects.insert((Kind::Account, key), ctx.result(&s));
         }
         for p in projects {
@@ -496,7 +501,7 @@ impl Worker {
                 member_count: Some(s.members as i32),
                 lifecycle: Lifecycle::default(),
             };
-            self.write_status(p.as_ref(), p.status.as_ref(), &st).await;
+            project_writes.push((p.as_ref(), p.status.as_ref(), st));
             outcome.objects.insert((Kind::Project, key), ctx.result(&s));
         }
         // Person → its Accounts' names (sorted), built once.
@@ -527,10 +532,31 @@ impl Worker {
                 accounts: names,
                 lifecycle: Lifecycle::default(),
             };
-            self.write_status(h.as_ref(), h.status.as_ref(), &st).await;
+            person_writes.push((h.as_ref(), h.status.as_ref(), st));
             outcome.objects.insert((Kind::Person, key), ctx.result(&s));
         }
+        self.write_status_all(account_writes).await;
+        self.write_status_all(project_writes).await;
+        self.write_status_all(person_writes).await;
         outcome
+    }
+
+    /// [`Self::write_status`] of each, [`STATUS_WRITES`] at once: after a burst of changes
+    /// thousands of statuses differ, and one request at a time they took most of the pass.
+    async fn write_status_all<K, S>(&self, writes: Vec<(&K, Option<&S>, S)>)
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize,
+    {
+        use futures::StreamExt;
+        futures::stream::iter(writes)
+            .for_each_concurrent(STATUS_WRITES, |(obj, current, desired)| async move {
+                self.write_status(obj, current, &desired).await;
+            })
+            .await;
     }
     /// The directory for a pass: the followed observation, or (at a resync, without a feed,
     /// or when the feed's observation was lost) a bulk read. Connects when needed.
