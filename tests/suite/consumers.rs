@@ -11,7 +11,7 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -495,20 +495,29 @@ async fn slurm_locks_survive_a_slurmctld_restart() {
     let b = World::new("cons-restart", 6).await;
     let cluster = format!("r{}", std::process::id() % 100_000);
     let ctld_dir = b.dir.join("slurmctld");
-    let (ctld, slurmd) = (free_port(), free_port());
-    let slurmctld = |cmd: &str| {
-        let status = Command::new(repo_root().join("hack/lib/slurmctld.sh"))
-            .args([cmd, "--dir"])
+    // slurmctld and slurmd bind ports the test chooses (neither can be told port 0): a port
+    // taken before they bind it makes `start` fail, and the start is tried on other ports. The
+    // script writes the config at each start, so the restart chooses its ports again too.
+    let run = |cmd: &str, ports: Option<(u16, u16)>| {
+        let mut c = Command::new(repo_root().join("hack/lib/slurmctld.sh"));
+        c.args([cmd, "--dir"])
             .arg(&ctld_dir)
             .args(["--cluster", &cluster, "--slurm-dir"])
-            .arg(repo_root().join(".dev/slurm"))
-            .args(["--ctld-port", &ctld.to_string()])
-            .args(["--slurmd-port", &slurmd.to_string()])
-            .status()
-            .unwrap();
+            .arg(repo_root().join(".dev/slurm"));
+        if let Some((ctld, slurmd)) = ports {
+            c.args(["--ctld-port", &ctld.to_string()])
+                .args(["--slurmd-port", &slurmd.to_string()]);
+        }
+        let status = c.stdin(Stdio::null()).status().unwrap();
         assert!(status.success(), "slurmctld.sh {cmd}");
     };
-    slurmctld("start");
+    let start = || {
+        support::faults::on_free_ports("slurmctld.sh", &ctld_dir, || {
+            run("start", Some((free_port(), free_port())))
+        })
+    };
+    let stop = || run("stop", None);
+    start();
     let conf = ctld_dir.join("slurm.conf");
     // The same config, for the test's own cluster.
     slurm_config(&b.tree, &b.dir, &cluster);
@@ -529,11 +538,11 @@ async fn slurm_locks_survive_a_slurmctld_restart() {
     wait_within("the lock enforced", 60, || {
         !sbatch(&conf, &user, &lab, &["--test-only"]).0
     });
-    slurmctld("stop");
-    slurmctld("start");
+    stop();
+    start();
     let (ok, said) = sbatch(&conf, &user, &lab, &["--test-only"]);
     assert!(!ok, "after a restart the locked user submits: {said}");
-    slurmctld("stop");
+    stop();
     let _ = sacctmgr(&["-i", "delete", "cluster", &cluster]);
     b.tree.cleanup().await;
 }
