@@ -340,9 +340,12 @@ pub struct ImportRun {
     /// Identities unchanged.
     #[serde(default)]
     pub unchanged: i64,
-    /// Rows that failed.
+    /// Rows that failed: nothing of them was imported.
     #[serde(default)]
     pub errors: i64,
+    /// Rows imported with a problem (an e-mail address the scheme could not give).
+    #[serde(default)]
+    pub warnings: i64,
     /// The first failed rows (row number and message); the full list is in the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]

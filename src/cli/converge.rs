@@ -43,6 +43,11 @@ pub struct Args {
     /// Secrets (and ConfigMaps) that resources refer to, as files `<dir>/<name>/<key>`.
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
+    /// Write the imports' summary here as CSV: one line per row (and per identity gone from
+    /// its source) with source, row, recordUID, action (new, changed, reactivated, gone,
+    /// unchanged, skipped), username and problems. With `plan`, what the run would do.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +128,7 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     };
     let mut declared = Declared::new(site, policy);
     // Imports first: a guest whose person an import brings is superseded by it.
-    run_imports(
+    let summaries = run_imports(
         &mut declared,
         &observed,
         &config,
@@ -139,6 +144,11 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     let report = converge::run(&config, now, mode, &declared, &mut dir, observed, None).await;
     if let Some(Err(e)) = &report.slurm {
         eprintln!("error: {e}");
+    }
+    if let Some(path) = &args.report
+        && let Err(e) = write_summary(path, &summaries, &declared, &report)
+    {
+        return fail(format!("writing the report {}: {e}", path.display()));
     }
     let blocked = declared.blocked() || report.invalid_in_slurm();
     if !apply {
@@ -180,6 +190,40 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
 /// the Persons and Accounts it stands for (and what is gone) to the declared state. A source
 /// that cannot be read, or whose run aborts (too many bad rows, the deletion guard), adds
 /// nothing and protects what it imported before from `--prune`.
+/// The imports' summary CSV ([`crate::import::engine::summary_csv`]) written to `path`
+/// (atomically: a file next to it, renamed): a known identity is `changed` when the pass
+/// changed (or, planning, would change) anything of its Account or Person.
+fn write_summary(
+    path: &std::path::Path,
+    summaries: &[(String, Vec<crate::import::engine::RowSummary>)],
+    declared: &Declared<'_>,
+    report: &PassReport,
+) -> std::io::Result<()> {
+    let touched: BTreeSet<&crate::site::Key> = report
+        .changes
+        .iter()
+        .flat_map(|c| c.targets.iter().chain(c.subject.as_ref()))
+        .map(|t| &t.key)
+        .collect();
+    let changed: BTreeSet<&str> = declared
+        .site
+        .accounts
+        .iter()
+        .filter(|(k, a)| {
+            touched.contains(k)
+                || touched.contains(&crate::site::Key::new(&k.namespace, &a.spec.person))
+        })
+        .map(|(_, a)| a.spec.username.as_str())
+        .collect();
+    let csv = crate::import::engine::summary_csv(
+        summaries.iter().map(|(s, r)| (s.as_str(), r.as_slice())),
+        &|u| changed.contains(u),
+    );
+    let tmp = path.with_extension("roster-tmp");
+    std::fs::write(&tmp, csv)?;
+    std::fs::rename(&tmp, path)
+}
+
 async fn run_imports(
     declared: &mut Declared<'_>,
     observed: &crate::plan::Observed,
@@ -187,7 +231,8 @@ async fn run_imports(
     now: jiff::Timestamp,
     secrets_dir: Option<&std::path::Path>,
     output: Output,
-) {
+) -> Vec<(String, Vec<crate::import::engine::RowSummary>)> {
+    let mut summaries = vec![];
     let say = |line: String| match output {
         Output::Text => println!("{line}"),
         Output::Json => eprintln!("{line}"),
@@ -218,6 +263,7 @@ async fn run_imports(
         for line in &o.report {
             say(format!("  ImportSource {key}: {line}"));
         }
+        summaries.push((key.to_string(), o.rows.clone()));
         if let Some(why) = &o.aborted {
             say(format!("x ImportSource {key}: Aborted: {why}"));
             declared.keep_imported(&src.spec.source_uid, observed);
@@ -226,12 +272,13 @@ async fn run_imports(
         }
         let r = &o.run;
         say(format!(
-            "ImportSource {key}: {} record(s): {} new, {} reactivated, {} gone, {} error(s){}",
+            "ImportSource {key}: {} record(s): {} new, {} reactivated, {} gone, {} error(s) (rows skipped), {} warning(s) (rows imported with a problem){}",
             r.records,
             r.created,
             r.reactivated,
             r.deactivated,
             r.errors,
+            r.warnings,
             if src.spec.dry_run {
                 " — dryRun: nothing of it is applied"
             } else {
@@ -244,6 +291,7 @@ async fn run_imports(
         }
         declared.add_import(o);
     }
+    summaries
 }
 
 /// Guests' own news (text mode, on stderr so JSON on stdout stays one document): rule

@@ -720,6 +720,10 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("ou=counters,{}", self.ldap.base_dn))
     }
+    /// The DN of the counter entry `cn` (its value escaped: an address's `+` is no RDN's).
+    pub fn counter_dn(&self, cn: &str) -> String {
+        format!("cn={},{}", ldap3::dn_escape(cn), self.counters_dn())
+    }
 }
 
 /// Turns serde's complaint into a problem naming the full key.

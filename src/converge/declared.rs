@@ -25,7 +25,7 @@ pub struct Declared<'c> {
     pub deleting: Vec<(Kind, Key)>,
     /// Username counters of the imports that ran into this site (file mode), stored once the
     /// directory holds the names.
-    pub counters: BTreeMap<String, (String, u32)>,
+    pub counters: BTreeMap<String, Vec<(String, u32)>>,
     /// An import could not run or was aborted (file mode): the run is not converged.
     pub imports_blocked: bool,
 }

@@ -258,12 +258,11 @@ async fn store_counters(
     let store = crate::import::engine::counters_to_store(&declared.counters, after, |u| {
         after.accounts.contains_key(u)
     });
-    for (base, next) in &store {
-        let cn = crate::import::engine::counter_cn(base);
-        let dn = format!("cn={cn},{}", config.counters_dn());
+    for (cn, next) in &store {
+        let dn = config.counter_dn(cn);
         dir.set_counter(&dn, &cn, *next as i64)
             .await
-            .map_err(|e| format!("storing the username counter {cn}: {e}"))?;
+            .map_err(|e| format!("storing the counter {cn}: {e}"))?;
     }
     Ok(!store.is_empty())
 }

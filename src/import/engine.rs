@@ -29,28 +29,40 @@ pub fn counter_cn(base: &str) -> String {
     format!("username:{base}")
 }
 
-/// The username counters to write after a run: for each base, the highest next number among
-/// the generated names that are now `written`, where the directory's counter is lower. A name
-/// that was not written (a row refused later, a conflict, an aborted run) advances nothing, and
-/// a counter already there is not written again.
+/// The counter entries (`cn=mail:<bare address>`) that keep generated e-mail addresses
+/// historically unique, as usernames'.
+pub fn mail_counter_cn(bare: &str) -> String {
+    format!("mail:{}", bare.to_ascii_lowercase())
+}
+
+/// The counter value stored under `cn`.
+fn stored_counter(observed: &Observed, cn: &str) -> Option<u32> {
+    observed
+        .counters
+        .get(cn)
+        .and_then(|c| c.number("rosterCounterValue"))
+}
+
+/// The counters to write after a run (counter cn → next number): for each, the highest next
+/// number among the generated names and addresses whose account (by username) is now
+/// `written`, where the directory's counter is lower. A name that was not written (a row
+/// refused later, a conflict, an aborted run) advances nothing, and a counter already there is
+/// not written again.
 pub fn counters_to_store(
-    counters: &BTreeMap<String, (String, u32)>,
+    counters: &BTreeMap<String, Vec<(String, u32)>>,
     observed: &Observed,
     written: impl Fn(&str) -> bool,
 ) -> Vec<(String, u32)> {
     let mut out: BTreeMap<&str, u32> = BTreeMap::new();
-    for (name, (base, next)) in counters {
+    for (name, generated) in counters {
         if !written(name) {
             continue;
         }
-        let stored = observed
-            .counters
-            .get(&counter_cn(base))
-            .and_then(|c| c.number("rosterCounterValue"))
-            .unwrap_or(0);
-        if *next > stored {
-            let v = out.entry(base).or_default();
-            *v = (*v).max(*next);
+        for (cn, next) in generated {
+            if *next > stored_counter(observed, cn).unwrap_or(0) {
+                let v = out.entry(cn).or_default();
+                *v = (*v).max(*next);
+            }
         }
     }
     out.into_iter().map(|(b, n)| (b.to_string(), n)).collect()
@@ -75,20 +87,180 @@ pub struct Outcome {
     pub removed: BTreeMap<Key, DeletionPolicy>,
     pub purge_after: BTreeMap<Key, Duration>,
     pub deactivate_after: BTreeMap<Key, Duration>,
-    /// Username counters of the names this run generated for records that became objects:
-    /// username → (base, the counter's next number after it). Stored only once the name is
-    /// written ([`counters_to_store`]): a row refused later never advances a counter.
-    pub counters: BTreeMap<String, (String, u32)>,
-    /// Rows that could not be used (read errors included), with their row numbers.
+    /// Counters of the names and addresses this run generated for records that became
+    /// objects: username → (counter cn, the counter's next number after it). Stored only once
+    /// the account is written ([`counters_to_store`]): a row refused later advances nothing.
+    pub counters: BTreeMap<String, Vec<(String, u32)>>,
+    /// Rows that could not be used (read errors included), with their row numbers: nothing
+    /// of them was imported.
     pub errors: Vec<RowError>,
+    /// Rows imported with a problem (an e-mail address the scheme could not give them).
+    pub warnings: Vec<RowError>,
     /// Why the run writes nothing at all (too many bad rows, the deletion guard …).
     pub aborted: Option<String>,
     /// Counts for the report (modified/unchanged are filled in by the caller from the plan).
     pub run: ImportRun,
     /// recordUID → username, for every record of the source in this run.
     pub usernames: BTreeMap<String, String>,
+    /// What became of each row, and of each identity gone from the source (the summary).
+    pub rows: Vec<RowSummary>,
+    /// Row → recordUID, of every row that has one.
+    record_uids: BTreeMap<usize, String>,
     /// Lines for the report: `+ created …`, `- gone …`, `x row N: …`.
     pub report: Vec<String>,
+}
+
+/// What a row (or an identity gone from the source) came to, for the run's summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowSummary {
+    /// The row in the source (none for an identity the source no longer lists).
+    pub row: Option<usize>,
+    pub record_uid: String,
+    pub action: RowAction,
+    pub username: String,
+    /// Errors (the row was skipped) or warnings (it was imported with them).
+    pub problems: Vec<String>,
+}
+
+/// The summary's action of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowAction {
+    New,
+    /// Known before: `changed` or `unchanged`, which the caller knows from what it wrote.
+    Existing,
+    Reactivated,
+    Gone,
+    Skipped,
+}
+
+/// The columns of the summary CSV.
+pub const SUMMARY_HEADER: &str = "source,row,recordUID,action,username,problems";
+
+impl Outcome {
+    /// The rows as the summary has them, in row order, the gone ones last: skipped rows with
+    /// their errors, imported ones with their warnings; an aborted run imported nothing.
+    fn finish_rows(&mut self) {
+        let mut problems: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for e in &self.errors {
+            problems.entry(e.row).or_default().push(e.message.clone());
+        }
+        let mut rows: BTreeMap<usize, RowSummary> = BTreeMap::new();
+        for (&row, message) in &problems {
+            rows.insert(
+                row,
+                RowSummary {
+                    row: Some(row),
+                    record_uid: self.record_uids.get(&row).cloned().unwrap_or_default(),
+                    action: RowAction::Skipped,
+                    username: String::new(),
+                    problems: message.clone(),
+                },
+            );
+        }
+        let mut gone = vec![];
+        for r in std::mem::take(&mut self.rows) {
+            match r.row {
+                Some(n) if r.action != RowAction::Gone => {
+                    rows.entry(n).or_insert(r);
+                }
+                Some(n) => {
+                    rows.insert(n, r);
+                }
+                None => gone.push(r),
+            }
+        }
+        for w in &self.warnings {
+            if let Some(r) = rows.get_mut(&w.row) {
+                r.problems.push(w.message.clone());
+            }
+        }
+        // Rows of the source that became nothing else (an action D for a record not imported).
+        for (&row, uid) in &self.record_uids {
+            rows.entry(row).or_insert_with(|| RowSummary {
+                row: Some(row),
+                record_uid: uid.clone(),
+                action: RowAction::Existing,
+                username: self.usernames.get(uid).cloned().unwrap_or_default(),
+                problems: vec![],
+            });
+        }
+        self.rows = rows.into_values().chain(gone).collect();
+        if let Some(why) = &self.aborted {
+            for r in &mut self.rows {
+                if r.action != RowAction::Skipped {
+                    r.action = RowAction::Skipped;
+                    r.problems
+                        .push(format!("not imported: the run was aborted ({why})"));
+                }
+            }
+        }
+    }
+}
+
+/// The summary as CSV ([`SUMMARY_HEADER`], CRLF line ends) of sources' rows: `changed(username)`
+/// says whether a known identity's objects were written (`changed`) or left (`unchanged`).
+pub fn summary_csv<'a>(
+    sources: impl IntoIterator<Item = (&'a str, &'a [RowSummary])>,
+    changed: &dyn Fn(&str) -> bool,
+) -> String {
+    let mut out = String::from(SUMMARY_HEADER);
+    out.push_str("\r\n");
+    for (source, rows) in sources {
+        for r in rows {
+            let action = match r.action {
+                RowAction::New => "new",
+                RowAction::Existing if changed(&r.username) => "changed",
+                RowAction::Existing => "unchanged",
+                RowAction::Reactivated => "reactivated",
+                RowAction::Gone => "gone",
+                RowAction::Skipped => "skipped",
+            };
+            let row = r.row.map(|n| n.to_string()).unwrap_or_default();
+            let cells = [
+                source,
+                &row,
+                &r.record_uid,
+                action,
+                &r.username,
+                &r.problems.join("; "),
+            ];
+            let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+            out.push_str(&line.join(","));
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// One CSV cell (RFC 4180): quoted when it holds a comma, a quote or a line break. A cell a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`: the
+/// summary is opened in spreadsheets, and a source's values are not to be trusted there.
+fn csv_cell(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// Who has an e-mail address.
+enum MailHolder {
+    Account(String),
+    Person(Key),
+}
+
+impl std::fmt::Display for MailHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailHolder::Account(u) => write!(f, "account {u}"),
+            MailHolder::Person(k) => write!(f, "Person {k}"),
+        }
+    }
 }
 
 /// A record after mapping.
@@ -143,6 +315,22 @@ pub fn run(
     config: &Config,
     now: jiff::Timestamp,
 ) -> Outcome {
+    let mut out = run_records(source, key, rows, read_errors, site, observed, config, now);
+    out.finish_rows();
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_records(
+    source: &ImportSource,
+    key: &Key,
+    rows: &[Row],
+    read_errors: &[RowError],
+    site: &Site,
+    observed: &Observed,
+    config: &Config,
+    now: jiff::Timestamp,
+) -> Outcome {
     let spec = &source.spec;
     let mut out = Outcome::default();
     out.run.started_at = Some(crate::api::Time(now));
@@ -171,7 +359,7 @@ pub fn run(
         }
         None => None,
     };
-    let email_template = match spec.email_scheme.as_deref().map(Template::parse) {
+    let email_template = match spec.email_scheme.as_deref().map(Template::parse_email) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
             out.aborted = Some(format!("spec.emailScheme: {e}"));
@@ -217,6 +405,7 @@ pub fn run(
                 continue;
             }
         };
+        out.record_uids.insert(row.number, record_uid.clone());
         if let Some(first) = seen.insert(record_uid.clone(), row.number) {
             out.errors.push(bad(format!(
                 "recordUID {record_uid:?} again (first in row {first})"
@@ -318,12 +507,32 @@ pub fn run(
     let label = source_label(&spec.source_uid);
     // Counters as this run advances them (a refused row's name stays taken within the run).
     let mut numbering: BTreeMap<String, u32> = BTreeMap::new();
+    // Who has an address now: the directory's accounts and the declared Persons; and the
+    // addresses this run gave (lower case → row), so no two people get the same one.
+    let mut mail_holders: BTreeMap<String, Vec<MailHolder>> = BTreeMap::new();
+    for (uid, e) in &observed.accounts {
+        for m in e.values("mail") {
+            mail_holders
+                .entry(m.to_ascii_lowercase())
+                .or_default()
+                .push(MailHolder::Account(uid.clone()));
+        }
+    }
+    for (k, p) in &site.people {
+        if let Some(m) = &p.spec.email {
+            mail_holders
+                .entry(m.to_ascii_lowercase())
+                .or_default()
+                .push(MailHolder::Person(k.clone()));
+        }
+    }
+    let mut mail_given: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for r in records.iter().filter(|r| r.action != Some('D')) {
         let bad = |m: String| RowError {
             row: r.number,
             message: m,
         };
-        let mut generated: Option<(String, (String, u32))> = None;
+        let mut user_counter: Option<(String, u32)> = None;
         let guest = field(&r.fields, &["email"])
             .and_then(|e| guest_by_email.get(&e.to_ascii_lowercase()))
             .filter(|_| !known.contains_key(&r.record_uid));
@@ -368,8 +577,8 @@ pub fn run(
             match scheme::username(t, &r.fields, max, next, &taken) {
                 Ok((name, counter)) => {
                     if let Some(c) = counter {
-                        numbering.insert(base.clone(), c);
-                        generated = Some((name.clone(), (base, c)));
+                        user_counter = Some((counter_cn(&base), c));
+                        numbering.insert(base, c);
                     }
                     name
                 }
@@ -386,22 +595,82 @@ pub fn run(
         };
         assigned.insert(username.clone());
         present.insert(r.record_uid.clone());
-        let email = match (field(&r.fields, &["email"]), &email_template) {
-            (Some(e), _) => Some(e.to_string()),
-            (None, Some(t)) => match scheme::email(t, &r.fields) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    out.errors.push(bad(format!("email: {e}")));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
         let name = owner_name
             .get(&r.record_uid)
             .cloned()
             .unwrap_or_else(|| object_name(&username));
         let obj_key = Key::new(&key.namespace, &name);
+        let mut problems: Vec<String> = vec![];
+        let mut mail_counter = None;
+        let email = match (field(&r.fields, &["email"]), &email_template) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, Some(t)) => {
+                let own = |h: &MailHolder| match h {
+                    MailHolder::Account(u) => *u == username,
+                    MailHolder::Person(k) => *k == obj_key,
+                };
+                let holder = |a: &str| -> Option<String> {
+                    let a = a.to_ascii_lowercase();
+                    if let Some((row, user)) = mail_given.get(&a) {
+                        return Some(format!("row {row} ({user})"));
+                    }
+                    mail_holders
+                        .get(&a)?
+                        .iter()
+                        .find(|h| !own(h))
+                        .map(MailHolder::to_string)
+                };
+                // The address the person has keeps while the scheme still gives it to them.
+                let current = known
+                    .get(&r.record_uid)
+                    .and_then(|(_, e)| *e)
+                    .and_then(|e| e.first("mail"))
+                    .filter(|m| scheme::email_matches(t, &r.fields, m) && holder(m).is_none());
+                match current {
+                    Some(m) => Some(m.to_string()),
+                    None => {
+                        let next = |bare: &str| {
+                            let cn = mail_counter_cn(bare);
+                            numbering
+                                .get(&cn)
+                                .copied()
+                                .or_else(|| stored_counter(observed, &cn))
+                        };
+                        let bare = scheme::email(t, &r.fields);
+                        let start = bare.as_deref().ok().and_then(next);
+                        match scheme::email_numbered(t, &r.fields, start, &|a| holder(a).is_some())
+                        {
+                            Ok((address, None, _)) => match holder(&address) {
+                                None => Some(address),
+                                Some(h) => {
+                                    problems.push(format!(
+                                        "email: {}; imported without an e-mail address",
+                                        scheme::SchemeError::EmailTaken {
+                                            email: address,
+                                            holder: h,
+                                        }
+                                    ));
+                                    None
+                                }
+                            },
+                            Ok((address, Some(n), bare)) => {
+                                let cn = mail_counter_cn(&bare);
+                                numbering.insert(cn.clone(), n);
+                                mail_counter = Some((cn, n));
+                                Some(address)
+                            }
+                            Err(e) => {
+                                problems.push(format!(
+                                    "email: {e}; imported without an e-mail address"
+                                ));
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+            (None, None) => None,
+        };
         let meta = || kube::api::ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(key.namespace.clone()),
@@ -488,10 +757,35 @@ pub fn run(
             out.errors.push(bad(e));
             continue;
         }
+        let person_email = person.spec.email.clone();
         out.people.insert(obj_key.clone(), person);
         out.accounts.insert(obj_key.clone(), account);
-        out.counters.extend(generated);
+        let counters: Vec<(String, u32)> = user_counter.into_iter().chain(mail_counter).collect();
+        if !counters.is_empty() {
+            out.counters.insert(username.clone(), counters);
+        }
+        if let Some(m) = &person_email {
+            mail_given.insert(m.to_ascii_lowercase(), (r.number, username.clone()));
+        }
+        out.warnings
+            .extend(problems.into_iter().map(|message| RowError {
+                row: r.number,
+                message,
+            }));
         out.usernames.insert(r.record_uid.clone(), username.clone());
+        let action = match known.get(&r.record_uid) {
+            None => RowAction::New,
+            Some((_, None)) => RowAction::Reactivated,
+            Some((_, Some(e))) if e.is_gone() => RowAction::Reactivated,
+            Some(_) => RowAction::Existing,
+        };
+        out.rows.push(RowSummary {
+            row: Some(r.number),
+            record_uid: r.record_uid.clone(),
+            action,
+            username: username.clone(),
+            problems: vec![],
+        });
         match known.get(&r.record_uid) {
             None => {
                 out.run.created += 1;
@@ -581,6 +875,16 @@ pub fn run(
             out.deactivate_after
                 .insert(k, Duration::from_secs(grace.deactivation as u64 * 86_400));
         }
+        out.rows.push(RowSummary {
+            row: records
+                .iter()
+                .find(|x| x.action == Some('D') && x.record_uid == *r)
+                .map(|x| x.number),
+            record_uid: r.clone(),
+            action: RowAction::Gone,
+            username: u.clone(),
+            problems: vec![],
+        });
         if !e.is_gone() {
             out.run.deactivated += 1;
             out.run.scheduled_for_purge += 1;
@@ -589,8 +893,12 @@ pub fn run(
         }
     }
     out.run.errors = out.errors.len() as i64;
+    out.run.warnings = out.warnings.len() as i64;
     for e in &out.errors {
         out.report.push(format!("x row {}: {}", e.row, e.message));
+    }
+    for w in &out.warnings {
+        out.report.push(format!("! row {}: {}", w.row, w.message));
     }
     out
 }
@@ -736,5 +1044,194 @@ mod tests {
             assert_eq!(*row, want_row, "{message}");
             assert!(message.starts_with(want), "row {row}: {message}");
         }
+    }
+
+    fn entry(attrs: &[(&str, &str)]) -> Entry {
+        let mut e = Entry {
+            dn: String::new(),
+            ..Default::default()
+        };
+        for (k, v) in attrs {
+            e.attrs
+                .entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.to_string());
+        }
+        e
+    }
+
+    fn hr(email_scheme: &str) -> ImportSource {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.io/v1alpha1",
+            "kind": "ImportSource",
+            "metadata": {"name": "hr", "namespace": "physics"},
+            "spec": {
+                "sourceUID": "hr",
+                "reader": {"type": "Csv", "csv": {"path": "x.csv"}},
+                "mapping": {"id": "employeeNumber", "first": "givenName", "last": "familyName"},
+                "recordUID": "<employeeNumber>",
+                "usernameScheme": {"template": "<:umlauts,lower><firstname>[0]<lastname:alpha>[COUNTER2]", "maxLength": 12},
+                "emailScheme": email_scheme,
+                "toleratedErrors": 10,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn rows(people: &[(&str, &str, &str)]) -> Vec<Row> {
+        people
+            .iter()
+            .enumerate()
+            .map(|(i, (id, first, last))| Row {
+                number: i + 2,
+                fields: [("id", *id), ("first", *first), ("last", *last)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "managerId: t\nldap: {uri: 'ldap://127.0.0.1:1', bindDN: cn=a, bindPasswordFile: pw, baseDN: dc=t}\nuidRange: {min: 20000, max: 29999}\ngidRange: {min: 20000, max: 29999}\n",
+            std::path::PathBuf::from("/"),
+        )
+        .unwrap()
+    }
+
+    /// Two people called Maria Schmidt, one already in the directory with the bare address (an
+    /// account of this source) and one address held by an account Roster does not manage;
+    /// compound surnames; a bad row. With a counter every address is unique and the one the
+    /// directory's Maria has stays hers; without one, the second Maria is imported without an
+    /// address and the summary says so (a warning, apart from the skipped row's error).
+    #[test]
+    fn generated_addresses_are_never_shared_and_the_summary_tells_rows_apart() {
+        let export = rows(&[
+            ("1", "Maria", "Schmidt"),
+            ("2", "Maria", "Schmidt"),
+            ("3", "Jan", "van der Berg"),
+            ("4", "Seán", "Ó Briain"),
+            ("5", "", "Nobody"),
+            ("6", "Anna", "Weber"),
+        ]);
+        let mut observed = Observed::default();
+        observed.file(entry(&[
+            ("objectClass", "posixAccount"),
+            ("objectClass", "rosterManaged"),
+            ("uid", "mschmidt"),
+            ("mail", "Maria.Schmidt@example.org"),
+            ("rosterOwner", "t/physics/Account/mschmidt"),
+            ("rosterSourceUID", "hr"),
+            ("rosterRecordUID", "1"),
+        ]));
+        observed.file(entry(&[
+            ("objectClass", "posixAccount"),
+            ("uid", "aweber"),
+            ("mail", "anna.weber@example.org"),
+        ]));
+        observed.file(entry(&[
+            ("objectClass", "rosterCounter"),
+            ("cn", "mail:maria.schmidt@example.org"),
+            ("rosterCounterValue", "2"),
+        ]));
+        let run_with = |scheme: &str| {
+            run(
+                &hr(scheme),
+                &Key::new("physics", "hr"),
+                &export,
+                &[],
+                &Site::default(),
+                &observed,
+                &config(),
+                jiff::Timestamp::from_second(1_900_000_000).unwrap(),
+            )
+        };
+        let mail = |o: &Outcome, user: &str| {
+            let a = o
+                .accounts
+                .values()
+                .find(|a| a.spec.username == user)
+                .unwrap();
+            o.people[&Key::new("physics", &a.spec.person)]
+                .spec
+                .email
+                .clone()
+        };
+
+        let counted = run_with(
+            "<firstname:umlauts,alpha,lower>.<lastname:umlauts,alpha,lower>[COUNTER2]@example.org",
+        );
+        assert_eq!(counted.aborted, None);
+        assert_eq!(
+            mail(&counted, "mschmidt").as_deref(),
+            Some("Maria.Schmidt@example.org")
+        );
+        assert_eq!(
+            mail(&counted, "mschmidt2").as_deref(),
+            Some("maria.schmidt2@example.org")
+        );
+        assert_eq!(
+            mail(&counted, "jvanderberg").as_deref(),
+            Some("jan.vanderberg@example.org")
+        );
+        assert_eq!(
+            mail(&counted, "sobriain").as_deref(),
+            Some("sean.obriain@example.org")
+        );
+        assert_eq!(
+            mail(&counted, "aweber2").as_deref(),
+            Some("anna.weber2@example.org")
+        );
+        // The counters go to the directory with the accounts (a username's and an address's).
+        assert_eq!(
+            counted.counters.get("mschmidt2"),
+            Some(&vec![
+                ("username:mschmidt".to_string(), 3),
+                ("mail:maria.schmidt@example.org".to_string(), 3),
+            ])
+        );
+        assert_eq!(
+            counters_to_store(&counted.counters, &observed, |u| u == "mschmidt2"),
+            [
+                ("mail:maria.schmidt@example.org".to_string(), 3),
+                ("username:mschmidt".to_string(), 3),
+            ]
+        );
+        assert_eq!((counted.run.errors, counted.run.warnings), (1, 0));
+
+        let bare =
+            run_with("<firstname:umlauts,alpha,lower>.<lastname:umlauts,alpha,lower>@example.org");
+        assert_eq!(
+            mail(&bare, "mschmidt").as_deref(),
+            Some("Maria.Schmidt@example.org")
+        );
+        assert_eq!(mail(&bare, "mschmidt2"), None);
+        assert_eq!(mail(&bare, "aweber2"), None);
+        assert_eq!((bare.run.errors, bare.run.warnings), (1, 2));
+        let csv = summary_csv([("physics/hr", bare.rows.as_slice())], &|u| u == "mschmidt");
+        let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+        assert_eq!(
+            lines,
+            [
+                SUMMARY_HEADER,
+                "physics/hr,2,1,changed,mschmidt,",
+                "physics/hr,3,2,new,mschmidt2,email: e-mail address `maria.schmidt@example.org` is taken by row 2 (mschmidt) and the scheme has no counter (add [COUNTER2] before the '@'); imported without an e-mail address",
+                "physics/hr,4,3,new,jvanderberg,",
+                "physics/hr,5,4,new,sobriain,",
+                "physics/hr,6,5,skipped,,givenName is empty",
+                "physics/hr,7,6,new,aweber2,email: e-mail address `anna.weber@example.org` is taken by account aweber and the scheme has no counter (add [COUNTER2] before the '@'); imported without an e-mail address",
+            ]
+        );
+    }
+
+    /// A summary cell a spreadsheet would run as a formula is defused; quotes are doubled.
+    #[test]
+    fn summary_cells_are_quoted_and_defused() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
     }
 }

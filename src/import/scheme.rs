@@ -12,11 +12,19 @@
 //! - `<:umlauts>`, `<:lower>`, `<:upper>` (also several at once: `<:umlauts,lower>`) apply to
 //!   all text produced after them — fields (after their slice) and literal text. `<:umlauts>` is
 //!   [`transliterate`]; `<:lower>`/`<:upper>` replace each other.
+//! - `<:strip>`, `<:alpha>`, `<:alphanum>` make values name- and address-safe, and apply to the
+//!   *fields* after them only (never to literal text, so a `.` or `@example.org` of the scheme
+//!   stays): `strip` removes whitespace (`van der Berg` → `vanderBerg`), `alpha` keeps letters
+//!   only (`O'Brien-Smith` → `OBrienSmith`), `alphanum` letters and digits. They run after
+//!   `umlauts` (so `Nguyễn` with `umlauts,alpha` is `Nguyen`); `alpha` and `alphanum` exclude
+//!   each other.
 //! - `<field:umlauts,lower>` applies modifiers to that field only, *before* its slice (so
 //!   `<firstname:umlauts>[0]` of `Ömer` is `O`, while `<:umlauts><firstname>[0]` is `Oe`, as in
 //!   UCS@school). A field's own case wins over the global one.
-//! - `[COUNTER2]` (no number on first use, then 2, 3, …) or `[ALWAYSCOUNTER]` (1, 2, …) at the
-//!   very end of a username scheme. E-mail schemes take no counter.
+//! - `[COUNTER2]` (no number on first use, then 2, 3, …) or `[ALWAYSCOUNTER]` (1, 2, …): at the
+//!   very end of a username scheme ([`Template::parse`]); in an e-mail scheme
+//!   ([`Template::parse_email`]) at the end of the local part, right before the `@`
+//!   (`<firstname>.<lastname>[COUNTER2]@example.org`).
 //! - Anything else is literal text and copied. `>`, `]` and a `[` that is neither a counter nor
 //!   right after a field are errors, so a typo such as `[COUNTER]` is caught at parse time.
 //!
@@ -34,7 +42,7 @@ pub const MAX_TRIES: u32 = 10_000;
 /// The longest username Roster accepts (see [`crate::api::NAME_PATTERN`]).
 pub const MAX_USERNAME_LENGTH: usize = 32;
 
-/// Where a counter goes on a generated username.
+/// Which counter a scheme has (a username's at its end, an address's before its `@`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// No counter: a taken name is an error.
@@ -51,6 +59,8 @@ pub struct Template {
     text: String,
     parts: Vec<Part>,
     counter: Counter,
+    /// Where the counter stands: the number of parts before it (`parts.len()` at the end).
+    counter_at: usize,
 }
 
 /// One piece of a template, in order.
@@ -75,6 +85,17 @@ enum Part {
 struct Modifiers {
     umlauts: bool,
     case: Option<Case>,
+    /// `strip`: whitespace removed (fields only).
+    strip: bool,
+    /// `alpha` / `alphanum`: what a field keeps.
+    keep: Option<Keep>,
+}
+
+/// What `alpha` and `alphanum` keep of a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    Letters,
+    LettersAndDigits,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,17 +147,23 @@ pub enum SchemeError {
         /// Position of the `<`.
         position: usize,
     },
-    /// A modifier other than `umlauts`, `lower`, `upper`.
-    #[error("unknown modifier `{modifier}` at position {position} (known: umlauts, lower, upper)")]
+    /// A modifier other than `umlauts`, `lower`, `upper`, `strip`, `alpha`, `alphanum`.
+    #[error(
+        "unknown modifier `{modifier}` at position {position} (known: umlauts, lower, upper, strip, alpha, alphanum)"
+    )]
     UnknownModifier {
         /// The modifier as written.
         modifier: String,
         /// Position of the `<`.
         position: usize,
     },
-    /// `lower` and `upper` in the same tag.
-    #[error("`lower` and `upper` together at position {position}")]
+    /// `lower` and `upper` (or `alpha` and `alphanum`) in the same tag.
+    #[error("`{first}` and `{second}` together at position {position}")]
     ConflictingModifiers {
+        /// The first of the two, as written.
+        first: &'static str,
+        /// The second.
+        second: &'static str,
         /// Position of the `<`.
         position: usize,
     },
@@ -166,9 +193,20 @@ pub enum SchemeError {
         /// Position of the counter's `[`.
         position: usize,
     },
-    /// An e-mail scheme with a counter.
-    #[error("an e-mail scheme cannot have a counter ([COUNTER2], [ALWAYSCOUNTER])")]
-    CounterInEmail,
+    /// An e-mail scheme whose counter is not at the end of the local part.
+    #[error(
+        "the counter at position {position} must stand right before the '@' (the end of the local part: <firstname>.<lastname>[COUNTER2]@example.org)"
+    )]
+    CounterNotBeforeAt {
+        /// Position of the counter's `[`.
+        position: usize,
+    },
+    /// A second counter.
+    #[error("a second counter at position {position}: a scheme has at most one")]
+    SecondCounter {
+        /// Position of the second counter's `[`.
+        position: usize,
+    },
     /// `maxLength` of zero.
     #[error("maxLength must be at least 1")]
     BadMaxLength,
@@ -218,8 +256,18 @@ pub enum SchemeError {
         /// The name.
         username: String,
     },
+    /// The scheme has no counter and its address is someone else's.
+    #[error(
+        "e-mail address `{email}` is taken by {holder} and the scheme has no counter (add [COUNTER2] before the '@')"
+    )]
+    EmailTaken {
+        /// The address.
+        email: String,
+        /// Who has it (an account, or an earlier row).
+        holder: String,
+    },
     /// No free name within [`MAX_TRIES`] candidates (or the counter overflowed).
-    #[error("no free username for `{base}` in {tries} tries starting at counter {start}")]
+    #[error("no free name for `{base}` in {tries} tries starting at counter {start}")]
     CounterExhausted {
         /// The base the counter is added to.
         base: String,
@@ -248,8 +296,18 @@ fn alias_note(field: &str) -> String {
 }
 
 impl Template {
-    /// Parses a scheme; errors name the position (in characters, from 1) of what is wrong.
+    /// Parses a scheme (a username's, a recordUID's: a counter only at its very end); errors
+    /// name the position (in characters, from 1) of what is wrong.
     pub fn parse(text: &str) -> Result<Template, SchemeError> {
+        Template::parse_as(text, false)
+    }
+
+    /// Parses an e-mail scheme: a counter stands right before the `@`.
+    pub fn parse_email(text: &str) -> Result<Template, SchemeError> {
+        Template::parse_as(text, true)
+    }
+
+    fn parse_as(text: &str, email: bool) -> Result<Template, SchemeError> {
         let chars: Vec<char> = text.chars().collect();
         if chars.is_empty() {
             return Err(SchemeError::EmptyTemplate);
@@ -257,12 +315,13 @@ impl Template {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut counter = Counter::None;
+        let mut counter_position = 0;
         let mut counter_at = 0;
         let mut i = 0;
         while i < chars.len() {
-            if counter != Counter::None {
+            if counter != Counter::None && !email {
                 return Err(SchemeError::CounterNotAtEnd {
-                    position: counter_at,
+                    position: counter_position,
                 });
             }
             let position = i + 1;
@@ -316,12 +375,23 @@ impl Template {
                     let close = find_close(&chars, i, '[', ']')
                         .ok_or(SchemeError::UnclosedBracket { position })?;
                     let inner: String = chars[i + 1..close].iter().collect();
-                    counter = counter_kind(&inner).ok_or(SchemeError::UnknownBracket {
+                    let kind = counter_kind(&inner).ok_or(SchemeError::UnknownBracket {
                         text: inner,
                         position,
                     })?;
-                    counter_at = position;
+                    if counter != Counter::None {
+                        return Err(SchemeError::SecondCounter { position });
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    counter = kind;
+                    counter_position = position;
+                    counter_at = parts.len();
                     i = close + 1;
+                    if email && chars.get(i) != Some(&'@') {
+                        return Err(SchemeError::CounterNotBeforeAt { position });
+                    }
                 }
                 found @ ('>' | ']') => return Err(SchemeError::Unexpected { found, position }),
                 c => {
@@ -333,10 +403,14 @@ impl Template {
         if !literal.is_empty() {
             parts.push(Part::Literal(literal));
         }
+        if counter == Counter::None {
+            counter_at = parts.len();
+        }
         Ok(Template {
             text: text.to_string(),
             parts,
             counter,
+            counter_at,
         })
     }
 
@@ -361,15 +435,29 @@ impl Template {
     /// The template's text without any counter applied (the base a counter is added to), or an
     /// error if a field is missing/empty. Nothing is removed or cut here; see [`username_base`].
     pub fn base(&self, fields: &BTreeMap<String, String>) -> Result<String, SchemeError> {
+        let (before, after) = self.render(fields)?;
+        Ok(before + &after)
+    }
+
+    /// The text before the counter's place and after it.
+    fn render(&self, fields: &BTreeMap<String, String>) -> Result<(String, String), SchemeError> {
         let mut global = Modifiers::default();
         let mut out = String::new();
-        for part in &self.parts {
+        let mut before = None;
+        for (at, part) in self.parts.iter().enumerate() {
+            if at == self.counter_at {
+                before = Some(std::mem::take(&mut out));
+            }
             match part {
-                Part::Literal(text) => out.push_str(&apply(text, global)),
+                Part::Literal(text) => out.push_str(&apply(text, global.for_literal())),
                 Part::Global(mods) => {
                     global.umlauts |= mods.umlauts;
+                    global.strip |= mods.strip;
                     if mods.case.is_some() {
                         global.case = mods.case;
+                    }
+                    if mods.keep.is_some() {
+                        global.keep = mods.keep;
                     }
                 }
                 Part::Field {
@@ -386,14 +474,17 @@ impl Template {
                     };
                     // The field's own case again after a global `<:umlauts>` (`Ü` → `Ue` → `UE`).
                     let outer = Modifiers {
-                        umlauts: global.umlauts,
                         case: modifiers.case.or(global.case),
+                        ..global
                     };
                     out.push_str(&apply(&sliced, outer));
                 }
             }
         }
-        Ok(out)
+        match before {
+            Some(before) => Ok((before, out)),
+            None => Ok((out, String::new())),
+        }
     }
 
     /// The counter at the end of the scheme.
@@ -433,27 +524,57 @@ fn counter_kind(inner: &str) -> Option<Counter> {
 /// `umlauts,lower` → modifiers; `position` is the tag's for errors.
 fn parse_modifiers(list: &str, position: usize) -> Result<Modifiers, SchemeError> {
     let mut mods = Modifiers::default();
+    let conflict = |first, second| SchemeError::ConflictingModifiers {
+        first,
+        second,
+        position,
+    };
     for modifier in list.split(',').map(str::trim) {
-        let case = match modifier {
-            "umlauts" => {
-                mods.umlauts = true;
-                continue;
+        match modifier {
+            "umlauts" => mods.umlauts = true,
+            "strip" => mods.strip = true,
+            "lower" | "upper" => {
+                let case = if modifier == "lower" {
+                    Case::Lower
+                } else {
+                    Case::Upper
+                };
+                if mods.case.is_some_and(|c| c != case) {
+                    return Err(conflict("lower", "upper"));
+                }
+                mods.case = Some(case);
             }
-            "lower" => Case::Lower,
-            "upper" => Case::Upper,
+            "alpha" | "alphanum" => {
+                let keep = if modifier == "alpha" {
+                    Keep::Letters
+                } else {
+                    Keep::LettersAndDigits
+                };
+                if mods.keep.is_some_and(|k| k != keep) {
+                    return Err(conflict("alpha", "alphanum"));
+                }
+                mods.keep = Some(keep);
+            }
             _ => {
                 return Err(SchemeError::UnknownModifier {
                     modifier: modifier.to_string(),
                     position,
                 });
             }
-        };
-        if mods.case.is_some_and(|c| c != case) {
-            return Err(SchemeError::ConflictingModifiers { position });
         }
-        mods.case = Some(case);
     }
     Ok(mods)
+}
+
+impl Modifiers {
+    /// What applies to literal text: transliteration and case, never the field filters.
+    fn for_literal(self) -> Modifiers {
+        Modifiers {
+            strip: false,
+            keep: None,
+            ..self
+        }
+    }
 }
 
 /// `N`, `A:B`, `A:`, `:B`, `:` → a slice; `position` is the `[`'s for errors.
@@ -519,13 +640,21 @@ impl Slice {
     }
 }
 
-/// Transliterates (if asked), then changes case (if asked).
+/// Transliterates (if asked), filters (if asked), then changes case (if asked).
 fn apply(text: &str, mods: Modifiers) -> String {
-    let text = if mods.umlauts {
+    let mut text = if mods.umlauts {
         transliterate(text)
     } else {
         text.to_string()
     };
+    if mods.strip {
+        text.retain(|c| !c.is_whitespace());
+    }
+    match mods.keep {
+        Some(Keep::Letters) => text.retain(char::is_alphabetic),
+        Some(Keep::LettersAndDigits) => text.retain(char::is_alphanumeric),
+        None => {}
+    }
     match mods.case {
         Some(Case::Lower) => text.to_lowercase(),
         Some(Case::Upper) => text.to_uppercase(),
@@ -659,21 +788,43 @@ pub fn username(
         if taken(&base) {
             return Err(SchemeError::Taken { username: base });
         }
-        return Ok((base, None));
+        return Ok((base.clone(), None));
     }
+    numbered(
+        t.counter,
+        &base,
+        next,
+        |n| {
+            let mut candidate = base.clone();
+            if let Some(n) = n {
+                let _ = write!(candidate, "{n}");
+            }
+            check_username(&candidate)?;
+            Ok(candidate)
+        },
+        taken,
+    )
+}
+
+/// The first candidate `make(number)` that is not `taken`, counting as [`username`] describes
+/// (`make(None)` is the bare base). Returns it and the counter's next number.
+fn numbered(
+    counter: Counter,
+    base: &str,
+    next: Option<u32>,
+    make: impl Fn(Option<u32>) -> Result<String, SchemeError>,
+    taken: &dyn Fn(&str) -> bool,
+) -> Result<(String, Option<u32>), SchemeError> {
     let start = next.unwrap_or(1).max(1);
     let exhausted = |tries| SchemeError::CounterExhausted {
-        base: base.clone(),
+        base: base.to_string(),
         start,
         tries,
     };
     let mut number = start;
     for tries in 0..MAX_TRIES {
-        let mut candidate = base.clone();
-        if t.counter == Counter::Always || number > 1 {
-            let _ = write!(candidate, "{number}");
-        }
-        check_username(&candidate)?;
+        let shown = (counter == Counter::Always || number > 1).then_some(number);
+        let candidate = make(shown)?;
         if !taken(&candidate) {
             let stored = number.checked_add(1).ok_or_else(|| exhausted(tries + 1))?;
             return Ok((candidate, Some(stored)));
@@ -683,19 +834,78 @@ pub fn username(
     Err(exhausted(MAX_TRIES))
 }
 
-/// An e-mail address from a scheme without counter, checked to be `local@domain` in ASCII
-/// (the local part a dot-atom of at most 64 characters, the domain at most 253 characters of
-/// labels of letters, digits and inner hyphens).
+/// An e-mail address from a scheme without a counter, checked to be `local@domain` in ASCII
+/// (the local part a dot-atom of at most 64 characters of letters, digits and `.`, `_`, `-`,
+/// `+`; the domain at most 253 characters of labels of letters, digits and inner hyphens).
+/// With a counter, see [`email_numbered`]; this gives the bare address (the counter's key).
 pub fn email(t: &Template, fields: &BTreeMap<String, String>) -> Result<String, SchemeError> {
-    if t.counter != Counter::None {
-        return Err(SchemeError::CounterInEmail);
-    }
     let address = t.base(fields)?;
     if address.is_empty() {
         return Err(t.empty_result());
     }
     check_email(&address)?;
     Ok(address)
+}
+
+/// Whether `address` is what the scheme gives this record with some counter value (or none):
+/// a person keeps the address they were given while their name gives the same base.
+pub fn email_matches(t: &Template, fields: &BTreeMap<String, String>, address: &str) -> bool {
+    let Ok((before, after)) = t.render(fields) else {
+        return false;
+    };
+    let lower = address.to_ascii_lowercase();
+    let (before, after) = (before.to_ascii_lowercase(), after.to_ascii_lowercase());
+    let Some(number) = lower
+        .strip_prefix(&before)
+        .and_then(|rest| rest.strip_suffix(&after))
+    else {
+        return false;
+    };
+    match t.counter {
+        Counter::None => number.is_empty(),
+        Counter::FromSecond => {
+            number.is_empty()
+                || (!number.starts_with('0') && number.parse::<u32>().is_ok_and(|n| n >= 2))
+        }
+        Counter::Always => !number.starts_with('0') && number.parse::<u32>().is_ok_and(|n| n >= 1),
+    }
+}
+
+/// An e-mail address for a new record: without a counter the address, refused when `taken`
+/// (a message naming who has it comes from the caller); with one, the first free candidate
+/// counting from `next` as [`username`] does. Returns the address, the counter's next number,
+/// and the bare address (the key its counter is stored under).
+pub fn email_numbered(
+    t: &Template,
+    fields: &BTreeMap<String, String>,
+    next: Option<u32>,
+    taken: &dyn Fn(&str) -> bool,
+) -> Result<(String, Option<u32>, String), SchemeError> {
+    let (before, after) = t.render(fields)?;
+    let bare = before.clone() + &after;
+    if bare.is_empty() {
+        return Err(t.empty_result());
+    }
+    if t.counter == Counter::None {
+        check_email(&bare)?;
+        return Ok((bare.clone(), None, bare));
+    }
+    check_email(&bare)?;
+    let (address, stored) = numbered(
+        t.counter,
+        &bare,
+        next,
+        |n| {
+            let candidate = match n {
+                Some(n) => format!("{before}{n}{after}"),
+                None => bare.clone(),
+            };
+            check_email(&candidate)?;
+            Ok(candidate)
+        },
+        taken,
+    )?;
+    Ok((address, stored, bare))
 }
 
 fn check_email(address: &str) -> Result<(), SchemeError> {
@@ -705,7 +915,7 @@ fn check_email(address: &str) -> Result<(), SchemeError> {
     };
     if let Some(bad) = address.chars().find(|c| !c.is_ascii_graphic()) {
         let what = if bad.is_whitespace() {
-            "whitespace".to_string()
+            "whitespace (add :strip or :alpha to the field)".to_string()
         } else if bad.is_ascii() {
             format!("the control character {bad:?}")
         } else {
@@ -730,11 +940,15 @@ fn check_email(address: &str) -> Result<(), SchemeError> {
             "the local part starts or ends with '.' or has '..'".to_string(),
         ));
     }
+    // RFC 5322 allows more (`'`, `!`, `#` …), but a generated address is a conventional one:
+    // an apostrophe of `O'Brien` in it is a surprise for the person and for many a mail system.
     if let Some(bad) = local
         .chars()
-        .find(|c| !c.is_ascii_alphanumeric() && !"!#$%&'*+-/=?^_`{|}~.".contains(*c))
+        .find(|c| !c.is_ascii_alphanumeric() && !"+-_.".contains(*c))
     {
-        return Err(invalid(format!("`{bad}` is not allowed in the local part")));
+        return Err(invalid(format!(
+            "`{bad}` is not allowed in the local part (letters, digits, '.', '_', '-', '+'; add :alpha to the field)"
+        )));
     }
     if domain.is_empty() || domain.len() > 253 {
         return Err(invalid(format!(
@@ -1382,7 +1596,7 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_position() {
-        let cases: [(&str, SchemeError, &str); 16] = [
+        let cases: [(&str, SchemeError, &str); 17] = [
             ("", SchemeError::EmptyTemplate, "the scheme is empty"),
             (
                 "a<firstname",
@@ -1465,12 +1679,25 @@ mod tests {
                     modifier: "umlaut".into(),
                     position: 2,
                 },
-                "unknown modifier `umlaut` at position 2 (known: umlauts, lower, upper)",
+                "unknown modifier `umlaut` at position 2 (known: umlauts, lower, upper, strip, alpha, alphanum)",
             ),
             (
                 "<x:lower,upper>",
-                SchemeError::ConflictingModifiers { position: 1 },
+                SchemeError::ConflictingModifiers {
+                    first: "lower",
+                    second: "upper",
+                    position: 1,
+                },
                 "`lower` and `upper` together at position 1",
+            ),
+            (
+                "<x>.<y:alphanum,alpha>",
+                SchemeError::ConflictingModifiers {
+                    first: "alpha",
+                    second: "alphanum",
+                    position: 5,
+                },
+                "`alpha` and `alphanum` together at position 5",
             ),
             (
                 "<x:>",
@@ -1478,7 +1705,7 @@ mod tests {
                     modifier: "".into(),
                     position: 1,
                 },
-                "unknown modifier `` at position 1 (known: umlauts, lower, upper)",
+                "unknown modifier `` at position 1 (known: umlauts, lower, upper, strip, alpha, alphanum)",
             ),
         ];
         for (template, want, message) in cases {
@@ -1623,8 +1850,8 @@ mod tests {
             ("familyName", "O'Brien"),
             ("recordUID", "E42"),
         ]);
-        let t = Template::parse("<:lower><lastname>+<recordUID>@example.org").unwrap();
-        assert_eq!(email(&t, &r).unwrap(), "o'brien+e42@example.org");
+        let t = Template::parse("<:lower><lastname:alpha>+<recordUID>@example.org").unwrap();
+        assert_eq!(email(&t, &r).unwrap(), "obrien+e42@example.org");
         let t = Template::parse("<recordUID>@localhost").unwrap();
         assert_eq!(email(&t, &r).unwrap(), "E42@localhost");
     }
@@ -1650,7 +1877,7 @@ mod tests {
         );
         assert_eq!(
             reason(bad("<lastname>@example.org", &r)),
-            "it contains whitespace"
+            "it contains whitespace (add :strip or :alpha to the field)"
         );
         assert_eq!(
             reason(bad("<institute>@example.org", &r)),
@@ -1670,7 +1897,12 @@ mod tests {
         );
         assert_eq!(
             reason(bad("a\"b@example.org", &r)),
-            "`\"` is not allowed in the local part"
+            "`\"` is not allowed in the local part (letters, digits, '.', '_', '-', '+'; add :alpha to the field)"
+        );
+        let irish = record(&[("givenName", "Ann"), ("familyName", "O'Brien")]);
+        assert_eq!(
+            reason(bad("<lastname:lower>@example.org", &irish)),
+            "`'` is not allowed in the local part (letters, digits, '.', '_', '-', '+'; add :alpha to the field)"
         );
         assert_eq!(
             reason(bad("<firstname>@", &r)),
@@ -1695,7 +1927,7 @@ mod tests {
         );
         assert_eq!(
             bad("<lastname>@example.org", &r).to_string(),
-            "generated e-mail address `van der Berg@example.org` is invalid: it contains whitespace"
+            "generated e-mail address `van der Berg@example.org` is invalid: it contains whitespace (add :strip or :alpha to the field)"
         );
         assert_eq!(
             bad("<firstname>[5]<lastname>[99]", &r),
@@ -1703,9 +1935,23 @@ mod tests {
                 fields: vec!["firstname".into(), "lastname".into()]
             }
         );
+        let placed = |t: &str| Template::parse_email(t).unwrap_err();
         assert_eq!(
-            bad("<firstname>@example.org[COUNTER2]", &r),
-            SchemeError::CounterInEmail
+            placed("<firstname>@example.org[COUNTER2]"),
+            SchemeError::CounterNotBeforeAt { position: 24 }
+        );
+        assert_eq!(
+            placed("<firstname>[COUNTER2].x@example.org").to_string(),
+            "the counter at position 12 must stand right before the '@' (the end of the local part: <firstname>.<lastname>[COUNTER2]@example.org)"
+        );
+        assert_eq!(
+            placed("<firstname>[COUNTER2]@x[ALWAYSCOUNTER]"),
+            SchemeError::SecondCounter { position: 24 }
+        );
+        // A username scheme keeps its counter at the very end.
+        assert_eq!(
+            parse_err("<firstname>[COUNTER2]@example.org"),
+            SchemeError::CounterNotAtEnd { position: 12 }
         );
         assert_eq!(
             bad("<surname>@example.org", &r),
@@ -1714,6 +1960,171 @@ mod tests {
                 position: 1,
                 known: vec!["familyName".into(), "givenName".into(), "institute".into()],
             }
+        );
+    }
+
+    // --- e-mail counters and the name-safe modifiers ---
+
+    fn address(
+        template: &str,
+        fields: &BTreeMap<String, String>,
+        next: Option<u32>,
+        taken: &[&str],
+    ) -> Result<(String, Option<u32>, String), SchemeError> {
+        let t = Template::parse_email(template).unwrap();
+        email_numbered(&t, fields, next, &|a| taken.contains(&a))
+    }
+
+    #[test]
+    fn email_counters_count_like_username_counters() {
+        let maria = record(&[("givenName", "Maria"), ("familyName", "Schmidt")]);
+        let scheme = "<firstname:lower>.<lastname:lower>[COUNTER2]@example.org";
+        let bare = "maria.schmidt@example.org".to_string();
+        assert_eq!(
+            address(scheme, &maria, None, &[]).unwrap(),
+            (bare.clone(), Some(2), bare.clone())
+        );
+        // The second Maria Schmidt: the first one's address is taken.
+        assert_eq!(
+            address(scheme, &maria, None, &["maria.schmidt@example.org"]).unwrap(),
+            ("maria.schmidt2@example.org".into(), Some(3), bare.clone())
+        );
+        // The stored counter is where counting starts, never lower (historically unique).
+        assert_eq!(
+            address(scheme, &maria, Some(5), &[]).unwrap().0,
+            "maria.schmidt5@example.org"
+        );
+        let always = "<firstname:lower>.<lastname:lower>[ALWAYSCOUNTER]@example.org";
+        assert_eq!(
+            address(always, &maria, None, &[]).unwrap(),
+            ("maria.schmidt1@example.org".into(), Some(2), bare.clone())
+        );
+        // Fields after the '@' (a mail domain per record).
+        let r = record(&[
+            ("givenName", "Maria"),
+            ("familyName", "Schmidt"),
+            ("maildomain", "Physik.Example.DE"),
+        ]);
+        assert_eq!(
+            address(
+                "<:lower><firstname>[0]<lastname>[COUNTER2]@<maildomain>",
+                &r,
+                None,
+                &["mschmidt@physik.example.de"]
+            )
+            .unwrap()
+            .0,
+            "mschmidt2@physik.example.de"
+        );
+        // Without a counter the address is the caller's to refuse when taken.
+        assert_eq!(
+            address(
+                "<firstname:lower>@example.org",
+                &maria,
+                None,
+                &["maria@example.org"]
+            )
+            .unwrap(),
+            ("maria@example.org".into(), None, "maria@example.org".into())
+        );
+        // Every candidate is checked: a counter that makes the local part too long.
+        let long = record(&[("givenName", &"a".repeat(64)), ("familyName", "x")]);
+        let err = address(
+            "<firstname>[COUNTER2]@example.org",
+            &long,
+            None,
+            &[&format!("{}@example.org", "a".repeat(64))],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, SchemeError::InvalidEmail { email, .. } if email.starts_with(&format!("{}2@", "a".repeat(64)))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_person_keeps_the_address_their_counter_gave() {
+        let maria = record(&[("givenName", "Maria"), ("familyName", "Schmidt")]);
+        let t = Template::parse_email("<firstname:lower>.<lastname:lower>[COUNTER2]@example.org")
+            .unwrap();
+        for (address, matches) in [
+            ("maria.schmidt@example.org", true),
+            ("Maria.Schmidt3@Example.org", true),
+            ("maria.schmidt2@example.org", true),
+            ("maria.schmidt1@example.org", false),
+            ("maria.schmidt02@example.org", false),
+            ("maria.schmidtx@example.org", false),
+            ("maria.schmid@example.org", false),
+            ("anna.schmidt@example.org", false),
+        ] {
+            assert_eq!(email_matches(&t, &maria, address), matches, "{address}");
+        }
+        let always = Template::parse_email("<firstname:lower>[ALWAYSCOUNTER]@example.org").unwrap();
+        assert!(email_matches(&always, &maria, "maria1@example.org"));
+        assert!(!email_matches(&always, &maria, "maria@example.org"));
+        let none = Template::parse_email("<firstname:lower>@example.org").unwrap();
+        assert!(email_matches(&none, &maria, "maria@example.org"));
+        assert!(!email_matches(&none, &maria, "maria2@example.org"));
+    }
+
+    /// Compound and hyphenated surnames, apostrophes and letters beyond Latin-1, made address-
+    /// and name-safe by the field modifiers; literal text is never filtered.
+    #[test]
+    fn name_safe_modifiers() {
+        let scheme = "<firstname:umlauts,alpha,lower>.<lastname:umlauts,alpha,lower>@example.org";
+        for (given, family, want) in [
+            ("Jan", "van der Berg", "jan.vanderberg@example.org"),
+            ("María José", "de la Cruz", "mariajose.delacruz@example.org"),
+            ("Aoife", "Ní Bhriain", "aoife.nibhriain@example.org"),
+            ("Seán", "O'Brien", "sean.obrien@example.org"),
+            ("Thị", "Nguyễn", "thi.nguyen@example.org"),
+            (
+                "Jürgen",
+                "Müller-Lüdenscheidt",
+                "juergen.muellerluedenscheidt@example.org",
+            ),
+        ] {
+            let r = record(&[("givenName", given), ("familyName", family)]);
+            assert_eq!(
+                email(&Template::parse(scheme).unwrap(), &r).unwrap(),
+                want,
+                "{given} {family}"
+            );
+        }
+        let r = record(&[("givenName", "Jan"), ("familyName", "van der Berg-2")]);
+        // strip keeps the hyphen and digits, alphanum the digits.
+        assert_eq!(base("<lastname:strip>", &r), "vanderBerg-2");
+        assert_eq!(base("<lastname:alphanum>", &r), "vanderBerg2");
+        assert_eq!(base("<lastname:alpha>", &r), "vanderBerg");
+        // Global: applies to the fields after it, not to literal text.
+        assert_eq!(
+            base("<:alpha,lower><firstname>.<lastname>-x", &r),
+            "jan.vanderberg-x"
+        );
+        assert_eq!(
+            base("<firstname> <:strip><lastname> x", &r),
+            "Jan vanderBerg-2 x"
+        );
+        // Before the slice, as the field's other modifiers.
+        assert_eq!(base("<lastname:alpha>[0:4]", &r), "vand");
+        // A global modifier applies after the slice (as UCS@school's do).
+        assert_eq!(base("<:alpha><lastname>[0:4]", &r), "van");
+        assert_eq!(base("<lastname>[0:4]", &r), "van ");
+        // Without umlauts, alpha keeps letters of any script.
+        let r = record(&[("givenName", "Zoë"), ("familyName", "O'Brien")]);
+        assert_eq!(base("<firstname:alpha><lastname:alpha>", &r), "ZoëOBrien");
+        // A username scheme too: usernames of compound names.
+        let r = record(&[("givenName", "Jan"), ("familyName", "van der Berg")]);
+        assert_eq!(
+            user(
+                "<:umlauts,lower><firstname>[0]<lastname:alpha>[COUNTER2]",
+                &r,
+                Some(8),
+                None,
+                &["jvanderb"]
+            )
+            .unwrap(),
+            ("jvanderb2".into(), Some(3))
         );
     }
 }

@@ -222,7 +222,7 @@ impl Directory {
         c: &mut Counter,
         retries: &mut u32,
     ) -> Result<u32, DirectoryError> {
-        let dn = format!("cn={},{}", c.cn, config.counters_dn());
+        let dn = config.counter_dn(c.cn);
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = match self.read_counter(&dn).await? {
                 Some(v) => v,

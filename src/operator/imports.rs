@@ -29,7 +29,9 @@ use crate::plan::Cond;
 use crate::site::{Key, Site};
 
 /// The report ConfigMap keeps at most this much (gzip, then base64 in binaryData).
-const REPORT_LIMIT: usize = 512 * 1024;
+/// The most one gzip entry of the report ConfigMap holds (two of them, base64, stay below a
+/// ConfigMap's 1 MiB).
+const REPORT_LIMIT: usize = 256 * 1024;
 /// Default interval between runs.
 const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -148,6 +150,9 @@ impl Worker {
             let mut conds: Vec<Cond> = vec![];
             let mut run = ImportRun::default();
             let mut report_lines: Vec<String> = vec![];
+            // The summary CSV: of a run that wrote, with changed/unchanged from its writes;
+            // of a dry or aborted run, what it would do (known identities as unchanged).
+            let mut summary = String::new();
             match self.read_source(src).await {
                 Err(e) => {
                     conds.push(cond("SourceUnreachable", true, "ReadFailed", e.clone()));
@@ -175,6 +180,10 @@ impl Worker {
                     );
                     run = o.run.clone();
                     report_lines = o.report.clone();
+                    summary = crate::import::engine::summary_csv(
+                        [(key.to_string().as_str(), o.rows.as_slice())],
+                        &|_| false,
+                    );
                     run.error_samples = o
                         .errors
                         .iter()
@@ -204,7 +213,11 @@ impl Worker {
                     } else {
                         let (modified, failures, failed) =
                             self.write_import(src, &o, accounts, people, now).await;
-                        run.modified = modified as i64;
+                        summary = crate::import::engine::summary_csv(
+                            [(key.to_string().as_str(), o.rows.as_slice())],
+                            &|u| modified.contains(u),
+                        );
+                        run.modified = modified.len() as i64;
                         run.unchanged = (o.accounts.len() as i64
                             - run.created
                             - run.reactivated
@@ -219,13 +232,12 @@ impl Worker {
                                     .any(|(k, a)| a.spec.username == u && !failed.contains(k))
                             });
                         if let Some(dir) = self.dir.as_mut() {
-                            for (base, next) in &store {
-                                let cn = crate::import::engine::counter_cn(base);
-                                let dn = format!("cn={cn},{}", self.config.counters_dn());
+                            for (cn, next) in &store {
+                                let dn = self.config.counter_dn(cn);
                                 match dir.set_counter(&dn, &cn, *next as i64).await {
                                     Ok(()) => self.counters_written = true,
                                     Err(e) => {
-                                        tracing::warn!(error = %e, counter = %cn, "a username counter was not stored")
+                                        tracing::warn!(error = %e, counter = %cn, "a counter was not stored")
                                     }
                                 }
                             }
@@ -235,13 +247,14 @@ impl Worker {
                             None => conds.push(cond("Ready", true, "Imported", String::new())),
                         }
                         let note = format!(
-                            "{} record(s): {} created, {} modified, {} reactivated, {} gone, {} error(s)",
+                            "{} record(s): {} created, {} modified, {} reactivated, {} gone, {} error(s) (rows skipped), {} warning(s) (rows imported with a problem)",
                             run.records,
                             run.created,
                             run.modified,
                             run.reactivated,
                             run.deactivated,
-                            run.errors
+                            run.errors,
+                            run.warnings
                         );
                         self.publish_one(src.as_ref(), EventType::Normal, "ImportFinished", note)
                             .await;
@@ -249,7 +262,7 @@ impl Worker {
                 }
             }
             run.finished_at = Some(Time(now));
-            run.report = self.write_report(src, &report_lines).await;
+            run.report = self.write_report(src, &report_lines, &summary).await;
             let existing = src
                 .status
                 .as_ref()
@@ -290,12 +303,13 @@ impl Worker {
         accounts: &[Arc<Account>],
         people: &[Arc<Person>],
         now: jiff::Timestamp,
-    ) -> (usize, Vec<String>, BTreeSet<Key>) {
+    ) -> (BTreeSet<String>, Vec<String>, BTreeSet<Key>) {
         let account_of: BTreeMap<Key, &Arc<Account>> =
             accounts.iter().map(|a| (Key::of(a.as_ref()), a)).collect();
         let person_of: BTreeMap<Key, &Arc<Person>> =
             people.iter().map(|p| (Key::of(p.as_ref()), p)).collect();
-        let mut modified = 0;
+        // The usernames of known identities whose Person or Account this run changes.
+        let mut modified = BTreeSet::new();
         let mut failures = vec![];
         let mut failed = BTreeSet::new();
         let ours = |m: &kube::api::ObjectMeta| {
@@ -308,6 +322,11 @@ impl Worker {
             let current = person_of.get(key);
             if current.is_some_and(|c| c.spec == p.spec && ours(c.meta())) {
                 continue;
+            }
+            if current.is_some()
+                && let Some(a) = o.accounts.get(key)
+            {
+                modified.insert(a.spec.username.clone());
             }
             if let Some(e) = self
                 .apply_derived::<Person>("roster-import", key, p.meta(), None, json!(p.spec))
@@ -335,7 +354,7 @@ impl Worker {
                 continue;
             }
             if current.is_some() {
-                modified += 1;
+                modified.insert(a.spec.username.clone());
             }
             if let Some(e) = self
                 .apply_derived::<Account>("roster-import", key, a.meta(), None, json!(a.spec))
@@ -397,28 +416,21 @@ impl Worker {
         (modified, failures, failed)
     }
 
-    /// The run's report as a ConfigMap `<source>-import-report` (gzip + base64, capped and
-    /// marked when truncated). Returns its name.
-    async fn write_report(&self, src: &ImportSource, lines: &[String]) -> Option<String> {
+    /// The run's report and its summary CSV as a ConfigMap `<source>-import-report`
+    /// (`report.txt.gz`, `summary.csv.gz`: gzip + base64, each capped and marked when cut).
+    /// Returns its name.
+    async fn write_report(
+        &self,
+        src: &ImportSource,
+        lines: &[String],
+        summary: &str,
+    ) -> Option<String> {
         let name = format!("{}-import-report", src.name_any());
         let ns = src.namespace().unwrap_or_default();
-        let mut text = String::new();
-        let mut truncated = false;
-        for l in lines {
-            if text.len() + l.len() + 1 > REPORT_LIMIT * 8 {
-                truncated = true;
-                break;
-            }
-            text.push_str(l);
-            text.push('\n');
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(text.as_bytes()).ok()?;
-        let mut bytes = gz.finish().ok()?;
-        if bytes.len() > REPORT_LIMIT {
-            bytes.truncate(REPORT_LIMIT);
-            truncated = true;
-        }
+        let (report, cut_report) = gzip_capped(lines.iter().map(String::as_str), "\n", 1);
+        let (csv, cut_summary) = gzip_capped(summary.split_inclusive("\r\n"), "", 1);
+        let truncated = cut_report || cut_summary;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let doc = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -427,7 +439,7 @@ impl Worker {
                 "summary": format!("{} line(s){}", lines.len(), if truncated { " (truncated)" } else { "" }),
                 "truncated": truncated.to_string(),
             },
-            "binaryData": {"report.txt.gz": base64::engine::general_purpose::STANDARD.encode(&bytes)},
+            "binaryData": {"report.txt.gz": b64(&report), "summary.csv.gz": b64(&csv)},
         });
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
         match api
@@ -444,6 +456,35 @@ impl Worker {
                 None
             }
         }
+    }
+}
+
+/// Lines (each followed by `end`) gzipped within [`REPORT_LIMIT`]: when the whole does not fit,
+/// the first lines that do (the first `keep` always), so the stream stays a whole gzip file.
+/// Returns the bytes and whether lines were left out.
+fn gzip_capped<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    end: &str,
+    keep: usize,
+) -> (Vec<u8>, bool) {
+    let lines: Vec<&str> = lines.collect();
+    let gzip = |n: usize| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for l in &lines[..n] {
+            let _ = gz.write_all(l.as_bytes());
+            let _ = gz.write_all(end.as_bytes());
+        }
+        gz.finish().unwrap_or_default()
+    };
+    let mut n = lines.len();
+    loop {
+        let bytes = gzip(n);
+        if bytes.len() <= REPORT_LIMIT || n <= keep {
+            return (bytes, n < lines.len());
+        }
+        // Fewer lines, in proportion to the excess (and at least one fewer).
+        let fit = (n as f64 * REPORT_LIMIT as f64 / bytes.len() as f64 * 0.95) as usize;
+        n = fit.clamp(keep, n - 1);
     }
 }
 
