@@ -286,3 +286,136 @@ async fn an_imported_person_supersedes_the_guest_and_keeps_its_account() {
     assert!(!after[0].attrs.contains_key("shadowExpire"));
     tree.cleanup().await;
 }
+
+/// An HR export as it comes: two people with the same name, compound and accented surnames, an
+/// apostrophe, rows that cannot be read or lack a name. Every generated address is unique (a
+/// counter before the '@', kept in the directory), a second run keeps every address and writes
+/// nothing, and `--report` says row by row what happened, in CSV: skipped rows apart from the
+/// imported ones, changed apart from unchanged.
+#[tokio::test]
+async fn the_summary_csv_tells_every_row_and_generated_addresses_stay_unique() {
+    let tree = TestTree::new("import-summary").await;
+    let dir = scratch("import-summary");
+    let cfg = tree.write_config(&dir).display().to_string();
+    let file = source(
+        &dir,
+        "  emailScheme: \"<firstname:umlauts,alpha,lower>.<lastname:umlauts,alpha,lower>[COUNTER2]@example.org\"\n  toleratedErrors: 5\n",
+    );
+    let export = "id,first,last\n1,Maria,Schmidt\n2,Maria,Schmidt\n3,Jan,van der Berg\n4,Seán,O'Brien\n5,Thị,Nguyễn\n6,,Nobody\n7,Too,Many,Cells\n8,María José,de la Cruz\n";
+    std::fs::write(dir.join("people.csv"), export).unwrap();
+    let report = dir.join("summary.csv");
+    let run = |now: &str| {
+        let (code, out, err) = roster(&[
+            "apply",
+            "-f",
+            &file,
+            "--config",
+            &cfg,
+            "--now",
+            now,
+            "--report",
+            &report.display().to_string(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        let text = std::fs::read_to_string(&report).unwrap();
+        (format!("{out}{err}"), text)
+    };
+    let (out, summary) = run("2030-01-01T00:00:00Z");
+    assert!(
+        out.contains(
+            "7 record(s): 6 new, 0 reactivated, 0 gone, 2 error(s) (rows skipped), 0 warning(s)"
+        ),
+        "{out}"
+    );
+    let lines: Vec<&str> = summary.split_terminator("\r\n").collect();
+    assert_eq!(lines[0], "source,row,recordUID,action,username,problems");
+    let by_id = |id: &str| -> Vec<String> {
+        let line = lines
+            .iter()
+            .find(|l| l.split(',').nth(2) == Some(id))
+            .unwrap_or_else(|| panic!("no line for record {id}: {summary}"));
+        line.split(',').map(str::to_string).collect()
+    };
+    let mut ldap = admin().await;
+    let base = tree.config.people_dn();
+    let mail = async |ldap: &mut ldap3::Ldap, id: &str| -> (String, Option<String>) {
+        let e = entries(
+            ldap,
+            &base,
+            &format!("(&(rosterRecordUID={id})(objectClass=posixAccount))"),
+        )
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no account for record {id}"));
+        (
+            e.attrs["uid"][0].clone(),
+            e.attrs.get("mail").map(|m| m[0].clone()),
+        )
+    };
+    let want = [
+        ("1", "maria.schmidt@example.org"),
+        ("2", "maria.schmidt2@example.org"),
+        ("3", "jan.vanderberg@example.org"),
+        ("4", "sean.obrien@example.org"),
+        ("5", "thi.nguyen@example.org"),
+        ("8", "mariajose.delacruz@example.org"),
+    ];
+    for (id, address) in want {
+        let (user, got) = mail(&mut ldap, id).await;
+        assert_eq!(got.as_deref(), Some(address), "record {id}");
+        assert_eq!(by_id(id)[3], "new", "{summary}");
+        assert_eq!(by_id(id)[4], user, "{summary}");
+    }
+    assert_eq!(by_id("6")[1], "7");
+    assert_eq!(by_id("6")[3], "skipped");
+    assert_eq!(by_id("6")[5], "givenName is empty");
+    // The row the reader could not read has no recordUID: it is found by its row number.
+    let unread = lines
+        .iter()
+        .find(|l| l.split(',').nth(1) == Some("8"))
+        .unwrap_or_else(|| panic!("no line for row 8: {summary}"));
+    assert!(unread.contains(",skipped,"), "{unread}");
+
+    // Nothing changed in the source: nothing is written, every address stays.
+    let before = fingerprint(&tree.dn).await;
+    let (out, summary) = run("2030-01-02T00:00:00Z");
+    assert_eq!(fingerprint(&tree.dn).await, before, "{out}");
+    let actions: Vec<&str> = summary
+        .split_terminator("\r\n")
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "unchanged").count(),
+        6,
+        "{summary}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "skipped").count(),
+        2,
+        "{summary}"
+    );
+
+    // The first Maria leaves; a new one never gets her address (nor the second's).
+    std::fs::write(
+        dir.join("people.csv"),
+        "id,first,last\n2,Maria,Schmidt\n3,Jan,van der Berg\n4,Seán,O'Brien\n5,Thị,Nguyễn\n8,María José,de la Cruz\n9,Maria,Schmidt\n10,Jan,van der Berg\n",
+    )
+    .unwrap();
+    let (_, summary) = run("2030-01-03T00:00:00Z");
+    assert_eq!(
+        mail(&mut ldap, "9").await.1.as_deref(),
+        Some("maria.schmidt3@example.org")
+    );
+    assert_eq!(
+        mail(&mut ldap, "10").await.1.as_deref(),
+        Some("jan.vanderberg2@example.org")
+    );
+    let gone = summary
+        .split_terminator("\r\n")
+        .find(|l| l.split(',').nth(2) == Some("1"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(gone.starts_with("physics/hr,,1,gone,mschmidt,"), "{gone}");
+    tree.cleanup().await;
+}
