@@ -293,7 +293,8 @@ pub fn expand(
             out.outcomes.insert(key.clone(), o);
             continue;
         }
-        o.accepted_valid_until = valid.map(|t| t.to_string());
+        // Shown as declared: `2027-06-30`, not the instant it ends at.
+        o.accepted_valid_until = valid.map(crate::api::valid_until_text);
         let leaders = |p: &Project| p.spec.leaders.clone();
         o.acting_sponsor = if host_active {
             Some(format!("Person {}", spec.host))

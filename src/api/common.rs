@@ -178,6 +178,19 @@ pub fn parse_valid_until(value: &str) -> Result<jiff::Timestamp, FormatError> {
     value.parse::<jiff::Timestamp>().map_err(|_| bad())
 }
 
+/// A validity as people write it: the date `D` for the end of day `D` (midnight UTC after it,
+/// as [`parse_valid_until`] reads `D`), else the instant. `parse_valid_until` reads it back to
+/// the same instant.
+pub fn valid_until_text(t: jiff::Timestamp) -> String {
+    let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+    let midnight =
+        z.hour() == 0 && z.minute() == 0 && z.second() == 0 && z.subsec_nanosecond() == 0;
+    match z.date().yesterday() {
+        Ok(day) if midnight => day.to_string(),
+        _ => t.to_string(),
+    }
+}
+
 /// Reads a duration such as `90d`, `12h`, `1w2d` or `30m` (the units are w, d, h, m, s).
 pub fn parse_duration(value: &str) -> Result<std::time::Duration, FormatError> {
     let bad = || FormatError::Duration(value.to_string());
@@ -225,6 +238,21 @@ mod tests {
         assert_eq!(exact.to_string(), "2027-06-30T10:00:00Z");
         assert!(parse_valid_until("2027-02-30").is_err());
         assert!(parse_valid_until("tomorrow").is_err());
+    }
+
+    /// A validity is shown as declared, and reads back to the same instant.
+    #[test]
+    fn a_validity_is_shown_as_people_write_it() {
+        for (declared, shown) in [
+            ("2027-06-30", "2027-06-30"),
+            ("2027-07-01T00:00:00Z", "2027-06-30"),
+            ("2027-06-30T12:00:00+02:00", "2027-06-30T10:00:00Z"),
+            ("2028-03-01", "2028-03-01"),
+        ] {
+            let t = parse_valid_until(declared).unwrap();
+            assert_eq!(valid_until_text(t), shown, "{declared}");
+            assert_eq!(parse_valid_until(shown).unwrap(), t, "{declared}");
+        }
     }
 
     #[test]

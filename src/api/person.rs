@@ -20,7 +20,7 @@ use super::common::*;
     printcolumn(
         name = "Display-Name",
         type_ = "string",
-        json_path = ".spec.displayName"
+        json_path = ".status.displayName"
     ),
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Institute", type_ = "string", json_path = ".spec.institute"),
@@ -83,6 +83,15 @@ pub struct PersonSpec {
     pub lock_reason: Option<String>,
 }
 
+impl PersonSpec {
+    /// The name shown for the person: `displayName`, else "givenName familyName".
+    pub fn display(&self) -> String {
+        self.display_name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", self.given_name, self.family_name))
+    }
+}
+
 /// What Roster observed about a Person.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +113,10 @@ pub struct PersonStatus {
     /// How many Accounts belong to the person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_count: Option<i32>,
+    /// The name shown (the directory's `cn`): `spec.displayName`, else "givenName familyName".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 257))]
+    pub display_name: Option<String>,
     /// Lifecycle timestamps mirrored from the directory.
     #[serde(flatten)]
     pub lifecycle: Lifecycle,

@@ -159,11 +159,7 @@ pub fn desired(
             d.organizations.insert(organization.clone());
         }
         let common_name = person
-            .map(|p| {
-                p.display_name
-                    .clone()
-                    .unwrap_or_else(|| format!("{} {}", p.given_name, p.family_name))
-            })
+            .map(|p| p.display())
             .map(|n| clean(&n, 100))
             .unwrap_or_default();
         d.users.insert(

@@ -226,14 +226,53 @@ impl<'c> Gold<'c> {
     }
 }
 
-/// A step for humans.
+/// A step for humans (a deposit's window as the allocation declares it: `2026-07-01..2027-06-30`).
 fn describe(s: &diff::Step) -> String {
     match &s.deposit {
         Some((p, w)) => format!(
-            "Deposit {} credits on project {p}'s account for {}..{}",
-            w.amount, w.start, w.end
+            "Deposit {} credits on project {p}'s account for {}",
+            w.amount,
+            window_text(w.start, w.end)
         ),
         None => s.request.describe(),
+    }
+}
+
+/// An allocation window (epoch seconds, end exclusive) as dates where it is whole days: the
+/// first day and the last (`2026-07-01..2027-06-30`), else the instants.
+fn window_text(start: i64, end: i64) -> String {
+    let (Ok(s), Ok(e)) = (
+        jiff::Timestamp::from_second(start),
+        jiff::Timestamp::from_second(end),
+    ) else {
+        return format!("{start}..{end}");
+    };
+    let first = s.to_zoned(jiff::tz::TimeZone::UTC);
+    let first = if first.time() == jiff::civil::Time::midnight() {
+        first.date().to_string()
+    } else {
+        s.to_string()
+    };
+    format!("{first}..{}", crate::api::valid_until_text(e))
+}
+
+#[cfg(test)]
+mod window_tests {
+    /// Windows read as the allocation declares them, never as epoch seconds.
+    #[test]
+    fn deposit_windows_are_shown_as_dates() {
+        let at = |t: &str| crate::api::parse_valid_until(t).unwrap().as_second();
+        let start = jiff::Timestamp::from_second(at("2026-06-30"))
+            .unwrap()
+            .as_second();
+        assert_eq!(
+            super::window_text(start, at("2027-06-30")),
+            "2026-07-01..2027-06-30"
+        );
+        assert_eq!(
+            super::window_text(at("2026-07-01T08:00:00Z"), at("2027-06-30T18:00:00Z")),
+            "2026-07-01T08:00:00Z..2027-06-30T18:00:00Z"
+        );
     }
 }
 

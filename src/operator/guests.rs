@@ -149,7 +149,7 @@ impl Worker {
                 let valid = o
                     .accepted_valid_until
                     .as_deref()
-                    .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+                    .and_then(|v| crate::api::parse_valid_until(v).ok());
                 let notice = self.config.guests.notice.signed();
                 let window_start = valid.and_then(|v| v.checked_sub(notice).ok());
                 let already = notified.is_some_and(|t| window_start.is_some_and(|w| t.0 >= w));

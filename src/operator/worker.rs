@@ -530,6 +530,7 @@ impl Worker {
                 conditions: ctx.conditions(&s, &existing, h.metadata.generation),
                 account_count: Some(names.len() as i32),
                 accounts: names,
+                display_name: Some(h.spec.display()),
                 lifecycle: Lifecycle::default(),
             };
             person_writes.push((h.as_ref(), h.status.as_ref(), st));

@@ -447,10 +447,7 @@ impl<'a> Planner<'a> {
         let spec = &account.spec;
         let p = &person.spec;
         let mut a = Attrs::new();
-        let display = p
-            .display_name
-            .clone()
-            .unwrap_or_else(|| format!("{} {}", p.given_name, p.family_name));
+        let display = p.display();
         set(&mut a, "cn", [display.clone()]);
         set(&mut a, "sn", [p.family_name.clone()]);
         set(&mut a, "givenName", [p.given_name.clone()]);

@@ -67,6 +67,29 @@ async fn converges_the_site_follows_changes_and_then_writes_nothing() {
         table.contains("Deactivated"),
         "the locked account shows its phase:\n{table}"
     );
+    // A Person without displayName shows "givenName familyName"; a Guest's validity is shown
+    // as declared (a date), not as the instant it ends.
+    let line = |table: &str, name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}:\n{table}"))
+            .to_string()
+    };
+    wait_within("the people's display names", 30, || {
+        let people = w.get(&["get", "people", "-n", "physics"]);
+        line(&people, "ada").contains(" Ada Lovelace ")
+    });
+    let people = w.get(&["get", "people", "-n", "physics"]);
+    assert!(
+        line(&people, "juergen").contains(" Jürgen Müller "),
+        "{people}"
+    );
+    let guests = w.get(&["get", "guests", "-n", "physics"]);
+    assert!(
+        line(&guests, "mvisitor").contains(" 2027-06-30 "),
+        "{guests}"
+    );
 
     // Members on the Project …
     let p = w.kubectl(
