@@ -260,7 +260,7 @@ async fn store_counters(
     });
     for (cn, next) in &store {
         let dn = config.counter_dn(cn);
-        dir.set_counter(&dn, &cn, *next as i64)
+        dir.set_counter(&dn, cn, *next as i64)
             .await
             .map_err(|e| format!("storing the counter {cn}: {e}"))?;
     }

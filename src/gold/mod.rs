@@ -256,26 +256,6 @@ fn window_text(start: i64, end: i64) -> String {
     format!("{first}..{}", crate::api::valid_until_text(e))
 }
 
-#[cfg(test)]
-mod window_tests {
-    /// Windows read as the allocation declares them, never as epoch seconds.
-    #[test]
-    fn deposit_windows_are_shown_as_dates() {
-        let at = |t: &str| crate::api::parse_valid_until(t).unwrap().as_second();
-        let start = jiff::Timestamp::from_second(at("2026-06-30"))
-            .unwrap()
-            .as_second();
-        assert_eq!(
-            super::window_text(start, at("2027-06-30")),
-            "2026-07-01..2027-06-30"
-        );
-        assert_eq!(
-            super::window_text(at("2026-07-01T08:00:00Z"), at("2027-06-30T18:00:00Z")),
-            "2026-07-01T08:00:00Z..2027-06-30T18:00:00Z"
-        );
-    }
-}
-
 impl Backend for Gold<'_> {
     const NAME: &'static str = "gold";
     type Input<'a> = Downstream<'a>;
@@ -385,5 +365,25 @@ impl Backend for Gold<'_> {
             stage_start = end;
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    /// Windows read as the allocation declares them, never as epoch seconds.
+    #[test]
+    fn deposit_windows_are_shown_as_dates() {
+        let at = |t: &str| crate::api::parse_valid_until(t).unwrap().as_second();
+        let start = jiff::Timestamp::from_second(at("2026-06-30"))
+            .unwrap()
+            .as_second();
+        assert_eq!(
+            super::window_text(start, at("2027-06-30")),
+            "2026-07-01..2027-06-30"
+        );
+        assert_eq!(
+            super::window_text(at("2026-07-01T08:00:00Z"), at("2027-06-30T18:00:00Z")),
+            "2026-07-01T08:00:00Z..2027-06-30T18:00:00Z"
+        );
     }
 }

@@ -234,7 +234,7 @@ impl Worker {
                         if let Some(dir) = self.dir.as_mut() {
                             for (cn, next) in &store {
                                 let dn = self.config.counter_dn(cn);
-                                match dir.set_counter(&dn, &cn, *next as i64).await {
+                                match dir.set_counter(&dn, cn, *next as i64).await {
                                     Ok(()) => self.counters_written = true,
                                     Err(e) => {
                                         tracing::warn!(error = %e, counter = %cn, "a counter was not stored")
