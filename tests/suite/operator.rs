@@ -843,7 +843,12 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
     wait_for("u2 blocked in Slurm", || {
         show().contains(&format!("{p}|{p}u2|0|0"))
     });
-    assert!(metric_where(port, "roster_backend_operations_total", "backend=\"slurm\"") > 0.0);
+    wait_metric(
+        port,
+        "roster_backend_operations_total",
+        "backend=\"slurm\"",
+        1.0,
+    );
     // The passes' calls are timed, per backend and operation: the accounting database's read,
     // the sacctmgr processes, the directory's.
     for (backend, operation) in [
@@ -853,8 +858,12 @@ async fn the_operator_converges_slurm_after_ldap_and_reports_it() {
         ("ldap", "modify"),
     ] {
         let labels = format!("backend=\"{backend}\",operation=\"{operation}\"");
-        let count = metric_where(port, "roster_backend_call_duration_seconds_count", &labels);
-        assert!(count > 0.0, "{backend} {operation} is timed");
+        wait_metric(
+            port,
+            "roster_backend_call_duration_seconds_count",
+            &labels,
+            1.0,
+        );
         assert!(
             metric_where(port, "roster_backend_call_duration_seconds_sum", &labels) > 0.0,
             "{backend} {operation} took time"
@@ -996,7 +1005,8 @@ async fn deleting_most_accounts_in_the_cluster_is_held_and_a_rejection_keeps_the
     })
     .count();
     assert_eq!(held, 6, "the Guarded condition is on each held object");
-    assert!(metric(port, "roster_guard_held") >= 6.0);
+    // The gauge is set when the pass that wrote those conditions ends.
+    wait_metric(port, "roster_guard_held", "", 6.0);
     // Reject: the held finalizers go, nothing is written, the identities stay Active.
     let before = fingerprint(&w.tree.dn).await;
     let reject = Command::new(env!("CARGO_BIN_EXE_roster"))
@@ -1441,21 +1451,25 @@ async fn the_operator_converges_gold_and_an_unreachable_gold_fails_only_gold() {
     };
     let shown = show();
     assert!(shown.contains("gpa*") && shown.contains("gpb"), "{shown}");
-    assert!(metric_where(port, "roster_backend_operations_total", "backend=\"gold\"") > 0.0);
-    // Every Gold call the pass made is timed too (one instrumented wrapper counts and times).
-    let timed = metric_where(
+    wait_metric(
+        port,
+        "roster_backend_operations_total",
+        "backend=\"gold\"",
+        1.0,
+    );
+    // Every Gold call the pass made is timed too (one instrumented wrapper counts and times):
+    // both read from one scrape, as a pass may be calling meanwhile.
+    let query = "backend=\"gold\",operation=\"Query Allocation\"";
+    wait_metric(
         port,
         "roster_backend_call_duration_seconds_count",
-        "backend=\"gold\",operation=\"Query Allocation\"",
+        query,
+        1.0,
     );
-    assert!(timed > 0.0, "Gold's queries are timed");
+    let text = scrape(port);
     assert_eq!(
-        timed,
-        metric_where(
-            port,
-            "roster_backend_operations_total",
-            "backend=\"gold\",operation=\"Query Allocation\""
-        ),
+        metric_in(&text, "roster_backend_call_duration_seconds_count", query),
+        metric_in(&text, "roster_backend_operations_total", query),
         "each call counted once and timed once"
     );
     // A lock reaches Gold: the user and its membership are suspended.
@@ -1777,7 +1791,7 @@ async fn an_import_reads_a_configmap_creates_objects_reports_and_marks_the_gone(
         "jsonpath={.data.summary}",
     ]);
     assert!(summary.starts_with("3 line(s)"), "{summary}");
-    assert!(metric(port, "roster_import_runs_total") >= 1.0);
+    wait_metric(port, "roster_import_runs_total", "", 1.0);
     // An empty export: the guard stops the run, nobody is marked gone.
     w.export("hr-export", header);
     w.import_run("hr");

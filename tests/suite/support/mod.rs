@@ -672,12 +672,29 @@ pub fn metric_where(port: u16, name: &str, labels: &str) -> f64 {
 /// The same, or `None` while nothing listens on `port` (an operator still starting).
 pub fn try_metric_where(port: u16, name: &str, labels: &str) -> Option<f64> {
     let text = try_http(&format!("127.0.0.1:{port}"), "GET", "/metrics")?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    Some(metric_in(&text, name, labels))
+}
+
+/// The operator's metrics, one scrape: several values read from it belong together (a pass
+/// between two scrapes would count in one and not the other).
+pub fn scrape(port: u16) -> String {
+    http(&format!("127.0.0.1:{port}"), "GET", "/metrics")
+}
+
+/// The sum of the samples of `name` whose labels contain `labels`, in a scrape.
+pub fn metric_in(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until a metric reaches `at_least`. A backend's effect is visible (in slurmdbd, in
+/// Gold, in a status) a moment before the operator, back from the call, counts and times it.
+pub fn wait_metric(port: u16, name: &str, labels: &str, at_least: f64) {
+    wait_for(&format!("{name}{{{labels}}} >= {at_least}"), || {
+        metric_where(port, name, labels) >= at_least
+    });
 }
 
 /// A plain HTTP/1.1 request on loopback (the operator's metrics and probes); the response body.
