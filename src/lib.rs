@@ -12,6 +12,7 @@ pub mod gold;
 pub mod guest;
 pub mod import;
 pub mod ldap;
+pub mod notice;
 pub mod notify;
 pub mod operator;
 pub mod plan;

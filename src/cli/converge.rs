@@ -141,9 +141,31 @@ pub async fn run(args: Args, apply: bool) -> ExitCode {
     declared.add_guests(guests, &imported);
     print_guests(&declared.guests, args.output);
     let mode = if apply { Mode::Apply } else { Mode::Plan };
-    let report = converge::run(&config, now, mode, &declared, &mut dir, observed, None).await;
+    let mut report = converge::run(&config, now, mode, &declared, &mut dir, observed, None).await;
     if let Some(Err(e)) = &report.slurm {
         eprintln!("error: {e}");
+    }
+    // The notices the pass owes, from the directory as it left it (a pass that failed
+    // midway owes none: the next one tells what is then true).
+    let notices = if report.error.is_none() && config.notices.is_some() {
+        converge::notices::send(
+            &config,
+            &mut dir,
+            &declared.site,
+            &mut report.directory,
+            &report.last,
+            now,
+            mode,
+        )
+        .await
+    } else {
+        Default::default()
+    };
+    for line in notices.lines(mode) {
+        match args.output {
+            Output::Text => println!("{line}"),
+            Output::Json => eprintln!("{line}"),
+        }
     }
     if let Some(path) = &args.report
         && let Err(e) = write_summary(path, &summaries, &declared, &report)

@@ -225,18 +225,57 @@ impl Config {
                 );
             }
         }
-        if let Some(smtp) = &self.guests.smtp {
-            if let Err(e) = crate::notify::check_address("guests.smtp.from", &smtp.from) {
-                bad("guests.smtp.from", e.to_string());
+        let notice_smtp = self.notices.as_ref().and_then(|n| n.smtp.as_ref());
+        for (at, smtp) in [
+            ("guests.smtp", self.guests.smtp.as_ref()),
+            ("notices.smtp", notice_smtp),
+        ] {
+            let Some(smtp) = smtp else {
+                continue;
+            };
+            if let Err(e) = crate::notify::check_address("from", &smtp.from) {
+                bad(&format!("{at}.from"), e.to_string());
             }
             if smtp.host.is_empty() {
-                bad("guests.smtp.host", "is empty".into());
+                bad(&format!("{at}.host"), "is empty".into());
             }
             if let Some(problem) = crate::notify::credentials_problem(smtp) {
-                bad("guests.smtp.username", problem);
+                bad(&format!("{at}.username"), problem);
             }
             if smtp.timeout_seconds == 0 {
-                bad("guests.smtp.timeoutSeconds", "must be at least 1".into());
+                bad(&format!("{at}.timeoutSeconds"), "must be at least 1".into());
+            }
+        }
+        if let Some(n) = &self.notices {
+            if let Some(e) = n.before.problem() {
+                bad("notices.before", e.to_string());
+            }
+            for (key, t) in n.templates.all() {
+                let unknown = crate::notice::unknown_placeholders(t);
+                if !unknown.is_empty() {
+                    bad(
+                        &format!("notices.templates.{key}"),
+                        format!(
+                            "unknown placeholder(s) {} (known: {})",
+                            unknown
+                                .iter()
+                                .map(|u| format!("{{{u}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            crate::notice::PLACEHOLDERS
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+            if self.notice_smtp().is_none() {
+                bad(
+                    "notices.smtp",
+                    "no relay: set notices.smtp (or guests.smtp), or remove notices".into(),
+                );
             }
         }
         if let Some(g) = &self.gold {

@@ -84,6 +84,9 @@ pub struct Config {
     /// Guests: service policy per type and the expiry notice.
     #[serde(default)]
     pub guests: GuestsConfig,
+    /// Notices to people and project leaders; absent: none (conditions only).
+    #[serde(default)]
+    pub notices: Option<NoticesConfig>,
     /// Adoption of entries that existed before Roster.
     #[serde(default)]
     pub adoption: AdoptionConfig,
@@ -381,6 +384,122 @@ impl Default for GuestsConfig {
             notice: default_guest_notice(),
             smtp: None,
         }
+    }
+}
+
+/// Notices to people and project leaders (`crate::notice`): before a `validUntil` and when a
+/// deactivation takes effect, once per transition.
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticesConfig {
+    /// How long before an Account's or Project's `validUntil` the notice goes out (and how long
+    /// after a deactivation it is still told: an older one is history).
+    #[serde(default = "default_notice_before")]
+    pub before: Period,
+    /// The mail relay; absent: `guests.smtp`. Without either, no notices go out.
+    #[serde(default)]
+    pub smtp: Option<crate::notify::SmtpConfig>,
+    /// The site's wording; placeholders `{name}`, `{username}`, `{project}`, `{validUntil}`,
+    /// `{reason}` (`{{` for a literal brace).
+    #[serde(default)]
+    pub templates: NoticeTemplates,
+}
+
+fn default_notice_before() -> Period {
+    Period::from("14d")
+}
+
+/// The four notices' subjects and bodies.
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticeTemplates {
+    #[serde(default = "default_account_expiring")]
+    pub account_expiring: NoticeTemplate,
+    #[serde(default = "default_account_deactivated")]
+    pub account_deactivated: NoticeTemplate,
+    #[serde(default = "default_project_expiring")]
+    pub project_expiring: NoticeTemplate,
+    #[serde(default = "default_project_deactivated")]
+    pub project_deactivated: NoticeTemplate,
+}
+
+/// A notice's subject and body.
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticeTemplate {
+    pub subject: String,
+    pub body: String,
+}
+
+fn template(subject: &str, body: &str) -> NoticeTemplate {
+    NoticeTemplate {
+        subject: subject.into(),
+        body: body.into(),
+    }
+}
+fn default_account_expiring() -> NoticeTemplate {
+    template(
+        "Your account {username} expires on {validUntil}",
+        "Dear {name},\n\nyour account {username} expires on {validUntil}: logins and jobs are refused afterwards. If you still need it, ask your project leader or the administrators to extend it.\n",
+    )
+}
+fn default_account_deactivated() -> NoticeTemplate {
+    template(
+        "Your account {username} is deactivated",
+        "Dear {name},\n\nyour account {username} is deactivated ({reason}): logins and jobs are refused. Ask the administrators if this is a mistake.\n",
+    )
+}
+fn default_project_expiring() -> NoticeTemplate {
+    template(
+        "Project {project} ends on {validUntil}",
+        "Dear {name},\n\nthe project {project}, which you lead, ends on {validUntil}: its jobs are refused afterwards. Extend its validUntil if it goes on.\n",
+    )
+}
+fn default_project_deactivated() -> NoticeTemplate {
+    template(
+        "Project {project} is deactivated",
+        "Dear {name},\n\nthe project {project}, which you lead, is deactivated ({reason}): its jobs are refused.\n",
+    )
+}
+
+impl Default for NoticeTemplates {
+    fn default() -> Self {
+        NoticeTemplates {
+            account_expiring: default_account_expiring(),
+            account_deactivated: default_account_deactivated(),
+            project_expiring: default_project_expiring(),
+            project_deactivated: default_project_deactivated(),
+        }
+    }
+}
+
+impl NoticeTemplates {
+    /// The template of a notice kind (`accountExpiring` …).
+    pub fn get(&self, kind: &str) -> &NoticeTemplate {
+        match kind {
+            "accountExpiring" => &self.account_expiring,
+            "accountDeactivated" => &self.account_deactivated,
+            "projectExpiring" => &self.project_expiring,
+            _ => &self.project_deactivated,
+        }
+    }
+
+    /// Every template with its key.
+    pub fn all(&self) -> [(&'static str, &NoticeTemplate); 4] {
+        [
+            ("accountExpiring", &self.account_expiring),
+            ("accountDeactivated", &self.account_deactivated),
+            ("projectExpiring", &self.project_expiring),
+            ("projectDeactivated", &self.project_deactivated),
+        ]
+    }
+}
+
+impl Config {
+    /// The relay notices go through: `notices.smtp`, else `guests.smtp`.
+    pub fn notice_smtp(&self) -> Option<&crate::notify::SmtpConfig> {
+        let n = self.notices.as_ref()?;
+        n.smtp.as_ref().or(self.guests.smtp.as_ref())
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod declared;
 mod drift;
+pub mod notices;
 mod report;
 
 pub use declared::{Declared, Stores};

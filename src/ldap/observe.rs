@@ -43,6 +43,7 @@ pub const OBSERVED_ATTRS: &[&str] = &[
     "rosterAdopted",
     "rosterCounterValue",
     "rosterSlurmAccount",
+    "rosterNoticeSent",
     "createTimestamp",
     // Which version of an entry a reading holds, and which entry (a DN taken again is another
     // entry): a change feed's late message never replaces a newer reading (`crate::ldap::feed`).

@@ -327,6 +327,31 @@ impl Worker {
             self.dir = None;
             return self.unavailable(message).await;
         }
+        if config.notices.is_some()
+            && let Some(dir) = self.dir.as_mut()
+        {
+            let notices = converge::notices::send(
+                &config,
+                dir,
+                &declared.site,
+                &mut report.directory,
+                &report.last,
+                now,
+                Mode::Apply,
+            )
+            .await;
+            for (outcome, count) in [("ok", notices.sent.len()), ("error", notices.failed.len())] {
+                if count > 0 {
+                    self.metrics
+                        .notices
+                        .get_or_create(&labels([("outcome", outcome)]))
+                        .inc_by(count as u64);
+                }
+            }
+            for line in notices.lines(Mode::Apply) {
+                tracing::info!(notice = %line, "notice");
+            }
+        }
         let snapshot = Snapshot {
             accounts: &accounts,
             projects: &projects,

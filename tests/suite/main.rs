@@ -22,6 +22,7 @@ mod incremental;
 mod kubectl;
 mod ldap_feed;
 mod ldap_schema;
+mod notices;
 mod notify;
 mod operator;
 mod safety;
