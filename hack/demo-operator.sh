@@ -36,12 +36,12 @@ kubectl apply -R -f examples/site
 
 echo
 echo "== waiting until every object is Ready"
-for kind in people accounts projects; do
+for kind in importsources people accounts projects guests; do
     kubectl wait --for=condition=Ready "$kind" --all --all-namespaces --timeout=60s >/dev/null
 done
 echo
-echo "== kubectl get people,accounts,projects -A"
-kubectl get people,accounts,projects -A
+echo "== kubectl get importsources,people,accounts,projects,guests -A"
+kubectl get importsources,people,accounts,projects,guests -A
 echo
 # shellcheck source=lib/show-ldap.sh
 . hack/lib/show-ldap.sh

@@ -54,6 +54,9 @@ pub struct Site {
     /// ImportSources, with the directory of the manifest that declared each (a CSV `path` is
     /// relative to it).
     pub imports: BTreeMap<Key, (crate::api::ImportSource, std::path::PathBuf)>,
+    /// ConfigMaps declared with them (`v1`; `data`, and `binaryData` that is UTF-8): what an
+    /// ImportSource's `configMapRef` reads in file mode, as the cluster has it in the operator.
+    pub config_maps: BTreeMap<Key, BTreeMap<String, String>>,
 }
 
 impl Site {
@@ -224,6 +227,9 @@ fn add_document(
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
+    if api_version == "v1" && kind == "ConfigMap" {
+        return config_map(site, seen, &value, default_namespace, source);
+    }
     if api_version != "roster.io/v1alpha1" {
         return Err(err(
             None,
@@ -305,6 +311,81 @@ fn add_document(
         }
         other => return Err(err(object, format!("unknown kind {other:?}"))),
     }
+    Ok(())
+}
+
+/// A `v1` ConfigMap among the manifests (the data an ImportSource reads, kept in the same
+/// repository): its keys as text.
+fn config_map(
+    site: &mut Site,
+    seen: &mut BTreeMap<(String, Key), String>,
+    value: &Value,
+    default_namespace: Option<&str>,
+    source: &str,
+) -> Result<(), ManifestError> {
+    let err = |object: Option<String>, message: String| ManifestError {
+        source: source.to_string(),
+        object,
+        message,
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(namespace) = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .or(default_namespace)
+    else {
+        return Err(err(
+            Some(format!("ConfigMap {name}")),
+            "metadata.namespace is not set (set it or pass --namespace)".into(),
+        ));
+    };
+    let key = Key::new(namespace, name);
+    let object = Some(format!("ConfigMap {key}"));
+    if let Some(problem) = crate::api::validate::dns_subdomain_problem(name) {
+        return Err(err(object, format!("metadata.name: {problem}")));
+    }
+    if !is_dns_label(namespace) {
+        return Err(err(
+            object,
+            format!("metadata.namespace: Invalid value: {namespace:?}"),
+        ));
+    }
+    let mut data = BTreeMap::new();
+    for (k, v) in value
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let text = v
+            .as_str()
+            .ok_or_else(|| err(object.clone(), format!("data.{k}: not a string")))?;
+        data.insert(k.clone(), text.to_string());
+    }
+    for (k, v) in value
+        .get("binaryData")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        use base64::Engine as _;
+        let bytes = v
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or_else(|| err(object.clone(), format!("binaryData.{k}: not base64")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| err(object.clone(), format!("binaryData.{k}: not UTF-8 text")))?;
+        if data.insert(k.clone(), text).is_some() {
+            return Err(err(object, format!("{k} is in data and in binaryData")));
+        }
+    }
+    if let Some(first) = seen.insert(("ConfigMap".into(), key.clone()), source.to_string()) {
+        return Err(err(object, format!("declared twice (first at {first})")));
+    }
+    site.config_maps.insert(key, data);
     Ok(())
 }
 

@@ -260,7 +260,13 @@ async fn run_imports(
         Output::Json => eprintln!("{line}"),
     };
     for (key, (src, dir)) in declared.site.imports.clone() {
-        let (rows, errors) = match crate::import::files::read_source(&src, &dir, secrets_dir).await
+        let (rows, errors) = match crate::import::files::read_source(
+            &src,
+            &dir,
+            secrets_dir,
+            &declared.site.config_maps,
+        )
+        .await
         {
             Ok(r) => r,
             Err(e) => {
