@@ -2419,3 +2419,96 @@ async fn deleting_a_namespace_deactivates_its_identities_and_the_namespace_ends(
     w.wait_ready("accounts", 12);
     w.tree.cleanup().await;
 }
+
+/// Notices in operator mode: an Account's person before its end and when it is locked, a
+/// Project's leader before the project ends — each mailed once through the local relay, also
+/// across an operator restart (the record is in the directory, not in the operator's memory).
+#[tokio::test]
+async fn notices_are_mailed_once_each_and_a_restart_mails_none_again() {
+    let dir = scratch("op-notices");
+    let sink = smtpd(&dir);
+    let extra = format!(
+        "notices:\n  before: 14d\n  smtp: {{host: 127.0.0.1, port: {}, from: roster@hpc.example.org}}\n",
+        sink.port
+    );
+    let w = World::start("op-notices", &extra).await;
+    let offset = w.dir.join("clock-offset");
+    let set_clock = |days: i64| std::fs::write(&offset, (days * 86_400).to_string()).unwrap();
+    set_clock(0);
+    let clock = ["--clock-offset-file", offset.to_str().unwrap()];
+    let (op, port) = w.operator_with(&w.config, "solo", false, &clock);
+    let day = |d: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * d))
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let (carl, lab) = ("carl", "lab");
+    let site = |locked: bool| {
+        format!(
+            "---\napiVersion: roster.io/v1alpha1\nkind: Person\nmetadata: {{name: {carl}, namespace: physics}}\nspec: {{givenName: Carl, familyName: Clock, email: carl@physics.example.org}}\n---\napiVersion: roster.io/v1alpha1\nkind: Account\nmetadata: {{name: {carl}, namespace: physics}}\nspec: {{person: {carl}, username: {carl}, validUntil: \"{}\", locked: {locked}}}\n---\napiVersion: roster.io/v1alpha1\nkind: Project\nmetadata: {{name: {lab}, namespace: physics}}\nspec: {{leaders: [{carl}], validUntil: \"{}\"}}\n",
+            day(20),
+            day(30)
+        )
+    };
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&site(false)))
+            .status
+            .success()
+    );
+    w.wait_ready("accounts", 1);
+    let subjects = || {
+        let mut s: Vec<String> = received(&sink.maildir)
+            .iter()
+            .map(|m| {
+                let text = String::from_utf8_lossy(m).replace("\r\n", "\n");
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    passes_after(port, 2);
+    assert!(subjects().is_empty(), "nothing is due yet");
+    // Within 14 days of the account's end: one mail, however many passes follow.
+    set_clock(7);
+    wait_for("the account's notice", || subjects().len() == 1);
+    passes_after(port, 2);
+    assert_eq!(
+        subjects(),
+        [format!("Your account {carl} expires on {}", day(20))]
+    );
+    // A restarted operator reads the record from the directory and mails nothing again.
+    drop(op);
+    let (_op, port) = w.operator_with(&w.config, "solo", false, &clock);
+    passes_after(port, 3);
+    assert_eq!(subjects().len(), 1, "{:?}", subjects());
+    // The project's end within 14 days, and the account locked: one more each.
+    set_clock(17);
+    wait_for("the project's notice", || subjects().len() == 2);
+    assert!(
+        w.kubectl(&["apply", "-f", "-"], Some(&site(true)))
+            .status
+            .success()
+    );
+    wait_for("the lock's notice", || subjects().len() == 3);
+    passes_after(port, 2);
+    assert_eq!(
+        subjects(),
+        [
+            format!("Project {lab} ends on {}", day(30)),
+            format!("Your account {carl} expires on {}", day(20)),
+            format!("Your account {carl} is deactivated"),
+        ]
+    );
+    let entry = ldap_entries(&w.tree, &format!("(uid={carl})")).await;
+    let sent = &entry[0].attrs["rosterNoticeSent"];
+    assert!(
+        sent.len() == 1 && sent[0].starts_with("deactivated "),
+        "{sent:?}"
+    );
+    wait_metric(port, "roster_notices_total", "outcome=\"ok\"", 1.0);
+    w.tree.cleanup().await;
+}
