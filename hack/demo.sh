@@ -25,8 +25,11 @@ set +e
 echo "(exit $?)"
 set -e
 echo
-echo "== roster apply -f examples/site"
-"$roster" apply -f examples/site --config "$config"
+echo "== roster apply -f examples/site --report .dev/import-summary.csv"
+"$roster" apply -f examples/site --config "$config" --report .dev/import-summary.csv
+echo
+echo "== the import's summary, row by row (.dev/import-summary.csv)"
+column -s, -t <.dev/import-summary.csv 2>/dev/null || cat .dev/import-summary.csv
 echo
 
 # shellcheck source=lib/show-ldap.sh
