@@ -11,15 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{parse_valid_until, valid_until_text};
-use crate::config::{Config, NoticeTemplate, NoticesConfig};
+use crate::config::{Config, NoticesConfig};
 use crate::plan::{Kind, Observed, Plan, Target};
 use crate::site::{Key, Site};
 
 /// The attribute that records the notices sent for an entry.
 pub const SENT_ATTR: &str = "rosterNoticeSent";
 
-/// The placeholders a notice template may use.
-pub const PLACEHOLDERS: &[&str] = &["name", "username", "project", "validUntil", "reason"];
+pub use crate::config::NOTICE_PLACEHOLDERS as PLACEHOLDERS;
 
 /// One notice due: who gets it, what it says, and what records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,11 +110,10 @@ pub fn due(
         let mut wanted = None;
         if entry.is_deactivated() {
             // A deactivation older than the notice period is history (notices turned on late,
-            // a long outage): not mailed.
+            // a long outage): not mailed, though its record (if any) stays while it lasts.
             if let Some(at) = entry
                 .first("rosterDeactivatedAt")
                 .and_then(crate::plan::parse_generalized_time)
-                .filter(|at| *at + before > now)
             {
                 let reason = reasons.get(&target).copied().unwrap_or("deactivated");
                 wanted = Some((
@@ -123,6 +121,7 @@ pub fn due(
                     format!("deactivated {at}"),
                     reason.to_string(),
                     valid,
+                    at + before > now,
                 ));
             }
         } else if let Some(v) = valid.filter(|v| *v - before <= now && now < *v) {
@@ -131,6 +130,7 @@ pub fn due(
                 format!("expiring {}", valid_until_text(v)),
                 String::new(),
                 Some(v),
+                true,
             ));
         }
         let vars = |reason: &str, valid: Option<jiff::Timestamp>| {
@@ -172,26 +172,27 @@ pub fn due(
                 "deactivated locked".to_string(),
                 "it is locked".to_string(),
                 valid,
+                true,
             ))
         } else if let Some(v) = valid.filter(|_| expired) {
             // An end long past is history, as for accounts.
-            (v + before > now).then(|| {
-                (
-                    "projectDeactivated",
-                    format!("deactivated expired {}", valid_until_text(v)),
-                    format!("it ended on {}", valid_until_text(v)),
-                    Some(v),
-                )
-            })
-        } else if let Some(v) = valid.filter(|v| *v - before <= now) {
             Some((
-                "projectExpiring",
-                format!("expiring {}", valid_until_text(v)),
-                String::new(),
+                "projectDeactivated",
+                format!("deactivated expired {}", valid_until_text(v)),
+                format!("it ended on {}", valid_until_text(v)),
                 Some(v),
+                v + before > now,
             ))
         } else {
-            None
+            valid.filter(|v| *v - before <= now).map(|v| {
+                (
+                    "projectExpiring",
+                    format!("expiring {}", valid_until_text(v)),
+                    String::new(),
+                    Some(v),
+                    true,
+                )
+            })
         };
         let leaders: Vec<(String, String)> = project
             .spec
@@ -226,8 +227,9 @@ pub fn due(
     out
 }
 
-/// What one object wants told now: (kind, mark, reason, validity).
-type Wanted = Option<(&'static str, String, String, Option<jiff::Timestamp>)>;
+/// The transition an object is in: (kind, its record, reason, validity, whether it is still
+/// to be told — false for history, whose record stays but which is never mailed).
+type Wanted = Option<(&'static str, String, String, Option<jiff::Timestamp>, bool)>;
 
 /// Files one object's notice (when not recorded yet) and its stale records.
 fn push(
@@ -246,10 +248,10 @@ fn push(
             out.stale.push((entry.dn.clone(), s.to_string()));
         }
     }
-    let Some((kind, mark, reason, valid)) = wanted else {
+    let Some((kind, mark, reason, valid, tell)) = wanted else {
         return;
     };
-    if sent.contains(mark.as_str()) {
+    if !tell || sent.contains(mark.as_str()) {
         return;
     }
     let template = n.templates.get(kind);
@@ -306,36 +308,11 @@ pub fn render(template: &str, vars: &BTreeMap<&'static str, String>) -> String {
     out
 }
 
-/// The placeholders of a template that [`PLACEHOLDERS`] does not know.
-pub fn unknown_placeholders(template: &NoticeTemplate) -> Vec<String> {
-    let mut out = vec![];
-    for text in [&template.subject, &template.body] {
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find('{') {
-            rest = &rest[i..];
-            if let Some(r) = rest.strip_prefix("{{") {
-                rest = r;
-                continue;
-            }
-            match rest.find('}') {
-                Some(j) => {
-                    let name = &rest[1..j];
-                    if !PLACEHOLDERS.contains(&name) {
-                        out.push(name.to_string());
-                    }
-                    rest = &rest[j + 1..];
-                }
-                None => break,
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::{Account, AccountSpec, Person, PersonSpec, Project, ProjectSpec};
+    use crate::config::NoticeTemplate;
     use crate::plan::{Policy, plan, simulate::simulate};
 
     fn config(extra: &str) -> Config {
@@ -516,12 +493,18 @@ mod tests {
                 "deactivated expired 2030-07-31".into()
             )]
         );
-        // A deactivation older than the notice period is history: never mailed.
+        // A deactivation older than the notice period is history: never mailed, and its
+        // record stays while it lasts (nothing written when nothing changed).
         let d = due(&c, &site(true), &dir, &last, at("2030-09-01T00:00:00Z"));
         assert!(
             d.notices.iter().all(|n| n.kind != "accountDeactivated"),
             "{:?}",
             kinds(&d)
+        );
+        assert!(
+            d.stale.iter().all(|(dn, _)| !dn.starts_with("uid=ada")),
+            "{:?}",
+            d.stale
         );
     }
 
@@ -558,7 +541,7 @@ mod tests {
             subject: "{name} {usr}".into(),
             body: "{{literal}} {reason} {projekt}".into(),
         };
-        assert_eq!(unknown_placeholders(&t), ["usr", "projekt"]);
+        assert_eq!(t.unknown_placeholders(), ["usr", "projekt"]);
         let c = Config::parse(
             "managerId: dev\nldap: {uri: 'ldap://127.0.0.1:1', bindDN: cn=a, bindPasswordFile: pw, baseDN: dc=test}\nuidRange: {min: 20000, max: 29999}\ngidRange: {min: 20000, max: 29999}\nnotices:\n  templates:\n    accountExpiring: {subject: 'Hi {nme}', body: 'x'}\n",
             "/".into(),

@@ -251,7 +251,7 @@ impl Config {
                 bad("notices.before", e.to_string());
             }
             for (key, t) in n.templates.all() {
-                let unknown = crate::notice::unknown_placeholders(t);
+                let unknown = t.unknown_placeholders();
                 if !unknown.is_empty() {
                     bad(
                         &format!("notices.templates.{key}"),
@@ -262,7 +262,7 @@ impl Config {
                                 .map(|u| format!("{{{u}}}"))
                                 .collect::<Vec<_>>()
                                 .join(", "),
-                            crate::notice::PLACEHOLDERS
+                            super::NOTICE_PLACEHOLDERS
                                 .iter()
                                 .map(|p| format!("{{{p}}}"))
                                 .collect::<Vec<_>>()

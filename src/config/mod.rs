@@ -431,6 +431,37 @@ pub struct NoticeTemplate {
     pub body: String,
 }
 
+/// The placeholders a notice template may use (`crate::notice` fills them).
+pub const NOTICE_PLACEHOLDERS: &[&str] = &["name", "username", "project", "validUntil", "reason"];
+
+impl NoticeTemplate {
+    /// The placeholders of the subject and body that [`NOTICE_PLACEHOLDERS`] does not know.
+    pub fn unknown_placeholders(&self) -> Vec<String> {
+        let mut out = vec![];
+        for text in [&self.subject, &self.body] {
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find('{') {
+                rest = &rest[i..];
+                if let Some(r) = rest.strip_prefix("{{") {
+                    rest = r;
+                    continue;
+                }
+                match rest.find('}') {
+                    Some(j) => {
+                        let name = &rest[1..j];
+                        if !NOTICE_PLACEHOLDERS.contains(&name) {
+                            out.push(name.to_string());
+                        }
+                        rest = &rest[j + 1..];
+                    }
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+}
+
 fn template(subject: &str, body: &str) -> NoticeTemplate {
     NoticeTemplate {
         subject: subject.into(),
