@@ -44,10 +44,27 @@ fn interval(src: &ImportSource) -> std::time::Duration {
         .unwrap_or(DEFAULT_INTERVAL)
 }
 
+/// How soon a source that could not be read is tried again (at most its interval): a
+/// ConfigMap applied just after its ImportSource, a database restarting.
+const UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the source's last run could not read it.
+fn unreachable(src: &ImportSource) -> bool {
+    src.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "SourceUnreachable" && c.status == crate::api::ConditionStatus::True
+        })
+    })
+}
+
 /// When a source's next run is due, and whether it is due now.
 pub fn due(src: &ImportSource, now: jiff::Timestamp) -> (bool, jiff::Timestamp) {
     let st = src.status.clone().unwrap_or_default();
-    let interval = interval(src);
+    let interval = if unreachable(src) {
+        interval(src).min(UNREACHABLE_RETRY)
+    } else {
+        interval(src)
+    };
     let next = st
         .last_run
         .as_ref()
@@ -145,8 +162,7 @@ impl Worker {
             }
             let key = Key::of(src.as_ref());
             let interval = interval(src);
-            let next = now + jiff::SignedDuration::from_secs(interval.as_secs() as i64);
-            wake = Some(wake.map_or(next, |w| w.min(next)));
+            let mut next = now + jiff::SignedDuration::from_secs(interval.as_secs() as i64);
             let mut conds: Vec<Cond> = vec![];
             let mut run = ImportRun::default();
             let mut report_lines: Vec<String> = vec![];
@@ -155,6 +171,11 @@ impl Worker {
             let mut summary = String::new();
             match self.read_source(src).await {
                 Err(e) => {
+                    // Not an empty source: tried again soon, not at the next interval.
+                    next = now
+                        + jiff::SignedDuration::from_secs(
+                            interval.min(UNREACHABLE_RETRY).as_secs() as i64,
+                        );
                     conds.push(cond("SourceUnreachable", true, "ReadFailed", e.clone()));
                     conds.push(cond(
                         "Ready",
@@ -261,6 +282,7 @@ impl Worker {
                     }
                 }
             }
+            wake = Some(wake.map_or(next, |w| w.min(next)));
             run.finished_at = Some(Time(now));
             run.report = self.write_report(src, &report_lines, &summary).await;
             let existing = src
@@ -494,5 +516,61 @@ fn cond(type_: &'static str, status: bool, reason: &str, message: String) -> Con
         status,
         reason: reason.into(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Condition, ConditionStatus, ImportSourceStatus};
+
+    /// A source that could not be read is tried again within a minute, not at its interval:
+    /// a ConfigMap applied just after its ImportSource is read on the next try.
+    #[test]
+    fn an_unreachable_source_is_retried_soon() {
+        let now: jiff::Timestamp = "2030-01-01T12:00:00Z".parse().unwrap();
+        let mut src: ImportSource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.io/v1alpha1",
+            "kind": "ImportSource",
+            "metadata": {"name": "hr", "namespace": "physics", "generation": 1},
+            "spec": {
+                "sourceUID": "hr",
+                "reader": {"type": "Csv", "csv": {"configMapRef": {"name": "x", "key": "y"}}},
+                "mapping": {},
+                "recordUID": "<id>",
+            },
+        }))
+        .unwrap();
+        let finished = now - jiff::SignedDuration::from_secs(90);
+        let status = |unreachable: bool| ImportSourceStatus {
+            observed_generation: Some(1),
+            conditions: if unreachable {
+                vec![Condition {
+                    type_: "SourceUnreachable".into(),
+                    status: ConditionStatus::True,
+                    reason: "ReadFailed".into(),
+                    message: String::new(),
+                    last_transition_time: Time(finished),
+                    observed_generation: Some(1),
+                }]
+            } else {
+                vec![]
+            },
+            last_run: Some(ImportRun {
+                finished_at: Some(Time(finished)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        src.status = Some(status(false));
+        assert_eq!(
+            due(&src, now),
+            (false, finished + jiff::SignedDuration::from_secs(3600))
+        );
+        src.status = Some(status(true));
+        assert_eq!(
+            due(&src, now),
+            (true, finished + jiff::SignedDuration::from_secs(60))
+        );
     }
 }
