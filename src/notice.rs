@@ -72,11 +72,21 @@ pub fn due(
             Some((&o.target, c.message.as_str()))
         })
         .collect();
-    let person_of = |ns: &str, username: &str| {
-        site.accounts
-            .iter()
-            .find(|(k, a)| k.namespace == ns && a.spec.username == username)
-            .and_then(|(k, a)| site.people.get(&Key::new(&k.namespace, &a.spec.person)))
+    // (namespace, username) → the account's Person, for the leaders of projects.
+    let people: BTreeMap<(&str, &str), &crate::api::Person> = site
+        .accounts
+        .iter()
+        .filter_map(|(k, a)| {
+            let p = site.people.get(&Key::new(&k.namespace, &a.spec.person))?;
+            Some(((k.namespace.as_str(), a.spec.username.as_str()), p))
+        })
+        .collect();
+    // The entry is this object's own (a name another namespace holds is its business).
+    let owns = |e: &crate::plan::Entry, kind: &str, key: &Key| {
+        e.is_managed_by(&config.manager_id)
+            && e.owned_by().is_some_and(|o| {
+                o.kind == kind && o.namespace == key.namespace && o.name == key.name
+            })
     };
     for (key, account) in &site.accounts {
         let guest = account
@@ -87,7 +97,7 @@ pub fn due(
         let Some(entry) = directory.accounts.get(&account.spec.username) else {
             continue;
         };
-        if guest || !entry.is_managed_by(&config.manager_id) || entry.is_gone() {
+        if guest || !owns(entry, "Account", key) || entry.is_gone() {
             continue;
         }
         let target = Target::new(Kind::Account, key);
@@ -102,11 +112,15 @@ pub fn due(
             .or_else(|| entry.first("mail").map(str::to_string))
             .into_iter()
             .collect();
-        let valid = account
-            .spec
-            .valid_until
-            .as_deref()
-            .and_then(|v| parse_valid_until(v).ok());
+        // The account ends with its own validity or its person's, whichever comes first.
+        let valid = [
+            account.spec.valid_until.as_deref(),
+            person.and_then(|p| p.spec.valid_until.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| parse_valid_until(v).ok())
+        .min();
         let mut wanted = None;
         if entry.is_deactivated() {
             // A deactivation older than the notice period is history (notices turned on late,
@@ -156,7 +170,7 @@ pub fn due(
         let Some(entry) = directory.groups.get(&group) else {
             continue;
         };
-        if !entry.is_managed_by(&config.manager_id) || entry.is_gone() {
+        if !owns(entry, "Project", key) || entry.is_gone() {
             continue;
         }
         let target = Target::new(Kind::Project, key);
@@ -199,7 +213,7 @@ pub fn due(
             .leaders
             .iter()
             .filter_map(|u| {
-                let p = person_of(&key.namespace, u)?;
+                let p = people.get(&(key.namespace.as_str(), u.as_str()))?;
                 Some((p.spec.email.clone()?, p.spec.display()))
             })
             .collect();
