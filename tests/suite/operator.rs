@@ -2512,3 +2512,50 @@ async fn notices_are_mailed_once_each_and_a_restart_mails_none_again() {
     wait_metric(port, "roster_notices_total", "outcome=\"ok\"", 1.0);
     w.tree.cleanup().await;
 }
+
+/// `kubectl apply -R -f examples/site` as the README says, its import included: the
+/// ImportSource reads the ConfigMap declared beside it and is Ready, its twenty people become
+/// accounts like the departments' twelve, and the summary CSV is in the report ConfigMap —
+/// the same 32 accounts `roster apply -f examples/site` gives in file mode.
+#[tokio::test]
+async fn the_example_site_with_its_import_is_ready_in_the_cluster() {
+    use base64::Engine as _;
+    let w = World::start("op-example", "").await;
+    let (_op, _port) = w.operator(&w.config, "solo", false);
+    let site = repo_root().join("examples/site").display().to_string();
+    let out = w.kubectl(&["apply", "-R", "-f", &site], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.wait_ready("importsources", 1);
+    w.wait_ready("accounts", 32);
+    let created = w.import_status("hr", "{.status.lastRun.created}");
+    assert_eq!(created, "20");
+    let summary = w.get(&[
+        "get",
+        "configmap",
+        "hr-import-report",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.binaryData.summary\\.csv\\.gz}",
+    ]);
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(summary.trim())
+        .expect("base64");
+    let mut csv = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut csv)
+        .expect("a whole gzip file");
+    let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert_eq!(lines[0], "source,row,recordUID,action,username,problems");
+    assert_eq!(lines.len(), 21, "{csv}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.split(',').nth(3) == Some("new")),
+        "{csv}"
+    );
+    w.tree.cleanup().await;
+}
