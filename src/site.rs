@@ -507,6 +507,42 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<Manifest
 mod read_tests {
     use super::*;
 
+    /// A ConfigMap among the manifests is data for an ImportSource: its keys as text, errors
+    /// named; two of one name are refused like any object declared twice.
+    #[test]
+    fn config_maps_in_the_manifests_are_read_and_checked() {
+        let cm = |extra: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hr, namespace: physics}}\n{extra}"
+            )
+        };
+        let site = load_text(
+            "m.yaml",
+            &cm("data: {a.csv: \"x;y\\n\"}\nbinaryData: {b.csv: YQ==}\n"),
+            None,
+        )
+        .unwrap();
+        let data = &site.config_maps[&Key::new("physics", "hr")];
+        assert_eq!(
+            (data["a.csv"].as_str(), data["b.csv"].as_str()),
+            ("x;y\n", "a")
+        );
+        let message = |text: &str| load_text("m.yaml", text, None).unwrap_err()[0].to_string();
+        assert!(
+            message(&cm("binaryData: {b.csv: '***'}\n")).contains("binaryData.b.csv: not base64")
+        );
+        assert!(message(&cm("data: {a.csv: 1}\n")).contains("data.a.csv: not a string"));
+        assert!(message(&format!("{}---\n{}", cm(""), cm(""))).contains("declared twice"));
+        let unnamed = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hr}\n";
+        assert!(message(unnamed).contains("metadata.namespace is not set"));
+        assert!(load_text("m.yaml", unnamed, Some("physics")).is_ok());
+        // Other v1 kinds are still not Roster's.
+        assert!(
+            message("apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: p}\n")
+                .contains("is not roster.io/v1alpha1")
+        );
+    }
+
     #[test]
     fn a_null_cannot_meet_a_rule_that_the_typed_object_breaks() {
         let guest = |admin: &str| {
