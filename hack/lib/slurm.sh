@@ -21,7 +21,7 @@
 #         until they are gone.
 #
 # DIR holds (all 0700 / 0600):
-#   my.cnf mysql/{data,mysqld.sock,mysqld.pid,mariadbd.log}   MariaDB (root via unix socket)
+#   my.cnf mysql/{data,tmp,mysqld.sock,mysqld.pid,mariadbd.log}   MariaDB (root via unix socket)
 #   munge/{munge.key,munge.socket,munged.pid,munged.log,munged.seed}
 #   slurm.conf slurmdbd.conf slurmdbd.pid slurmdbd.log         (slurmdbd reads the slurmdbd.conf
 #                                                              next to $SLURM_CONF; it has no -f)
@@ -195,6 +195,7 @@ clusters() { sacctmgr_q -nP show cluster format=cluster 2>/dev/null; }
 write_configs() {
     local dir=$1 mysql_port=$2 dbd_port=$3 cluster=$4 user
     user=$(id -un)
+    mkdir -p "$MYSQL_DIR/tmp"
     {
         echo "# Written by hack/lib/slurm.sh. Start: mariadbd --defaults-file=THIS (first option)."
         echo "[mysqld]"
@@ -207,6 +208,10 @@ write_configs() {
         echo "bind-address=127.0.0.1"
         echo "skip-name-resolve"
         echo "skip-log-bin"
+        # Temporary tables of this instance only: the tests start several MariaDBs, and
+        # 10.11.19 crashed (SIGSEGV in ha_maria::drop_table) when a union's Aria temporary
+        # table was created but could not be opened; nothing else is to touch its files.
+        echo "tmpdir=$MYSQL_DIR/tmp"
         echo "innodb_lock_wait_timeout=900"
         echo "innodb_buffer_pool_dump_at_shutdown=OFF"
         echo "innodb_buffer_pool_load_at_startup=OFF"

@@ -66,7 +66,8 @@ pub async fn run(
         ldap: applied,
         ..Default::default()
     };
-    let downstream = config.slurm.is_some() || config.gold.is_some();
+    // Notices are decided from the directory as the pass leaves it, in plan mode too.
+    let downstream = config.slurm.is_some() || config.gold.is_some() || config.notices.is_some();
     report.directory = match mode {
         Mode::Apply if report.ldap.wrote() => match reread(&mut ldap, &report, observed).await {
             Ok(o) => o,

@@ -87,12 +87,14 @@ the Role for it is.
 {{- if $c.gold }}
 {{- $_ := set $c.gold "authKeyFile" (printf "%s/gold-auth-key" $dir) }}
 {{- end }}
-{{- if and $c.guests $c.guests.smtp }}
-{{- if .Values.secrets.smtpPassword.name }}
-{{- $_ := set $c.guests.smtp "passwordFile" (printf "%s/smtp-password" $dir) }}
+{{- range $relay := list (and $c.guests $c.guests.smtp) (and $c.notices $c.notices.smtp) }}
+{{- if $relay }}
+{{- if $.Values.secrets.smtpPassword.name }}
+{{- $_ := set $relay "passwordFile" (printf "%s/smtp-password" $dir) }}
 {{- end }}
-{{- if or .Values.secrets.smtpCA.configMap .Values.secrets.smtpCA.secret }}
-{{- $_ := set $c.guests.smtp "caFile" (printf "%s/smtp-ca.pem" $dir) }}
+{{- if or $.Values.secrets.smtpCA.configMap $.Values.secrets.smtpCA.secret }}
+{{- $_ := set $relay "caFile" (printf "%s/smtp-ca.pem" $dir) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- toYaml $c }}
