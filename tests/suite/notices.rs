@@ -38,7 +38,11 @@ metadata: {{name: lab, namespace: physics}}
 spec: {{leaders: [ada], members: [bob], validUntil: \"2030-06-20\"}}
 "
     );
-    let f = dir.join(if bob_locked { "locked.yaml" } else { "site.yaml" });
+    let f = dir.join(if bob_locked {
+        "locked.yaml"
+    } else {
+        "site.yaml"
+    });
     std::fs::write(&f, text).unwrap();
     f.display().to_string()
 }
