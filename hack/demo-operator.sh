@@ -32,6 +32,15 @@ echo "== kubectl create namespace physics chemistry, then kubectl apply -R -f ex
 for ns in physics chemistry; do
     kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 done
+# The example's import reads a ConfigMap in physics and writes its report there: what the
+# chart's rbac.importNamespaces=[physics] binds.
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: roster-imports, namespace: physics}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: roster-imports}
+subjects: [{kind: ServiceAccount, name: roster, namespace: roster}]
+YAML
 kubectl apply -R -f examples/site
 
 echo
