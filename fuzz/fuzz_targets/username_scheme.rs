@@ -176,10 +176,12 @@ fn check_parse_error(text: &str, e: &SchemeError) {
         | SchemeError::Unexpected { position, .. }
         | SchemeError::BadFieldName { position, .. }
         | SchemeError::UnknownModifier { position, .. }
-        | SchemeError::ConflictingModifiers { position }
+        | SchemeError::ConflictingModifiers { position, .. }
         | SchemeError::BadSlice { position, .. }
         | SchemeError::UnknownBracket { position, .. }
-        | SchemeError::CounterNotAtEnd { position } => *position,
+        | SchemeError::CounterNotAtEnd { position }
+        | SchemeError::CounterNotBeforeAt { position }
+        | SchemeError::SecondCounter { position } => *position,
         SchemeError::EmptyTemplate => {
             assert!(text.is_empty());
             return;
