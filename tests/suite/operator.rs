@@ -2533,6 +2533,18 @@ async fn the_example_site_with_its_import_is_ready_in_the_cluster() {
     w.wait_ready("accounts", 32);
     let created = w.import_status("hr", "{.status.lastRun.created}");
     assert_eq!(created, "20");
+    // The departments come first (`kubectl apply -R` in name order): the imported Jürgen Müller
+    // gets a counter, the declared jmueller keeps his name.
+    let imported = w.get(&[
+        "get",
+        "account",
+        "jmueller2",
+        "-n",
+        "physics",
+        "-o",
+        "jsonpath={.spec.person}",
+    ]);
+    assert_eq!(imported, "jmueller2");
     let summary = w.get(&[
         "get",
         "configmap",

@@ -84,7 +84,7 @@ impl World {
     }
 
     /// `kubectl apply -R -f examples/site/{physics,chemistry}`: the example site without its
-    /// import (`examples/site/imports`, 20 more people): the tests count and name
+    /// import (`examples/site/sources`, 20 more people): the tests count and name
     /// what the two departments declare; `the_example_site_with_its_import_…` applies it all.
     pub fn apply_site(&self) {
         for part in ["physics", "chemistry"] {
